@@ -1,0 +1,26 @@
+//! The one `bindgen!` site: Rust types and traits for the `salt:returner` WIT
+//! package, with WASI mapped onto `wasmtime_wasi`'s own bindings.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "returner-component",
+    imports: {
+        "salt:returner/etcd": async | trappable,
+        "salt:returner/mysql": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings,
+    },
+});
+
+pub use exports::salt::returner::returner as export;
+pub use salt::returner::types::{Error as GuestError, Event, JobReturn};
+
+/// The WIT package's interface name of the exported returner interface,
+/// without version.
+pub const RETURNER_INTERFACE: &str = "salt:returner/returner";
+
+/// Version of the `salt:returner` WIT package this host implements.
+pub const WIT_VERSION: &str = "0.1.0";

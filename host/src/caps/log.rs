@@ -1,0 +1,76 @@
+//! The `log` capability: a guest's log records go to the host's `tracing`
+//! output under the target `returner_host::guest`, tagged with the returner.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::salt::returner::log::{self, Level};
+
+/// A guest cannot flood the host's log with one huge record: longer messages
+/// are cut to this many bytes.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// Per-call logging state: which returner is speaking.
+#[derive(Clone, Debug)]
+pub struct LogCtx {
+    returner: Arc<str>,
+}
+
+impl LogCtx {
+    /// Records are tagged with `returner`.
+    pub fn new(returner: Arc<str>) -> Self {
+        Self { returner }
+    }
+}
+
+impl log::Host for LogCtx {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let message = truncate(&message, MAX_MESSAGE_BYTES);
+        let returner = &*self.returner;
+        match level {
+            Level::Trace => tracing::trace!(target: "returner_host::guest", returner, "{message}"),
+            Level::Debug => tracing::debug!(target: "returner_host::guest", returner, "{message}"),
+            Level::Info => tracing::info!(target: "returner_host::guest", returner, "{message}"),
+            Level::Warn => tracing::warn!(target: "returner_host::guest", returner, "{message}"),
+            Level::Error => tracing::error!(target: "returner_host::guest", returner, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct HasLog;
+impl HasData for HasLog {
+    type Data<'a> = &'a mut LogCtx;
+}
+
+/// Link `salt:returner/log`.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut LogCtx,
+) -> wasmtime::Result<()> {
+    log::add_to_linker::<T, HasLog>(linker, get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

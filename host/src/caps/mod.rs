@@ -1,0 +1,84 @@
+//! Capabilities: everything a guest can reach beyond its own memory, each
+//! behind a grant from the host config. Deny by default: a returner with no
+//! grant for a capability gets `denied` from every call, and an audit event.
+//!
+//! One module per capability owns its grant type, its check, its host
+//! functions and its backend client.
+
+pub mod audit;
+pub mod config;
+pub mod etcd;
+pub mod fs;
+pub mod log;
+pub mod mysql;
+pub mod wasi;
+
+use serde::Deserialize;
+
+/// The grants of one returner, as written in the config under
+/// `[returners.NAME.grants.*]`. A capability without a grant is denied.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Keys under one prefix of an etcd profile.
+    #[serde(default)]
+    pub etcd: Option<etcd::EtcdGrant>,
+    /// Tables and verbs of a MySQL profile.
+    #[serde(default)]
+    pub mysql: Option<mysql::MysqlGrant>,
+    /// One host directory.
+    #[serde(default)]
+    pub fs: Option<fs::FsGrant>,
+}
+
+use std::sync::Arc;
+
+use wasmtime::component::Linker;
+
+/// Per-call state of every `salt:returner` host interface.
+pub struct CallCaps {
+    options: config::OptionsCtx,
+    log: log::LogCtx,
+    etcd: etcd::EtcdCtx,
+    mysql: mysql::MysqlCtx,
+}
+
+impl CallCaps {
+    /// State for one call of `returner` with its grants and options.
+    pub fn new(
+        returner: Arc<str>,
+        grants: &Grants,
+        options: Arc<serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        Self {
+            options: config::OptionsCtx::new(options),
+            log: log::LogCtx::new(returner.clone()),
+            etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new)),
+            mysql: mysql::MysqlCtx::new(returner, grants.mysql.clone().map(Arc::new)),
+        }
+    }
+}
+
+/// Access to the [`CallCaps`] inside a store's data.
+pub trait CapsView {
+    /// The call's capability state.
+    fn caps(&mut self) -> &mut CallCaps;
+}
+
+/// Link every `salt:returner` host interface.
+pub fn add_to_linker<T: CapsView + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::salt::returner::types::add_to_linker::<T, HasTypes>(linker, |_| TypesCtx)?;
+    config::add_to_linker(linker, |t| &mut t.caps().options)?;
+    log::add_to_linker(linker, |t| &mut t.caps().log)?;
+    etcd::add_to_linker(linker, |t| &mut t.caps().etcd)?;
+    mysql::add_to_linker(linker, |t| &mut t.caps().mysql)?;
+    Ok(())
+}
+
+/// `salt:returner/types` has no functions; the linker still needs the instance.
+struct TypesCtx;
+impl crate::bindings::salt::returner::types::Host for TypesCtx {}
+struct HasTypes;
+impl wasmtime::component::HasData for HasTypes {
+    type Data<'a> = TypesCtx;
+}

@@ -1,0 +1,275 @@
+//! The command line: `serve`, `call`, `inspect`, `check`. Errors are
+//! converted once here into one line on stderr and a non-zero exit.
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::config::{HostConfig, ModuleSource, Overrides};
+use crate::dispatch::{self, ReturnerHost};
+use crate::error::ErrorKind;
+use crate::runtime::{FUNCTIONS, Returner, Runtime, RuntimeOptions};
+
+/// Runs SaltStack returners as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "returner-host", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. `RUST_LOG=returner_host=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the ingest API. Without --config: the embedded local-cache
+    /// returner as `local_cache`, data in ./var, on a unix socket in the data dir.
+    Serve {
+        /// Host config (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `unix:PATH` or `tcp:127.0.0.1:PORT` (TCP needs a token file).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where the host keeps compiled modules and the default job cache.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// File holding the bearer token clients must send.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Make one call without a daemon and print the result as JSON.
+    Call {
+        /// Host config (TOML); without it, the embedded default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data dir (for the embedded default and compiled modules).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Returner name, e.g. `local_cache`.
+        returner: String,
+        /// Salt's function name, e.g. `get_jid`.
+        function: String,
+        /// JSON object of the arguments under Salt's names; `-` or absent reads stdin.
+        json: Option<String>,
+    },
+    /// Describe a returner component: its world, the functions it implements, its imports.
+    Inspect {
+        /// The `.wasm` component.
+        module: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config and every module it names.
+    Check {
+        /// Host config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Run the command line; the process's exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing(cli.log_format, matches!(cli.command, Command::Serve { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen, data_dir, token_file } => {
+            let overrides = Overrides { listen, data_dir, token_file };
+            let config = load_config(config.as_deref(), &overrides)?;
+            let host = Arc::new(ReturnerHost::start(&config)?);
+            crate::ingest::serve(host, &config.server, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call { config, data_dir, returner, function, json } => {
+            let overrides = Overrides { data_dir, ..Default::default() };
+            let config = load_config(config.as_deref(), &overrides)?;
+            let body = match json.as_deref() {
+                Some("-") | None if !std::io::stdin().is_terminal() => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s).context("reading the arguments from stdin")?;
+                    s
+                }
+                Some("-") | None => String::new(),
+                Some(text) => text.to_owned(),
+            };
+            if config.returner(&returner).is_none() {
+                let known: Vec<&str> = config.returners.iter().map(|r| r.name.as_str()).collect();
+                anyhow::bail!("no returner `{returner}` in {}; it has: {}", config.source.display(), known.join(", "));
+            }
+            // Load only the returner asked for: one call should not compile every module.
+            let mut only = config.clone();
+            only.returners.retain(|r| r.name == returner);
+            let host = ReturnerHost::start(&only)?;
+            match host.dispatch(&returner, &function, body.as_bytes()).await {
+                Ok(result) => {
+                    println!("{result}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Inspect { module, json } => inspect(&module, json).await,
+        Command::Check { config } => check(&config),
+    }
+}
+
+fn load_config(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<HostConfig> {
+    Ok(match path {
+        Some(p) => HostConfig::load(p, overrides)?,
+        None => HostConfig::embedded_default(overrides)?,
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Which functions a module implements, found by calling each in an empty
+/// sandbox (no grants, no options): one that answers `unsupported` does not
+/// implement it; without grants nothing a guest does can have an effect.
+async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeOptions { instance_slots: 4, ..Default::default() })?;
+    let module = runtime.load_module_file(path)?;
+    let info = module.info().clone();
+    let returner = Returner::new(dispatch::sandbox_config("inspect", ModuleSource::File(path.to_owned())), module);
+    let mut functions = Vec::new();
+    for function in FUNCTIONS {
+        let call = dispatch::parse_call(function, probe_args(function).as_bytes())
+            .map_err(|e| anyhow::anyhow!("probe arguments of {function}: {e}"))?;
+        let status = match returner.call(&runtime, &call).await {
+            Ok(_) => "implemented".to_owned(),
+            Err(e) if e.kind == ErrorKind::Unsupported => "unsupported".to_owned(),
+            Err(e) => format!("implemented (probe answered {})", e.kind.as_str()),
+        };
+        functions.push((function, status));
+    }
+    let world = info.exports.replace("/returner@", "@");
+    if as_json {
+        let functions: serde_json::Map<String, serde_json::Value> =
+            functions.iter().map(|(f, s)| (f.to_string(), json!(s.starts_with("implemented")))).collect();
+        let out = json!({
+            "module": path,
+            "sha256": info.sha256,
+            "world": world,
+            "exports": info.exports,
+            "functions": functions,
+            "imports": info.imports,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("module:  {}", path.display());
+        println!("sha256:  {}", info.sha256);
+        println!("world:   {world} (exports {})", info.exports);
+        println!("functions:");
+        for (f, s) in &functions {
+            println!("  {f:<16} {s}");
+        }
+        println!("imports:");
+        for i in &info.imports {
+            println!("  {i}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Harmless arguments for probing each function.
+fn probe_args(function: &str) -> String {
+    let jid = "20000101000000000000";
+    match function {
+        "returner" => json!({"ret": {"id": "inspect", "jid": jid, "fun": "test.ping", "return": true}}),
+        "save_load" => json!({"jid": jid, "load": {}}),
+        "get_load" | "get_jid" | "get_endtime" => json!({"jid": jid}),
+        "get_fun" => json!({"fun": "test.ping"}),
+        "get_jids_filter" => json!({"count": 1}),
+        "prep_jid" => json!({"passed_jid": jid}),
+        "save_minions" => json!({"jid": jid, "minions": []}),
+        "event_return" => json!({"events": []}),
+        "update_endtime" => json!({"jid": jid, "time": "2000, Jan 01 00:00:00.000000"}),
+        _ => json!({}),
+    }
+    .to_string()
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = HostConfig::load(path, &Overrides::default())?;
+    let host = ReturnerHost::start(&config)?;
+    println!("{}: ok, listen {}", path.display(), config.server.listen);
+    for rc in &config.returners {
+        let Some(r) = host.returner(&rc.name) else { continue };
+        let mut grants = Vec::new();
+        if let Some(g) = &rc.grants.fs {
+            grants.push(format!("fs {} ({:?})", g.dir.display(), g.mode).to_lowercase());
+        }
+        if let Some(g) = &rc.grants.etcd {
+            grants.push(format!("etcd {}:{}", g.profile, g.root));
+        }
+        if let Some(g) = &rc.grants.mysql {
+            grants.push(format!("mysql {} ({} tables)", g.profile, g.tables.len()));
+        }
+        println!(
+            "  returner {}: {} sha256 {} exports {}; grants: {}",
+            rc.name,
+            rc.module,
+            &r.module().info().sha256[..12],
+            r.module().info().exports,
+            if grants.is_empty() { "none".to_owned() } else { grants.join(", ") }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

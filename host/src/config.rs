@@ -1,0 +1,603 @@
+//! The host config: TOML in the shape of DESIGN.md, parsed strictly
+//! (`deny_unknown_fields`), then validated into resolved types. Every error
+//! names the file, the key and what was expected.
+//!
+//! ```toml
+//! [server]
+//! listen = "unix:/run/returner-host/sock"   # or "tcp:127.0.0.1:4510" (then token_file is required)
+//! token_file = "/etc/returner-host/token"
+//! data_dir = "/var/lib/returner-host"
+//!
+//! [returners.local_cache]
+//! module = "builtin:local-cache"
+//! options = { keep_jobs_seconds = 86400 }
+//! limits = { memory_mib = 64, deadline_ms = 2000, max_concurrency = 16 }
+//! [returners.local_cache.grants.fs]
+//! dir = "/var/cache/salt/jobs"
+//! mode = "rw"
+//! ```
+//!
+//! Relative paths in a config file are relative to the file's directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::caps::Grants;
+use crate::caps::etcd::EtcdProfile;
+use crate::caps::mysql::MysqlProfile;
+
+/// Default data directory when neither the config nor the command line names one.
+pub const DEFAULT_DATA_DIR: &str = "./var";
+/// Name of the unix socket inside the data dir when `listen` is not set.
+pub const DEFAULT_SOCKET_NAME: &str = "returner-host.sock";
+/// Name the embedded default returner is served under.
+pub const DEFAULT_RETURNER: &str = "local_cache";
+/// Module reference of the embedded local-cache returner.
+pub const BUILTIN_LOCAL_CACHE: &str = "builtin:local-cache";
+
+/// A returner's memory cap when the config does not set one. Stops a guest
+/// from exhausting the host's memory.
+pub const DEFAULT_MEMORY_MIB: u64 = 64;
+/// A call's time limit when the config does not set one. Stops a looping
+/// guest from holding a worker and a concurrency slot forever.
+pub const DEFAULT_DEADLINE_MS: u64 = 2_000;
+/// Calls of one returner running at once when the config does not set it.
+/// Stops one busy or slow returner from taking every instance slot.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 16;
+/// Largest request body the ingest API reads when the config does not set
+/// it. Large state runs fit; a runaway client cannot exhaust memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A config that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// Config file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key has a value of the wrong shape, is unknown, or is missing.
+    #[error("{file}: {}{message}", key_prefix(key))]
+    Invalid {
+        /// Config file, or `<command line>` / `<default>`.
+        file: PathBuf,
+        /// Dotted key path, e.g. `returners.etcd.limits.memory_mib`; empty for the whole file.
+        key: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() { String::new() } else { format!("key `{key}`: ") }
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+    #[serde(default)]
+    returners: BTreeMap<String, ReturnerSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    max_body_bytes: Option<u64>,
+}
+
+/// A named connection profile; credentials live here, host-side only.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Profile {
+    /// An etcd cluster.
+    Etcd(EtcdProfile),
+    /// A MySQL or MariaDB server.
+    Mysql(MysqlProfile),
+}
+
+impl Profile {
+    fn kind(&self) -> &'static str {
+        match self {
+            Profile::Etcd(_) => "etcd",
+            Profile::Mysql(_) => "mysql",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReturnerSection {
+    module: String,
+    #[serde(default)]
+    options: toml::Table,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    grants: Grants,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    memory_mib: Option<u64>,
+    deadline_ms: Option<u64>,
+    max_concurrency: Option<u32>,
+}
+
+/// Where the host listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// A unix socket at this path (created with mode 0600).
+    Unix(PathBuf),
+    /// Loopback TCP; requires a bearer token.
+    Tcp(SocketAddr),
+}
+
+impl Listen {
+    /// Parse `unix:PATH` or `tcp:ADDR:PORT`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a socket path, e.g. `unix:/run/returner-host/sock`".into());
+            }
+            Ok(Listen::Unix(PathBuf::from(path)))
+        } else if let Some(addr) = s.strip_prefix("tcp:") {
+            addr.parse::<SocketAddr>()
+                .map(Listen::Tcp)
+                .map_err(|e| format!("`{addr}` is not an address:port ({e}), e.g. `tcp:127.0.0.1:4510`"))
+        } else {
+            Err(format!("`{s}` should be `unix:PATH` or `tcp:127.0.0.1:PORT`"))
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+            Listen::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// Resolved server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: Listen,
+    /// File holding the bearer token; required for TCP.
+    pub token_file: Option<PathBuf>,
+    /// Where the host keeps its own state (compiled modules, the default cache).
+    pub data_dir: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Where a returner's code comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// A `.wasm` component on disk.
+    File(PathBuf),
+    /// A component embedded in the host binary, by name (`local-cache`).
+    Builtin(String),
+}
+
+impl fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModuleSource::File(p) => write!(f, "{}", p.display()),
+            ModuleSource::Builtin(name) => write!(f, "builtin:{name}"),
+        }
+    }
+}
+
+/// Resource limits of one returner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory cap of one call's instance, in bytes.
+    pub memory_bytes: usize,
+    /// Time limit of one call, guest CPU and host waits together.
+    pub deadline: Duration,
+    /// Calls running at once; more wait for a slot until their deadline.
+    pub max_concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: (DEFAULT_MEMORY_MIB * 1024 * 1024) as usize,
+            deadline: Duration::from_millis(DEFAULT_DEADLINE_MS),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+        }
+    }
+}
+
+/// One resolved returner.
+#[derive(Clone, Debug)]
+pub struct ReturnerConfig {
+    /// The name Salt calls it by (the URL's `{name}`).
+    pub name: String,
+    /// Its component.
+    pub module: ModuleSource,
+    /// Non-secret options, handed to the guest through `config`.
+    pub options: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Its limits.
+    pub limits: Limits,
+    /// What it may reach.
+    pub grants: Grants,
+}
+
+/// A validated host config.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Where it came from (a file, or `<default>`).
+    pub source: PathBuf,
+    /// Server settings.
+    pub server: ServerConfig,
+    /// Connection profiles by name.
+    pub profiles: BTreeMap<String, Profile>,
+    /// Returners, by name.
+    pub returners: Vec<ReturnerConfig>,
+}
+
+/// Command-line settings that override the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--token-file`
+    pub token_file: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// Read and validate a config file.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, path, &base, overrides)
+    }
+
+    /// Parse and validate config text; `base` resolves relative paths.
+    pub fn parse(text: &str, source: &Path, base: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: source.to_path_buf(),
+            key,
+            message,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| invalid(String::new(), toml_message(text, &e)))?;
+        let file: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            invalid(key, toml_message(text, e.inner()))
+        })?;
+        resolve(file, source, base, overrides)
+    }
+
+    /// The embedded default: the local-cache returner as `local_cache`, its
+    /// job cache in `<data_dir>/jobs`, listening on a unix socket in the data dir.
+    pub fn embedded_default(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let data_dir = overrides.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let jobs = data_dir.join("jobs");
+        std::fs::create_dir_all(&jobs).map_err(|e| ConfigError::Invalid {
+            file: PathBuf::from("<default>"),
+            key: "server.data_dir".into(),
+            message: format!("cannot create {}: {e}", jobs.display()),
+        })?;
+        let text = format!(
+            "[returners.{DEFAULT_RETURNER}]\nmodule = \"{BUILTIN_LOCAL_CACHE}\"\n\
+             [returners.{DEFAULT_RETURNER}.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+            toml_string(&jobs.to_string_lossy())
+        );
+        let overrides = Overrides { data_dir: Some(data_dir), ..overrides.clone() };
+        Self::parse(&text, Path::new("<default>"), Path::new(""), &overrides)
+    }
+
+    /// The returner called `name`.
+    pub fn returner(&self, name: &str) -> Option<&ReturnerConfig> {
+        self.returners.iter().find(|r| r.name == name)
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// toml's message with the line and column of its span.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().to_owned();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
+}
+
+fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) -> Result<HostConfig, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: source.to_path_buf(),
+        key: key.to_owned(),
+        message,
+    };
+    let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+    let data_dir = match (&overrides.data_dir, &file.server.data_dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => abs(d),
+        (None, None) => PathBuf::from(DEFAULT_DATA_DIR),
+    };
+    let listen = match (&overrides.listen, &file.server.listen) {
+        (Some(l), _) => Listen::parse(l).map_err(|m| ConfigError::Invalid {
+            file: PathBuf::from("<command line>"),
+            key: "--listen".into(),
+            message: m,
+        })?,
+        (None, Some(l)) => Listen::parse(l).map_err(|m| invalid("server.listen", m))?,
+        (None, None) => Listen::Unix(data_dir.join(DEFAULT_SOCKET_NAME)),
+    };
+    let token_file = match (&overrides.token_file, &file.server.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(t)) => Some(abs(t)),
+        (None, None) => None,
+    };
+    if let Listen::Tcp(addr) = &listen {
+        if token_file.is_none() {
+            return Err(invalid(
+                "server.token_file",
+                format!("listening on tcp:{addr} requires a bearer token: set server.token_file or pass --token-file"),
+            ));
+        }
+    }
+    let max_body_bytes = file.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        return Err(invalid("server.max_body_bytes", "expected a positive number of bytes".into()));
+    }
+
+    let mut profiles = BTreeMap::new();
+    for (name, mut profile) in file.profiles {
+        let key = format!("profiles.{name}");
+        match &mut profile {
+            Profile::Etcd(p) => {
+                if p.endpoints.is_empty() {
+                    return Err(invalid(&format!("{key}.endpoints"), "expected at least one endpoint URL".into()));
+                }
+                p.password_file = p.password_file.as_deref().map(abs);
+            }
+            Profile::Mysql(p) => {
+                p.password_file = p.password_file.as_deref().map(abs);
+            }
+        }
+        profiles.insert(name, profile);
+    }
+
+    let mut returners = Vec::new();
+    for (name, section) in file.returners {
+        let key = format!("returners.{name}");
+        check_returner_name(&name).map_err(|m| invalid(&key, m))?;
+        let module = match section.module.strip_prefix("builtin:") {
+            Some("local-cache") => ModuleSource::Builtin("local-cache".into()),
+            Some(other) => {
+                return Err(invalid(
+                    &format!("{key}.module"),
+                    format!("unknown builtin module `{other}`; the builtin modules are: local-cache"),
+                ));
+            }
+            None => {
+                let path = abs(Path::new(&section.module));
+                if !path.is_file() {
+                    return Err(invalid(
+                        &format!("{key}.module"),
+                        format!("{} is not a file; expected a .wasm component or `builtin:local-cache`", path.display()),
+                    ));
+                }
+                ModuleSource::File(path)
+            }
+        };
+        let limits = resolve_limits(&section.limits).map_err(|(k, m)| invalid(&format!("{key}.limits.{k}"), m))?;
+        let mut grants = section.grants;
+        if let Some(g) = &grants.etcd {
+            check_profile(&profiles, &g.profile, "etcd").map_err(|m| invalid(&format!("{key}.grants.etcd.profile"), m))?;
+        }
+        if let Some(g) = &grants.mysql {
+            check_profile(&profiles, &g.profile, "mysql").map_err(|m| invalid(&format!("{key}.grants.mysql.profile"), m))?;
+        }
+        if let Some(g) = &mut grants.fs {
+            g.dir = abs(&g.dir);
+            if !g.dir.is_dir() {
+                return Err(invalid(
+                    &format!("{key}.grants.fs.dir"),
+                    format!("{} is not a directory; create it, then grant it", g.dir.display()),
+                ));
+            }
+        }
+        let options = serde_json::to_value(&section.options)
+            .ok()
+            .and_then(|v| match v {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .ok_or_else(|| invalid(&format!("{key}.options"), "expected a table of options".into()))?;
+        returners.push(ReturnerConfig { name, module, options: Arc::new(options), limits, grants });
+    }
+
+    Ok(HostConfig {
+        source: source.to_path_buf(),
+        server: ServerConfig { listen, token_file, data_dir, max_body_bytes: max_body_bytes as usize },
+        profiles,
+        returners,
+    })
+}
+
+fn resolve_limits(s: &LimitsSection) -> Result<Limits, (&'static str, String)> {
+    let d = Limits::default();
+    let memory_bytes = match s.memory_mib {
+        None => d.memory_bytes,
+        Some(0) => return Err(("memory_mib", "expected at least 1 MiB".into())),
+        Some(m) if m > 4096 => return Err(("memory_mib", format!("{m} MiB is over the 4096 MiB a 32-bit guest can address"))),
+        Some(m) => (m * 1024 * 1024) as usize,
+    };
+    let deadline = match s.deadline_ms {
+        None => d.deadline,
+        Some(0) => return Err(("deadline_ms", "expected at least 1 ms".into())),
+        Some(ms) => Duration::from_millis(ms),
+    };
+    let max_concurrency = match s.max_concurrency {
+        None => d.max_concurrency,
+        Some(0) => return Err(("max_concurrency", "expected at least 1".into())),
+        Some(n) if n > 1024 => return Err(("max_concurrency", format!("{n} is over the most, 1024"))),
+        Some(n) => n,
+    };
+    Ok(Limits { memory_bytes, deadline, max_concurrency })
+}
+
+fn check_profile(profiles: &BTreeMap<String, Profile>, name: &str, kind: &str) -> Result<(), String> {
+    match profiles.get(name) {
+        None => Err(format!("no profile `{name}`; define [profiles.{name}] with kind = \"{kind}\"")),
+        Some(p) if p.kind() != kind => Err(format!("profile `{name}` is of kind `{}`, expected `{kind}`", p.kind())),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Returner names appear in URLs and logs: keep them plain.
+fn check_returner_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("returner name `{name}` must be 1 to 64 of ASCII letters, digits, `_` and `-`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::parse(text, Path::new("test.toml"), Path::new("/"), &Overrides::default())
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { memory_mb = 3 }\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml: key `returners.x.limits"), "{msg}");
+        assert!(msg.contains("memory_mb"), "{msg}");
+        assert!(msg.contains("memory_mib"), "{msg}");
+    }
+
+    #[test]
+    fn tcp_requires_token() {
+        let err = parse("[server]\nlisten = \"tcp:127.0.0.1:4510\"\n").unwrap_err();
+        assert!(err.to_string().contains("server.token_file"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_is_named() {
+        let err = parse("[server]\nlisten = \"http://x\"\n").unwrap_err();
+        assert!(err.to_string().contains("key `server.listen`"), "{err}");
+    }
+
+    #[test]
+    fn grant_profile_must_exist_and_match_kind() {
+        let text = "[profiles.db]\nkind = \"mysql\"\nhost = \"h\"\nuser = \"u\"\ndatabase = \"d\"\n\
+                    [returners.e]\nmodule = \"builtin:local-cache\"\n\
+                    [returners.e.grants.etcd]\nprofile = \"db\"\nroot = \"/salt\"\nops = [\"read\"]\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("returners.e.grants.etcd.profile"), "{err}");
+        assert!(err.contains("kind `mysql`, expected `etcd`"), "{err}");
+    }
+
+    #[test]
+    fn limits_resolve_with_defaults() {
+        let cfg = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { deadline_ms = 50 }\n").unwrap();
+        let r = cfg.returner("x").unwrap();
+        assert_eq!(r.limits.deadline, Duration::from_millis(50));
+        assert_eq!(r.limits.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(r.limits.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(cfg.server.listen, Listen::Unix(PathBuf::from("./var/returner-host.sock")));
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { max_concurrency = 0 }\n").unwrap_err();
+        assert!(err.to_string().contains("returners.x.limits.max_concurrency"), "{err}");
+    }
+
+    #[test]
+    fn design_md_shape_parses() {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            r#"
+[server]
+listen = "unix:/run/returner-host/sock"
+token_file = "/etc/returner-host/token"
+data_dir = "/var/lib/returner-host"
+
+[profiles.etcd_main]
+kind = "etcd"
+endpoints = ["http://127.0.0.1:2379"]
+username = "salt"
+password_file = "/etc/returner-host/etcd.pass"
+
+[profiles.salt_db]
+kind = "mysql"
+host = "127.0.0.1"
+port = 3306
+user = "salt"
+password_file = "/etc/returner-host/mysql.pass"
+database = "salt"
+
+[returners.mysql]
+module = "builtin:local-cache"
+[returners.mysql.grants.mysql]
+profile = "salt_db"
+tables = {{ jids = ["select", "insert", "delete"], salt_returns = ["select", "insert", "delete"] }}
+
+[returners.local_cache]
+module = "builtin:local-cache"
+options = {{ ttl = 3600 }}
+limits = {{ memory_mib = 64, deadline_ms = 2000, max_concurrency = 16 }}
+[returners.local_cache.grants.fs]
+dir = {}
+mode = "rw"
+[returners.local_cache.grants.etcd]
+profile = "etcd_main"
+root = "/salt/return"
+ops = ["read", "write", "delete"]
+max_ttl_seconds = 86400
+"#,
+            toml_string(&dir.to_string_lossy())
+        );
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.returners.len(), 2);
+        let lc = cfg.returner("local_cache").unwrap();
+        assert_eq!(lc.options.get("ttl"), Some(&serde_json::json!(3600)));
+        assert_eq!(lc.grants.etcd.as_ref().unwrap().root, "/salt/return");
+        assert_eq!(cfg.server.token_file, Some(PathBuf::from("/etc/returner-host/token")));
+    }
+}

@@ -1,0 +1,402 @@
+//! Dispatch: the loaded returners by name, and the translation between Salt's
+//! calling convention (a function name and a JSON object of its arguments
+//! under Salt's parameter names) and typed calls of the guest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value};
+
+use crate::bindings::{Event, JobReturn};
+use crate::builtin;
+use crate::config::{HostConfig, ModuleSource, ReturnerConfig};
+use crate::error::{CallError, ErrorKind};
+use crate::runtime::{Call, FUNCTIONS, Module, Output, Returner, Runtime, RuntimeOptions};
+
+/// Instance slots kept beside the returners' own for the host's needs.
+const SPARE_INSTANCE_SLOTS: u32 = 8;
+
+/// The runtime and every loaded returner.
+pub struct ReturnerHost {
+    runtime: Runtime,
+    returners: BTreeMap<String, Arc<Returner>>,
+}
+
+impl ReturnerHost {
+    /// Build the runtime for `config` and load every returner's module.
+    pub fn start(config: &HostConfig) -> anyhow::Result<Self> {
+        let slots = config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS;
+        let max_memory_bytes = config.returners.iter().map(|r| r.limits.memory_bytes).max().unwrap_or(0);
+        let runtime = Runtime::new(RuntimeOptions {
+            compiled_dir: Some(config.server.data_dir.join("compiled")),
+            instance_slots: slots,
+            max_memory_bytes: max_memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
+        })?;
+        let mut returners = BTreeMap::new();
+        for rc in &config.returners {
+            let module = load(&runtime, &rc.module)
+                .with_context(|| format!("returner `{}` ({})", rc.name, rc.module))?;
+            tracing::info!(returner = %rc.name, module = %rc.module, sha256 = %module.info().sha256, "loaded");
+            returners.insert(rc.name.clone(), Arc::new(Returner::new(rc.clone(), module)));
+        }
+        Ok(Self { runtime, returners })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Names of the loaded returners.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.returners.keys().map(String::as_str)
+    }
+
+    /// The returner called `name`.
+    pub fn returner(&self, name: &str) -> Option<&Arc<Returner>> {
+        self.returners.get(name)
+    }
+
+    /// Run Salt's `function` of returner `name` with `body`, a JSON object
+    /// of its arguments under Salt's parameter names.
+    pub async fn dispatch(&self, name: &str, function: &str, body: &[u8]) -> Result<Value, CallError> {
+        let returner = self.returners.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.names().collect();
+            CallError::new(ErrorKind::NotFound, format!("no returner `{name}`; this host serves: {}", known.join(", ")))
+        })?;
+        let call = parse_call(function, body)?;
+        let output = returner.call(&self.runtime, &call).await?;
+        output_to_json(name, function, output)
+    }
+}
+
+/// Load a module from its source.
+pub fn load(runtime: &Runtime, source: &ModuleSource) -> anyhow::Result<Module> {
+    match source {
+        ModuleSource::File(path) => runtime.load_module_file(path),
+        ModuleSource::Builtin(name) => {
+            let bytes = builtin::module(name).with_context(|| format!("no builtin module `{name}`"))?;
+            runtime.load_module(bytes)
+        }
+    }
+}
+
+/// A returner config for a module with no grants, default limits and no
+/// options: what `inspect` probes with.
+pub fn sandbox_config(name: &str, module: ModuleSource) -> ReturnerConfig {
+    ReturnerConfig {
+        name: name.to_owned(),
+        module,
+        options: Arc::default(),
+        limits: Default::default(),
+        grants: Default::default(),
+    }
+}
+
+/// Parse Salt's arguments of `function` into a typed call.
+pub fn parse_call(function: &str, body: &[u8]) -> Result<Call, CallError> {
+    let Some(function) = FUNCTIONS.iter().copied().find(|f| *f == function) else {
+        return Err(CallError::new(
+            ErrorKind::NotFound,
+            format!("no returner function `{function}`; expected one of: {}", FUNCTIONS.join(", ")),
+        ));
+    };
+    let map = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(CallError::bad_request(format!(
+                    "the body of {function} must be a JSON object of its arguments, got {}",
+                    type_name(&other)
+                )));
+            }
+            Err(e) => return Err(CallError::bad_request(format!("the body of {function} is not valid JSON: {e}"))),
+        }
+    };
+    let mut a = Args { function, map, asked: Vec::new() };
+    let call = match function {
+        "returner" => Call::Returner(a.job_return("ret")?),
+        "save_load" => Call::SaveLoad {
+            jid: a.string("jid")?,
+            load: a.required("load")?.to_string(),
+            minions: a.opt_strings("minions")?,
+        },
+        "get_load" => Call::GetLoad { jid: a.string("jid")? },
+        "get_jid" => Call::GetJid { jid: a.string("jid")? },
+        "get_fun" => Call::GetFun { fun: a.string("fun")? },
+        "get_jids" => Call::GetJids,
+        "get_jids_filter" => Call::GetJidsFilter {
+            count: a.count("count")?,
+            filter_find_job: a.opt_bool("filter_find_job")?.unwrap_or(true),
+        },
+        "get_minions" => Call::GetMinions,
+        "prep_jid" => Call::PrepJid {
+            nocache: a.opt_bool("nocache")?.unwrap_or(false),
+            passed_jid: a.opt_string("passed_jid")?,
+        },
+        "save_minions" => Call::SaveMinions {
+            jid: a.string("jid")?,
+            minions: a.opt_strings("minions")?.ok_or_else(|| a.missing("minions"))?,
+            syndic_id: a.opt_string("syndic_id")?,
+        },
+        "clean_old_jobs" => Call::CleanOldJobs,
+        "event_return" => Call::EventReturn { events: a.events("events")? },
+        "update_endtime" => Call::UpdateEndtime { jid: a.string("jid")?, time: a.string("time")? },
+        "get_endtime" => Call::GetEndtime { jid: a.string("jid")? },
+        _ => unreachable!("FUNCTIONS and this match list the same names"),
+    };
+    a.finish()?;
+    Ok(call)
+}
+
+/// Salt's shape of a call's result.
+fn output_to_json(returner: &str, function: &str, output: Output) -> Result<Value, CallError> {
+    Ok(match output {
+        Output::Unit => Value::Null,
+        Output::Json(text) => serde_json::from_str(&text).map_err(|e| {
+            CallError::new(
+                ErrorKind::BadOutput,
+                format!("returner `{returner}` answered {function} with invalid JSON: {e}"),
+            )
+        })?,
+        Output::Strings(list) => Value::from(list),
+        Output::String(s) => Value::String(s),
+        // Salt's get_endtime answers False for an unknown jid.
+        Output::OptionalString(s) => s.map(Value::String).unwrap_or(Value::Bool(false)),
+    })
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The arguments of one call, taken one by one so the errors can name them.
+struct Args {
+    function: &'static str,
+    map: Map<String, Value>,
+    asked: Vec<&'static str>,
+}
+
+impl Args {
+    fn take(&mut self, key: &'static str) -> Option<Value> {
+        self.asked.push(key);
+        self.map.remove(key).filter(|v| !v.is_null())
+    }
+
+    fn missing(&self, key: &str) -> CallError {
+        CallError::bad_request(format!("{} needs the argument `{key}`", self.function))
+    }
+
+    fn wrong(&self, key: &str, expected: &str, got: &Value) -> CallError {
+        CallError::bad_request(format!(
+            "argument `{key}` of {} must be {expected}, got {}",
+            self.function,
+            type_name(got)
+        ))
+    }
+
+    fn required(&mut self, key: &'static str) -> Result<Value, CallError> {
+        self.take(key).ok_or_else(|| self.missing(key))
+    }
+
+    fn string(&mut self, key: &'static str) -> Result<String, CallError> {
+        match self.required(key)? {
+            Value::String(s) => Ok(s),
+            other => Err(self.wrong(key, "a string", &other)),
+        }
+    }
+
+    fn opt_string(&mut self, key: &'static str) -> Result<Option<String>, CallError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.wrong(key, "a string or null", &other)),
+        }
+    }
+
+    fn opt_bool(&mut self, key: &'static str) -> Result<Option<bool>, CallError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(self.wrong(key, "a boolean", &other)),
+        }
+    }
+
+    fn count(&mut self, key: &'static str) -> Result<u32, CallError> {
+        let v = self.required(key)?;
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.wrong(key, "a whole number from 0 to 4294967295", &v))
+    }
+
+    fn opt_strings(&mut self, key: &'static str) -> Result<Option<Vec<String>>, CallError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    other => Err(self.wrong(key, "a list of strings", &other)),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some(other) => Err(self.wrong(key, "a list of strings", &other)),
+        }
+    }
+
+    fn events(&mut self, key: &'static str) -> Result<Vec<Event>, CallError> {
+        let Value::Array(items) = self.required(key)? else {
+            return Err(CallError::bad_request(format!(
+                "argument `{key}` of {} must be a list of {{\"tag\", \"data\"}} objects",
+                self.function
+            )));
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let Value::Object(mut event) = item else {
+                    return Err(CallError::bad_request(format!("{key}[{i}] of {} must be an object", self.function)));
+                };
+                let tag = match event.remove("tag") {
+                    Some(Value::String(tag)) => tag,
+                    _ => {
+                        return Err(CallError::bad_request(format!(
+                            "{key}[{i}] of {} needs a string `tag`",
+                            self.function
+                        )));
+                    }
+                };
+                let data = event.remove("data").unwrap_or(Value::Null).to_string();
+                Ok(Event { tag, data })
+            })
+            .collect()
+    }
+
+    fn job_return(&mut self, key: &'static str) -> Result<JobReturn, CallError> {
+        let v = self.required(key)?;
+        let Value::Object(ret) = &v else {
+            return Err(self.wrong(key, "a job return object", &v));
+        };
+        let field = |name: &str| -> Result<String, CallError> {
+            match ret.get(name) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(self.wrong(&format!("{key}.{name}"), "a string", other)),
+                None => Err(CallError::bad_request(format!(
+                    "argument `{key}` of {} needs a string `{name}`",
+                    self.function
+                ))),
+            }
+        };
+        let id = field("id")?;
+        let jid = field("jid")?;
+        let fun = match ret.get("fun") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(self.wrong(&format!("{key}.fun"), "a string", other)),
+        };
+        Ok(JobReturn {
+            id,
+            jid,
+            fun,
+            fun_args: ret.get("fun_args").cloned().unwrap_or(Value::Array(Vec::new())).to_string(),
+            return_: ret.get("return").cloned().unwrap_or(Value::Null).to_string(),
+            retcode: ret.get("retcode").and_then(Value::as_i64),
+            success: ret.get("success").and_then(Value::as_bool),
+            full: v.to_string(),
+        })
+    }
+
+    /// Unknown arguments are an error, not silently dropped.
+    fn finish(self) -> Result<(), CallError> {
+        if let Some(extra) = self.map.keys().next() {
+            let expected = if self.asked.is_empty() {
+                "it takes no arguments".to_owned()
+            } else {
+                format!("expected: {}", self.asked.join(", "))
+            };
+            return Err(CallError::bad_request(format!(
+                "unknown argument `{extra}` for {}; {expected}",
+                self.function
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(function: &str, body: &str) -> String {
+        parse_call(function, body.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_function_parses_its_salt_arguments() {
+        let cases = [
+            ("returner", r#"{"ret": {"id": "m1", "jid": "1", "fun": "test.ping", "return": true}}"#),
+            ("save_load", r#"{"jid": "1", "load": {"fun": "x"}, "minions": ["m1"]}"#),
+            ("get_load", r#"{"jid": "1"}"#),
+            ("get_jid", r#"{"jid": "1"}"#),
+            ("get_fun", r#"{"fun": "test.ping"}"#),
+            ("get_jids", ""),
+            ("get_jids_filter", r#"{"count": 5}"#),
+            ("get_minions", "{}"),
+            ("prep_jid", r#"{"nocache": false, "passed_jid": null}"#),
+            ("save_minions", r#"{"jid": "1", "minions": ["a"], "syndic_id": null}"#),
+            ("clean_old_jobs", "{}"),
+            ("event_return", r#"{"events": [{"tag": "t", "data": {"a": 1}}]}"#),
+            ("update_endtime", r#"{"jid": "1", "time": "2026, Nov 23 08:43:00.320186"}"#),
+            ("get_endtime", r#"{"jid": "1"}"#),
+        ];
+        assert_eq!(cases.len(), FUNCTIONS.len());
+        for (function, body) in cases {
+            let call = parse_call(function, body.as_bytes()).unwrap_or_else(|e| panic!("{function}: {e}"));
+            assert_eq!(call.function(), function);
+        }
+    }
+
+    #[test]
+    fn job_return_keeps_typed_fields_and_full_json() {
+        let body = r#"{"ret": {"id": "m1", "jid": "j", "fun": "cmd.run", "fun_args": ["exit 3"], "return": "", "retcode": 3, "success": true, "out": "txt"}}"#;
+        let Call::Returner(r) = parse_call("returner", body.as_bytes()).unwrap() else { panic!() };
+        assert_eq!((r.id.as_str(), r.jid.as_str(), r.fun.as_str()), ("m1", "j", "cmd.run"));
+        assert_eq!(r.fun_args, r#"["exit 3"]"#);
+        assert_eq!(r.return_, r#""""#);
+        assert_eq!((r.retcode, r.success), (Some(3), Some(true)));
+        let full: Value = serde_json::from_str(&r.full).unwrap();
+        assert_eq!(full["out"], "txt");
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        assert!(err("nope", "{}").contains("no returner function `nope`"));
+        assert!(err("get_load", "{").contains("not valid JSON"));
+        assert!(err("get_load", "[1]").contains("must be a JSON object"));
+        assert!(err("get_load", "{}").contains("needs the argument `jid`"));
+        assert!(err("get_load", r#"{"jid": 5}"#).contains("`jid` of get_load must be a string, got a number"));
+        assert!(err("get_load", r#"{"jid": "1", "x": 1}"#).contains("unknown argument `x` for get_load; expected: jid"));
+        assert!(err("get_jids", r#"{"x": 1}"#).contains("it takes no arguments"));
+        assert!(err("get_jids_filter", r#"{"count": -1}"#).contains("whole number"));
+        assert!(err("returner", r#"{"ret": {"jid": "1"}}"#).contains("needs a string `id`"));
+        assert!(err("event_return", r#"{"events": [{"data": 1}]}"#).contains("events[0] of event_return needs a string `tag`"));
+    }
+
+    #[test]
+    fn endtime_none_is_false_as_in_salt() {
+        assert_eq!(output_to_json("r", "get_endtime", Output::OptionalString(None)).unwrap(), Value::Bool(false));
+        let bad = output_to_json("r", "get_load", Output::Json("{".into())).unwrap_err();
+        assert_eq!(bad.kind, ErrorKind::BadOutput);
+    }
+}

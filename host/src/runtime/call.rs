@@ -1,0 +1,293 @@
+//! One call of a returner function: a concurrency slot, a fresh store with
+//! the returner's grants and limits, the guest export, and the fault (if
+//! any) turned into a [`CallError`] that names it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use super::{CallState, EPOCH_TICK, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
+use crate::bindings::{Event, JobReturn};
+use crate::caps::CallCaps;
+use crate::config::{Limits, ReturnerConfig};
+use crate::error::{CallError, ErrorKind};
+
+/// A call of one of Salt's returner functions, with typed arguments. Fields
+/// are Salt's parameters under Salt's names.
+#[allow(missing_docs)]
+#[derive(Clone, Debug)]
+pub enum Call {
+    /// `returner(ret)`
+    Returner(JobReturn),
+    /// `save_load(jid, load, minions)`; `load` is JSON text.
+    SaveLoad { jid: String, load: String, minions: Option<Vec<String>> },
+    /// `get_load(jid)`
+    GetLoad { jid: String },
+    /// `get_jid(jid)`
+    GetJid { jid: String },
+    /// `get_fun(fun)`
+    GetFun { fun: String },
+    /// `get_jids()`
+    GetJids,
+    /// `get_jids_filter(count, filter_find_job)`
+    GetJidsFilter { count: u32, filter_find_job: bool },
+    /// `get_minions()`
+    GetMinions,
+    /// `prep_jid(nocache, passed_jid)`
+    PrepJid { nocache: bool, passed_jid: Option<String> },
+    /// `save_minions(jid, minions, syndic_id)`
+    SaveMinions { jid: String, minions: Vec<String>, syndic_id: Option<String> },
+    /// `clean_old_jobs()`
+    CleanOldJobs,
+    /// `event_return(events)`
+    EventReturn { events: Vec<Event> },
+    /// `update_endtime(jid, time)`
+    UpdateEndtime { jid: String, time: String },
+    /// `get_endtime(jid)`
+    GetEndtime { jid: String },
+}
+
+impl Call {
+    /// Salt's name of the function.
+    pub fn function(&self) -> &'static str {
+        match self {
+            Call::Returner(_) => "returner",
+            Call::SaveLoad { .. } => "save_load",
+            Call::GetLoad { .. } => "get_load",
+            Call::GetJid { .. } => "get_jid",
+            Call::GetFun { .. } => "get_fun",
+            Call::GetJids => "get_jids",
+            Call::GetJidsFilter { .. } => "get_jids_filter",
+            Call::GetMinions => "get_minions",
+            Call::PrepJid { .. } => "prep_jid",
+            Call::SaveMinions { .. } => "save_minions",
+            Call::CleanOldJobs => "clean_old_jobs",
+            Call::EventReturn { .. } => "event_return",
+            Call::UpdateEndtime { .. } => "update_endtime",
+            Call::GetEndtime { .. } => "get_endtime",
+        }
+    }
+}
+
+/// What a successful call returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing (`None` in Salt).
+    Unit,
+    /// JSON text.
+    Json(String),
+    /// A list of strings (minion ids).
+    Strings(Vec<String>),
+    /// One string (a jid).
+    String(String),
+    /// A string or nothing (an end time).
+    OptionalString(Option<String>),
+}
+
+/// A loaded returner: its module, grants, limits and concurrency slots.
+pub struct Returner {
+    name: Arc<str>,
+    module: Module,
+    config: ReturnerConfig,
+    slots: Semaphore,
+}
+
+impl Returner {
+    /// A returner serving `config` with `module`.
+    pub fn new(config: ReturnerConfig, module: Module) -> Self {
+        Self {
+            name: Arc::from(config.name.as_str()),
+            slots: Semaphore::new(config.limits.max_concurrency as usize),
+            module,
+            config,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its module.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Run one call in a fresh instance. A guest fault ends this call only.
+    pub async fn call(&self, runtime: &super::Runtime, call: &Call) -> Result<Output, CallError> {
+        let started = Instant::now();
+        let limits = self.config.limits;
+        let function = call.function();
+        let _slot = tokio::time::timeout(limits.deadline, self.slots.acquire())
+            .await
+            .map_err(|_| {
+                CallError::new(
+                    ErrorKind::Limit,
+                    format!(
+                        "returner `{}` is at its max_concurrency of {} and no slot freed within its {} ms deadline",
+                        self.name,
+                        limits.max_concurrency,
+                        limits.deadline.as_millis()
+                    ),
+                )
+            })?
+            .map_err(|_| CallError::new(ErrorKind::Internal, "concurrency limiter closed"))?;
+
+        let mut store = self.new_store(runtime).map_err(|e| {
+            CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
+        })?;
+        let remaining = limits.deadline.saturating_sub(started.elapsed());
+        store.set_epoch_deadline(ticks(remaining));
+
+        let outcome = tokio::time::timeout(remaining, self.run(&mut store, call)).await;
+        let result = match outcome {
+            Err(_) => Err(self.deadline_error(function)),
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(guest_error))) => Err(CallError::from_guest(&self.name, function, guest_error)),
+            Ok(Err(fault)) => Err(self.fault_error(function, &store, fault)),
+        };
+        match &result {
+            Ok(_) => tracing::debug!(returner = %self.name, function, elapsed_us = started.elapsed().as_micros() as u64, "call done"),
+            Err(e) => tracing::info!(returner = %self.name, function, kind = e.kind.as_str(), error = %e.message, "call failed"),
+        }
+        result
+    }
+
+    fn new_store(&self, runtime: &super::Runtime) -> anyhow::Result<Store<CallState>> {
+        let mut wasi = WasiCtxBuilder::new();
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        wasi.stderr(stderr.clone());
+        if let Some(fs) = &self.config.grants.fs {
+            fs.preopen(&mut wasi)?;
+        }
+        let state = CallState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { cap: self.config.limits.memory_bytes, hit: false },
+            caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone()),
+            stderr,
+        };
+        let mut store = Store::new(runtime.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    async fn run(
+        &self,
+        store: &mut Store<CallState>,
+        call: &Call,
+    ) -> wasmtime::Result<Result<Output, crate::bindings::GuestError>> {
+        let instance = self.module.pre.instantiate_async(&mut *store).await?;
+        let r = instance.salt_returner_returner();
+        let s = &mut *store;
+        Ok(match call {
+            Call::Returner(ret) => r.call_returner(s, ret).await?.map(|()| Output::Unit),
+            Call::SaveLoad { jid, load, minions } => {
+                r.call_save_load(s, jid, load, minions.as_deref()).await?.map(|()| Output::Unit)
+            }
+            Call::GetLoad { jid } => r.call_get_load(s, jid).await?.map(Output::Json),
+            Call::GetJid { jid } => r.call_get_jid(s, jid).await?.map(Output::Json),
+            Call::GetFun { fun } => r.call_get_fun(s, fun).await?.map(Output::Json),
+            Call::GetJids => r.call_get_jids(s).await?.map(Output::Json),
+            Call::GetJidsFilter { count, filter_find_job } => {
+                r.call_get_jids_filter(s, *count, *filter_find_job).await?.map(Output::Json)
+            }
+            Call::GetMinions => r.call_get_minions(s).await?.map(Output::Strings),
+            Call::PrepJid { nocache, passed_jid } => {
+                r.call_prep_jid(s, *nocache, passed_jid.as_deref()).await?.map(Output::String)
+            }
+            Call::SaveMinions { jid, minions, syndic_id } => r
+                .call_save_minions(s, jid, minions, syndic_id.as_deref())
+                .await?
+                .map(|()| Output::Unit),
+            Call::CleanOldJobs => r.call_clean_old_jobs(s).await?.map(|()| Output::Unit),
+            Call::EventReturn { events } => r.call_event_return(s, events).await?.map(|()| Output::Unit),
+            Call::UpdateEndtime { jid, time } => {
+                r.call_update_endtime(s, jid, time).await?.map(|()| Output::Unit)
+            }
+            Call::GetEndtime { jid } => r.call_get_endtime(s, jid).await?.map(Output::OptionalString),
+        })
+    }
+
+    fn deadline_error(&self, function: &str) -> CallError {
+        CallError::new(
+            ErrorKind::Deadline,
+            format!(
+                "returner `{}` ran past its deadline of {} ms in {function}",
+                self.name,
+                self.config.limits.deadline.as_millis()
+            ),
+        )
+    }
+
+    /// The guest trapped, or the host could not run it: say which.
+    fn fault_error(&self, function: &str, store: &Store<CallState>, fault: wasmtime::Error) -> CallError {
+        let name = &self.name;
+        if store.data().limiter.hit {
+            return CallError::new(
+                ErrorKind::MemoryLimit,
+                format!(
+                    "returner `{name}` hit its memory cap of {} MiB in {function}",
+                    self.config.limits.memory_bytes / (1024 * 1024)
+                ),
+            );
+        }
+        match fault.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => self.deadline_error(function),
+            Some(trap) => {
+                let stderr = store.data().stderr.contents();
+                let said = stderr_summary(&stderr);
+                let said = if said.is_empty() { String::new() } else { format!("; it said: {said}") };
+                CallError::new(ErrorKind::Trap, format!("returner `{name}` trapped in {function}: {trap}{said}"))
+            }
+            None => CallError::new(ErrorKind::Trap, format!("returner `{name}` failed in {function}: {fault:#}")),
+        }
+    }
+}
+
+/// Epoch ticks for a deadline, rounded up, at least one.
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() as u64).div_ceil(EPOCH_TICK.as_micros() as u64).max(1)
+}
+
+/// What the guest wrote to stderr (a panic message, typically), on one line,
+/// cut to a sane length, without Rust's backtrace hint.
+fn stderr_summary(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    lines.join(" / ").chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks(Duration::from_millis(0)), 1);
+        assert_eq!(ticks(EPOCH_TICK), 1);
+        assert_eq!(ticks(EPOCH_TICK + Duration::from_micros(1)), 2);
+    }
+
+    #[test]
+    fn stderr_summary_keeps_the_panic_message() {
+        let err = b"\nthread '<unnamed>' panicked at src/lib.rs:3:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable\n";
+        assert_eq!(stderr_summary(err), "thread '<unnamed>' panicked at src/lib.rs:3:5: / boom");
+        assert_eq!(stderr_summary(b""), "");
+    }
+}

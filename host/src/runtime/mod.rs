@@ -1,0 +1,168 @@
+//! The wasmtime side: one engine (component model, async, pooling allocator,
+//! epoch interruption), modules compiled once and cached on disk, and calls
+//! that each run in a fresh store with a memory cap, a deadline and a
+//! per-returner concurrency limit. Names no backend: capabilities are linked
+//! through `caps`.
+
+mod call;
+mod module;
+
+pub use call::{Call, Output, Returner};
+pub use module::{FUNCTIONS, Module, ModuleInfo};
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings;
+use crate::caps::{self, CallCaps, CapsView};
+
+/// How often the epoch advances: the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Bytes of a guest's stderr kept per call, to quote a panic message in the
+/// error; more is dropped so a guest cannot fill host memory through it.
+pub const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
+
+/// Sizing of the runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Where compiled modules are kept between runs; `None` compiles in memory only.
+    pub compiled_dir: Option<PathBuf>,
+    /// Component instances that may exist at once (calls in flight, all returners).
+    pub instance_slots: u32,
+    /// The largest memory cap of any returner, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            compiled_dir: None,
+            instance_slots: 64,
+            max_memory_bytes: (crate::config::DEFAULT_MEMORY_MIB * 1024 * 1024) as usize,
+        }
+    }
+}
+
+/// The engine, the linker with every capability, and the compiled-module cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    compiled_dir: Option<PathBuf>,
+    engine_hash: String,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Build the engine and linker, and start the epoch ticker.
+    pub fn new(opts: RuntimeOptions) -> anyhow::Result<Self> {
+        let slots = opts.instance_slots.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            // wit-component adds small shim modules beside the guest's own.
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .total_stacks(slots)
+            .max_memory_size(opts.max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        caps::wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        caps::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking the returner capabilities")?;
+
+        let mut h = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_hash = format!("{:016x}", h.finish());
+
+        let ticker = Arc::new(AtomicBool::new(false));
+        let (stop, e) = (ticker.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    e.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker")?;
+
+        if let Some(dir) = &opts.compiled_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(Self { engine, linker, compiled_dir: opts.compiled_dir, engine_hash, ticker })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Everything a store holds for one call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    caps: CallCaps,
+    stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl CapsView for CallState {
+    fn caps(&mut self) -> &mut CallCaps {
+        &mut self.caps
+    }
+}
+
+/// Enforces a returner's memory cap and remembers that it did, so the error
+/// can say "memory cap" rather than the guest's own abort.
+struct MemoryLimiter {
+    cap: usize,
+    hit: bool,
+}
+
+/// Tables of a sane guest have a few thousand entries; more is growth for its
+/// own sake.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+// Keep the generated bindings' names in one place for the submodules.
+use bindings::ReturnerComponentPre;

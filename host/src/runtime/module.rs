@@ -1,0 +1,184 @@
+//! Loading a component: the header check, compilation with an on-disk cache
+//! keyed by the module's sha256 and the engine's compatibility hash, the
+//! world check, and one `InstancePre` per module.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::{ReturnerComponentPre, Runtime};
+use crate::bindings::{RETURNER_INTERFACE, WIT_VERSION};
+
+/// Salt's returner function names, in the order of the WIT interface.
+pub const FUNCTIONS: [&str; 14] = [
+    "returner",
+    "save_load",
+    "get_load",
+    "get_jid",
+    "get_fun",
+    "get_jids",
+    "get_jids_filter",
+    "get_minions",
+    "prep_jid",
+    "save_minions",
+    "clean_old_jobs",
+    "event_return",
+    "update_endtime",
+    "get_endtime",
+];
+
+/// A compiled returner component, ready to instantiate.
+#[derive(Clone)]
+pub struct Module {
+    pub(super) pre: ReturnerComponentPre<super::CallState>,
+    info: ModuleInfo,
+}
+
+/// What a module is, for `inspect`, `check` and logs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModuleInfo {
+    /// sha256 of the `.wasm` bytes, hex.
+    pub sha256: String,
+    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.0`.
+    pub exports: String,
+    /// Every interface the component imports, sorted.
+    pub imports: Vec<String>,
+}
+
+impl Module {
+    /// What the module is.
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+}
+
+impl Runtime {
+    /// Compile (or load from the cache) and check a returner component.
+    pub fn load_module(&self, bytes: &[u8]) -> anyhow::Result<Module> {
+        check_header(bytes)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self.compile_cached(bytes, &sha256)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = {
+            let mut v: Vec<String> = ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+            v.sort();
+            v
+        };
+        let exported: Vec<String> = ty
+            .exports(&self.engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports = check_world(&exported)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow!("the component imports something this host does not provide (only the salt:returner interfaces and WASI without sockets are linked): {e:#}")
+        })?;
+        let pre = ReturnerComponentPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not match the salt:returner world")?;
+        Ok(Module { pre, info: ModuleInfo { sha256, exports, imports } })
+    }
+
+    /// Read a `.wasm` file and load it.
+    pub fn load_module_file(&self, path: &Path) -> anyhow::Result<Module> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        self.load_module(&bytes).with_context(|| format!("loading {}", path.display()))
+    }
+
+    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> anyhow::Result<Component> {
+        let Some(dir) = &self.compiled_dir else {
+            return Component::from_binary(&self.engine, bytes)
+                .map_err(anyhow::Error::from)
+                .context("compiling the component");
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
+        if path.is_file() {
+            // SAFETY: the file is in the host's own data dir, written by this
+            // function from a module with this sha256 for an engine with this
+            // compatibility hash; wasmtime checks the header again.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled module"),
+            }
+        }
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
+        let write = || -> anyhow::Result<()> {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, component.serialize()?)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            // Not fatal: the next start compiles again.
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled module");
+        }
+        Ok(component)
+    }
+}
+
+/// Refuse anything that is not a WebAssembly component, with the reason.
+fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        bail!("not a WebAssembly file (no `\\0asm` header)");
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => bail!(
+            "a core WebAssembly module, not a component: build the returner with `cargo build --target wasm32-wasip2`"
+        ),
+        _ => bail!("a WebAssembly binary of an unknown version or layer {:02x?}", &bytes[4..8]),
+    }
+}
+
+/// The component must export `salt:returner/returner` of a compatible version.
+fn check_world(exported: &[String]) -> anyhow::Result<String> {
+    let want_minor = minor_prefix(WIT_VERSION);
+    for name in exported {
+        if let Some(version) = name.strip_prefix(RETURNER_INTERFACE).and_then(|v| v.strip_prefix('@')) {
+            if minor_prefix(version) == want_minor {
+                return Ok(name.clone());
+            }
+            bail!("the component exports {name}, but this host speaks salt:returner@{WIT_VERSION} (compatible: {want_minor}.x)");
+        }
+    }
+    let list = if exported.is_empty() { "nothing".to_owned() } else { exported.join(", ") };
+    bail!("not a returner component: it exports {list}; expected {RETURNER_INTERFACE}@{WIT_VERSION} (targets another world?)")
+}
+
+/// `0.1` of `0.1.3`: the semver-compatible part for 0.x versions.
+fn minor_prefix(version: &str) -> &str {
+    let mut dots = version.match_indices('.');
+    match (dots.next(), dots.next()) {
+        (Some(_), Some((i, _))) => &version[..i],
+        _ => version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_names_core_modules_and_junk() {
+        assert!(check_header(b"hello world").unwrap_err().to_string().contains("not a WebAssembly file"));
+        let core = b"\0asm\x01\0\0\0";
+        assert!(check_header(core).unwrap_err().to_string().contains("core WebAssembly module"));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn world_check_wants_compatible_returner_export() {
+        let ok = vec!["salt:returner/returner@0.1.7".to_owned()];
+        assert_eq!(check_world(&ok).unwrap(), "salt:returner/returner@0.1.7");
+        let newer = vec!["salt:returner/returner@0.2.0".to_owned()];
+        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.0"));
+        let other = vec!["wasi:http/incoming-handler@0.2.0".to_owned()];
+        let msg = check_world(&other).unwrap_err().to_string();
+        assert!(msg.contains("not a returner component") && msg.contains("wasi:http"), "{msg}");
+    }
+}

@@ -1,0 +1,23 @@
+//! Builds the fixture guests (tests/guests/*) and the shipped returners to
+//! wasm32-wasip2 components; tests find them through RETURNER_GUESTS_DIR.
+
+use std::path::PathBuf;
+
+/// Fixture guest packages and shipped returners the tests load as files.
+const GUESTS: &[&str] = &[
+    "returner-local-cache",
+    "fixture-noop",
+    "fixture-spin",
+    "fixture-memhog",
+    "fixture-trapper",
+    "fixture-escaper",
+];
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    guest_build::watch(&root.join("guests"));
+    guest_build::watch(&root.join("../returners"));
+    let built = guest_build::build(GUESTS);
+    let dir = built[0].parent().expect("a built guest has a directory");
+    println!("cargo:rustc-env=RETURNER_GUESTS_DIR={}", dir.display());
+}

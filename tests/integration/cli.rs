@@ -1,0 +1,150 @@
+//! The same local-cache functions through `returner-host call`, plus
+//! `check`: one call per process, no daemon.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use returner_host_tests::{salt_fixture_lines, temp_dir};
+use serde_json::{Value, json};
+
+use super::{bin, toml_path};
+
+/// Run `returner-host call --data-dir DATA local_cache FUNCTION ARGS`.
+fn call(data: &Path, function: &str, args: &Value) -> Value {
+    let out = Command::new(bin())
+        .args(["call", "--data-dir", data.to_str().unwrap(), "local_cache", function, &args.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "call {function} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{function} printed no JSON ({e}): {:?}", out.stdout))
+}
+
+#[test]
+fn every_function_through_call() {
+    let dir = temp_dir();
+    let data = dir.path().join("var");
+    let returns = salt_fixture_lines("minion-returns.jsonl");
+    for ret in &returns {
+        assert_eq!(call(&data, "returner", &json!({ "ret": ret })), Value::Null);
+    }
+    for ret in &returns {
+        let got = call(&data, "get_jid", &json!({ "jid": ret["jid"] }));
+        assert_eq!(got["m1"]["return"], ret["return"], "get_jid {}", ret["jid"]);
+        assert_eq!(got["m1"]["retcode"], ret["retcode"]);
+    }
+
+    let jid = "20261123100000000001";
+    let load = json!({ "fun": "test.echo", "arg": ["ünï"], "tgt": "m1", "tgt_type": "glob", "user": "root", "jid": jid });
+    assert_eq!(call(&data, "prep_jid", &json!({ "passed_jid": jid })), json!(jid));
+    assert_eq!(call(&data, "save_load", &json!({ "jid": jid, "load": load, "minions": ["m1"] })), Value::Null);
+    assert_eq!(call(&data, "save_load", &json!({ "jid": jid, "load": { "fun": "other" } })), Value::Null);
+    let got = call(&data, "get_load", &json!({ "jid": jid }));
+    assert_eq!(got["fun"], "test.echo");
+    assert_eq!(got["arg"], json!(["ünï"]));
+    assert_eq!(got["Minions"], json!(["m1"]));
+
+    assert_eq!(call(&data, "save_minions", &json!({ "jid": jid, "minions": ["m1", "m2"] })), Value::Null);
+    assert_eq!(call(&data, "get_load", &json!({ "jid": jid }))["Minions"], json!(["m1", "m2"]));
+
+    let jids = call(&data, "get_jids", &json!({}));
+    assert_eq!(jids[jid]["Function"], "test.echo");
+    assert_eq!(jids[jid]["Arguments"], json!(["ünï"]));
+    assert_eq!(jids[jid]["StartTime"], "2026, Nov 23 10:00:00.000001");
+    let filtered = call(&data, "get_jids_filter", &json!({ "count": 1 }));
+    assert_eq!(filtered, json!([{
+        "Function": "test.echo", "Arguments": ["ünï"], "Target": "m1", "Target-type": "glob",
+        "User": "root", "JID": jid, "StartTime": "2026, Nov 23 10:00:00.000001"
+    }]));
+
+    assert_eq!(call(&data, "get_endtime", &json!({ "jid": jid })), json!(false));
+    assert_eq!(call(&data, "update_endtime", &json!({ "jid": jid, "time": "2026, Nov 23 10:00:05.000000" })), Value::Null);
+    assert_eq!(call(&data, "get_endtime", &json!({ "jid": jid })), json!("2026, Nov 23 10:00:05.000000"));
+    assert_eq!(call(&data, "get_minions", &json!({})), json!(["m1"]));
+    assert_eq!(call(&data, "get_fun", &json!({ "fun": "test.echo" })), json!({}), "no return of test.echo for a loaded job yet");
+    assert_eq!(call(&data, "clean_old_jobs", &json!({})), Value::Null);
+    assert_eq!(call(&data, "get_load", &json!({ "jid": jid }))["fun"], "test.echo", "a new job survives cleaning");
+}
+
+#[test]
+fn call_reads_arguments_from_stdin() {
+    let dir = temp_dir();
+    let data = dir.path().join("var");
+    let mut child = Command::new(bin())
+        .args(["call", "--data-dir", data.to_str().unwrap(), "local_cache", "prep_jid", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(br#"{"passed_jid": "20261123100000000009"}"#).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""20261123100000000009""#);
+}
+
+#[test]
+fn call_failures_exit_non_zero_with_one_line() {
+    let dir = temp_dir();
+    let data = dir.path().join("var");
+    let cases: [(&[&str], &str); 4] = [
+        (&["local_cache", "get_load", "{"], "bad_request: the body of get_load is not valid JSON"),
+        (&["local_cache", "no_such_function", "{}"], "no returner function `no_such_function`"),
+        (&["nope", "get_load", "{}"], "no returner `nope`"),
+        (&["local_cache", "event_return", r#"{"events": []}"#], "'local_cache.event_return' is not available."),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(bin())
+            .args(["call", "--data-dir", data.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn check_validates_config_and_modules() {
+    let dir = temp_dir();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[server]\ndata_dir = {}\n[returners.lc]\nmodule = \"builtin:local-cache\"\n[returners.lc.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+            toml_path(&dir.path().join("var")),
+            toml_path(&jobs)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin()).args(["check", "--config", good.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("returner lc: builtin:local-cache"), "{stdout}");
+    assert!(stdout.contains("salt:returner/returner@0.1.0"), "{stdout}");
+
+    let not_wasm = dir.path().join("not.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let bad = dir.path().join("bad.toml");
+    for (text, want) in [
+        ("[returners.x]\nmodule = \"builtin:local-cache\"\nlimit = {}\n".to_owned(), "unknown field `limit`"),
+        (format!("[returners.x]\nmodule = {}\n", toml_path(&not_wasm)), "not a WebAssembly file"),
+        ("[returners.x]\nmodule = \"builtin:nope\"\n".to_owned(), "key `returners.x.module`"),
+        ("[returners.x]\nmodule = \"builtin:local-cache\"\n[returners.x.grants.fs]\ndir = \"/nonexistent/dir\"\nmode = \"rw\"\n".to_owned(), "key `returners.x.grants.fs.dir`"),
+    ] {
+        std::fs::write(&bad, &text).unwrap();
+        let out = Command::new(bin()).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} passed the check");
+        assert!(stderr.contains(bad.to_str().unwrap()) || stderr.contains("returner `x`"), "names the file or returner: {stderr}");
+        assert!(stderr.contains(want), "{text}: {stderr}");
+    }
+}

@@ -1,0 +1,51 @@
+//! `returner-host inspect`: what a module is, and a clear refusal of what
+//! is not a returner component.
+
+use std::process::Command;
+
+use returner_host_tests::{guest, temp_dir};
+use serde_json::Value;
+
+use super::bin;
+
+#[test]
+fn inspect_describes_the_local_cache_module() {
+    let out = Command::new(bin()).arg("inspect").arg(guest("returner-local-cache")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("world:   salt:returner@0.1.0 (exports salt:returner/returner@0.1.0)"), "{stdout}");
+    for implemented in ["returner", "save_load", "get_load", "get_jid", "get_jids", "get_jids_filter", "prep_jid", "clean_old_jobs", "get_endtime"] {
+        assert!(stdout.contains(&format!("  {implemented:<16} implemented")), "{implemented}: {stdout}");
+    }
+    assert!(stdout.contains(&format!("  {:<16} unsupported", "event_return")), "{stdout}");
+    assert!(stdout.contains("wasi:filesystem/preopens"), "{stdout}");
+
+    let out = Command::new(bin()).arg("inspect").arg("--json").arg(guest("returner-local-cache")).output().unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["functions"]["get_load"], true);
+    assert_eq!(json["functions"]["event_return"], false);
+    assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn inspect_refuses_what_is_not_a_returner_component() {
+    let dir = temp_dir();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "not wasm at all").unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    // A component that exports nothing: a valid component of another world.
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+    for (file, want) in [
+        (&text, "not a WebAssembly file"),
+        (&core, "a core WebAssembly module, not a component"),
+        (&empty, "not a returner component: it exports nothing"),
+    ] {
+        let out = Command::new(bin()).arg("inspect").arg(file).output().unwrap();
+        assert!(!out.status.success(), "{} was accepted", file.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{}: {stderr}", file.display());
+        assert!(stderr.contains(file.to_str().unwrap()), "names the file: {stderr}");
+    }
+}

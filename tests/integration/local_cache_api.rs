@@ -1,0 +1,236 @@
+//! Every function of the embedded local-cache returner through the HTTP API,
+//! on the real Salt payloads.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use returner_host_tests::{salt_fixture_lines, temp_dir};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::default_daemon;
+
+/// Salt's jid directory: sha256 of the jid, split after two hex digits.
+fn jid_dir(jobs: &Path, jid: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(jid.as_bytes()));
+    jobs.join(&h[..2]).join(&h[2..])
+}
+
+/// What Salt's local_cache get_jid gives for one minion's return.
+fn expected_minion_entry(ret: &Value) -> Value {
+    let mut entry = serde_json::Map::new();
+    for key in ["return", "retcode", "success"] {
+        if let Some(v) = ret.get(key) {
+            entry.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(out) = ret.get("out") {
+        entry.insert("out".into(), out.clone());
+    }
+    Value::Object(entry)
+}
+
+#[test]
+fn minion_returns_round_trip_byte_for_byte() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let returns = salt_fixture_lines("minion-returns.jsonl");
+    let largest = returns.iter().map(|r| r["return"].to_string().len()).max().unwrap();
+    assert!(largest > 128 * 1024, "the fixtures include a return over 128 KiB ({largest} bytes)");
+
+    for ret in &returns {
+        assert_eq!(d.call("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);
+    }
+    for ret in &returns {
+        let jid = ret["jid"].as_str().unwrap();
+        let id = ret["id"].as_str().unwrap();
+        let got = d.call("local_cache", "get_jid", &json!({ "jid": jid }));
+        let entry = &got.result()[id];
+        assert_eq!(entry, &expected_minion_entry(ret), "get_jid {jid}");
+        // Byte for byte: the serialized return is the same text.
+        assert_eq!(entry["return"].to_string(), ret["return"].to_string());
+    }
+
+    // Stored where Salt's local_cache stores it, as JSON, unicode intact.
+    let unicode = returns.iter().find(|r| r["fun"] == "test.arg").unwrap();
+    let file = jid_dir(&dir.path().join("var/jobs"), unicode["jid"].as_str().unwrap()).join("m1/return.p");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let stored: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(stored["return"], unicode["return"]);
+    assert!(text.contains("unicodé ✓ 日本"), "unicode is stored as is: {text}");
+}
+
+/// Replay what a Salt 3008 master did with its job cache: prep_jid and
+/// save_load at publish, save_load again and returner per return.
+fn replay_master(d: &returner_host_tests::Daemon) -> Vec<Value> {
+    let calls = salt_fixture_lines("master-job-cache-calls.jsonl");
+    for c in &calls {
+        match c["call"].as_str().unwrap() {
+            "save_load" => {
+                let jid = &c["jid"];
+                let prep = d.call("local_cache", "prep_jid", &json!({ "nocache": false, "passed_jid": jid }));
+                assert_eq!(prep.result(), jid, "prep_jid adopts the passed jid");
+                let args = json!({ "jid": jid, "load": c["load"], "minions": c["minions"] });
+                assert_eq!(d.call("local_cache", "save_load", &args).result(), &Value::Null);
+            }
+            "returner" => {
+                assert_eq!(d.call("local_cache", "returner", &json!({ "ret": c["ret"] })).result(), &Value::Null);
+            }
+            "event_return" => {
+                let r = d.call("local_cache", "event_return", &json!({ "events": c["events"] }));
+                assert_eq!(r.status, 501, "{:?}", r.json);
+                assert_eq!(r.error().0, "unsupported");
+                assert!(r.error().1.contains("'local_cache.event_return' is not available."), "{:?}", r.json);
+            }
+            other => panic!("unexpected recorded call {other}"),
+        }
+    }
+    calls
+}
+
+#[test]
+fn master_job_cache_replay_reads_back_in_salt_shapes() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let calls = replay_master(&d);
+
+    // The publish load survives the second save_load of every job, with the minion list.
+    let ping = "20261123084332485602";
+    let load = d.call("local_cache", "get_load", &json!({ "jid": ping }));
+    let publish = calls.iter().find(|c| c["call"] == "save_load" && c["jid"] == ping).unwrap();
+    let mut want = publish["load"].clone();
+    want["Minions"] = json!(["n1"]);
+    assert_eq!(load.result(), &want);
+
+    // get_jid: the minion's return; the second return of test.arg (a replay) is dropped.
+    let jid = d.call("local_cache", "get_jid", &json!({ "jid": ping }));
+    assert_eq!(jid.result(), &json!({ "n1": { "return": true, "retcode": 0, "success": true } }));
+    let state = d.call("local_cache", "get_jid", &json!({ "jid": "20261123084342159497" }));
+    assert_eq!(state.result()["n1"]["out"], "highstate");
+
+    // get_jids: Salt's jobs-runner shape, keyed by jid.
+    let jids = d.call("local_cache", "get_jids", &json!({}));
+    let jids = jids.result().as_object().unwrap().clone();
+    let saved: std::collections::BTreeSet<&str> =
+        calls.iter().filter(|c| c["call"] == "save_load").map(|c| c["jid"].as_str().unwrap()).collect();
+    assert_eq!(jids.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), saved);
+    assert_eq!(
+        jids[ping],
+        json!({
+            "Function": "test.ping",
+            "Arguments": [],
+            "Target": "n1",
+            "Target-type": "glob",
+            "User": "root",
+            "StartTime": "2026, Nov 23 08:43:32.485602",
+        })
+    );
+
+    // get_jids_filter: the newest `count`, oldest first, with JID.
+    let filtered = d.call("local_cache", "get_jids_filter", &json!({ "count": 3, "filter_find_job": true }));
+    let list = filtered.result().as_array().unwrap();
+    let mut newest: Vec<&str> = saved.iter().copied().collect();
+    newest.sort();
+    let newest = &newest[newest.len() - 3..];
+    assert_eq!(list.iter().map(|j| j["JID"].as_str().unwrap()).collect::<Vec<_>>(), newest);
+    assert_eq!(list[2]["Function"], "cmd.run");
+    assert_eq!(list[2]["StartTime"], "2026, Nov 23 08:43:43.740861");
+
+    // get_fun and get_minions read the same store.
+    let fun = d.call("local_cache", "get_fun", &json!({ "fun": "test.ping" }));
+    assert_eq!(fun.result(), &json!({ "n1": true }));
+    let minions = d.call("local_cache", "get_minions", &json!({}));
+    assert_eq!(minions.result(), &json!(["n1", "vm_master"]));
+
+    // An unknown jid: {} as Salt's runners need, not an error.
+    assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": "20000101000000000001" })).result(), &json!({}));
+    assert_eq!(d.call("local_cache", "get_jid", &json!({ "jid": "20000101000000000001" })).result(), &json!({}));
+}
+
+#[test]
+fn save_load_first_write_wins_and_minions_merge_syndics() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let jid = "20261123090000000001";
+    let first = json!({ "fun": "test.ping", "tgt": "*", "tgt_type": "glob", "jid": jid, "arg": [] });
+    let second = json!({ "fun": "cmd.run", "tgt": "other", "jid": jid });
+    assert_eq!(d.call("local_cache", "save_load", &json!({ "jid": jid, "load": first })).result(), &Value::Null);
+    assert_eq!(d.call("local_cache", "save_load", &json!({ "jid": jid, "load": second })).result(), &Value::Null);
+    assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": jid })).result(), &first);
+
+    let r = d.call("local_cache", "save_minions", &json!({ "jid": jid, "minions": ["b", "a"] }));
+    assert_eq!(r.result(), &Value::Null);
+    let r = d.call("local_cache", "save_minions", &json!({ "jid": jid, "minions": ["c", "a"], "syndic_id": "syn1" }));
+    assert_eq!(r.result(), &Value::Null);
+    let load = d.call("local_cache", "get_load", &json!({ "jid": jid }));
+    assert_eq!(load.result()["Minions"], json!(["a", "b", "c"]));
+    assert_eq!(load.result()["fun"], "test.ping");
+}
+
+#[test]
+fn endtime_round_trip() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let jid = "20261123090000000002";
+    assert_eq!(d.call("local_cache", "get_endtime", &json!({ "jid": jid })).result(), &json!(false));
+    let time = "2026, Nov 23 09:00:01.123456";
+    assert_eq!(d.call("local_cache", "update_endtime", &json!({ "jid": jid, "time": time })).result(), &Value::Null);
+    assert_eq!(d.call("local_cache", "get_endtime", &json!({ "jid": jid })).result(), &json!(time));
+}
+
+#[test]
+fn prep_jid_generates_salt_jids_and_is_idempotent() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let r = d.call("local_cache", "prep_jid", &json!({}));
+    let jid = r.result().as_str().unwrap().to_owned();
+    assert_eq!(jid.len(), 20, "{jid}");
+    assert!(jid.chars().all(|c| c.is_ascii_digit()), "{jid}");
+    assert!(jid.starts_with("20"), "{jid}");
+    for _ in 0..2 {
+        let again = d.call("local_cache", "prep_jid", &json!({ "passed_jid": jid }));
+        assert_eq!(again.result(), &json!(jid));
+    }
+    assert!(jid_dir(&dir.path().join("var/jobs"), &jid).join("jid").is_file());
+}
+
+#[test]
+fn clean_old_jobs_removes_old_jobs_and_keeps_new_ones() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let jobs = dir.path().join("var/jobs");
+    let (old, new) = ("20261120000000000001", "20261123000000000002");
+    for jid in [old, new] {
+        let load = json!({ "fun": "test.ping", "tgt": "n1", "jid": jid });
+        assert_eq!(d.call("local_cache", "prep_jid", &json!({ "passed_jid": jid })).result(), &json!(jid));
+        assert_eq!(d.call("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result(), &Value::Null);
+        let ret = json!({ "id": "n1", "jid": jid, "fun": "test.ping", "return": true, "retcode": 0, "success": true });
+        assert_eq!(d.call("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);
+    }
+    // Age the old job past the default retention of 86400 s, as time would.
+    let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86400);
+    let jid_file = jid_dir(&jobs, old).join("jid");
+    std::fs::File::options().write(true).open(&jid_file).unwrap().set_modified(two_days_ago).unwrap();
+
+    assert_eq!(d.call("local_cache", "clean_old_jobs", &json!({})).result(), &Value::Null);
+
+    assert!(!jid_dir(&jobs, old).exists(), "the old job's directory is removed");
+    assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": old })).result(), &json!({}));
+    assert_eq!(d.call("local_cache", "get_jid", &json!({ "jid": old })).result(), &json!({}));
+    assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": new })).result()["fun"], "test.ping");
+    assert_eq!(d.call("local_cache", "get_jid", &json!({ "jid": new })).result()["n1"]["return"], true);
+    let jids = d.call("local_cache", "get_jids", &json!({}));
+    assert_eq!(jids.result().as_object().unwrap().keys().collect::<Vec<_>>(), vec![new]);
+}
+
+#[test]
+fn socket_is_private_and_health_lists_returners() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let health = returner_host_tests::http_unix(&d.socket, "GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json, json!({ "status": "ok", "returners": ["local_cache"] }));
+}

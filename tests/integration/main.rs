@@ -1,0 +1,49 @@
+//! Integration tests of returner-host: the real binary serving real guest
+//! components, driven over its HTTP API and its command line with the real
+//! Salt payloads in ../shared/fixtures/salt.
+
+mod bad_input;
+mod cli;
+mod hostile;
+mod inspect;
+mod local_cache_api;
+
+use std::path::{Path, PathBuf};
+
+use returner_host_tests::Daemon;
+use serde_json::Value;
+
+/// The `returner-host` binary under test.
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_returner-host"))
+}
+
+/// `returner-host serve --data-dir DIR`: the embedded default.
+fn default_daemon(dir: &Path) -> Daemon {
+    let data = dir.join("var");
+    Daemon::start(
+        &bin(),
+        &["--data-dir", data.to_str().unwrap()],
+        &data.join("returner-host.sock"),
+        &dir.join("daemon.log"),
+    )
+}
+
+/// `returner-host serve --config FILE` where FILE holds `server_extra` in
+/// its `[server]` table, then `config`; the socket is in `dir`.
+fn config_daemon(dir: &Path, server_extra: &str, config: &str) -> Daemon {
+    let socket = dir.join("host.sock");
+    let text = format!(
+        "[server]\nlisten = \"unix:{}\"\ndata_dir = \"{}\"\n{server_extra}\n{config}",
+        socket.display(),
+        dir.join("var").display()
+    );
+    let file = dir.join("host.toml");
+    std::fs::write(&file, text).unwrap();
+    Daemon::start(&bin(), &["--config", file.to_str().unwrap()], &socket, &dir.join("daemon.log"))
+}
+
+/// A TOML string literal of a path.
+fn toml_path(p: &Path) -> String {
+    Value::String(p.display().to_string()).to_string()
+}

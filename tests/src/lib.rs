@@ -1,0 +1,286 @@
+//! Test support for returner-host's integration tests and benchmarks: the
+//! fixture guests (built to wasm32-wasip2 by this crate's build script), the
+//! real Salt payloads, a harness that runs the real `returner-host` binary
+//! as a daemon in a temp dir, and a small blocking HTTP/1.1 client.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A fixture guest component by crate name, e.g. `fixture-noop`.
+pub fn guest(name: &str) -> PathBuf {
+    let dir = Path::new(env!("RETURNER_GUESTS_DIR"));
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.is_file(), "no guest component {}; is `{name}` in tests/build.rs?", path.display());
+    path
+}
+
+/// The directory of real Salt payloads (`../shared/fixtures/salt` beside the checkout).
+pub fn salt_fixtures() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/salt");
+    assert!(
+        dir.join("minion-returns.jsonl").is_file(),
+        "the real Salt payloads are missing at {}: check out `shared/` beside the repository",
+        dir.display()
+    );
+    dir
+}
+
+/// Every JSON line of a fixture file.
+pub fn salt_fixture_lines(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(salt_fixtures().join(file)).expect("reading a Salt fixture");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture lines are JSON"))
+        .collect()
+}
+
+/// A temporary directory, removed on drop.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("returner-host-test").tempdir().expect("creating a temp dir")
+}
+
+/// An HTTP response: status and parsed JSON body (`Value::Null` if not JSON).
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body parsed as JSON.
+    pub json: Value,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The `result` of a 200 answer; panics with the body otherwise.
+    pub fn result(&self) -> &Value {
+        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, String::from_utf8_lossy(&self.body));
+        &self.json["result"]
+    }
+
+    /// `(kind, message)` of an error answer.
+    pub fn error(&self) -> (&str, &str) {
+        let e = &self.json["error"];
+        (e["kind"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))
+    }
+}
+
+/// Send one HTTP/1.1 request over a unix socket and read the answer.
+pub fn http_unix(socket: &Path, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    exchange(stream, method, path, headers, body)
+}
+
+/// Send one HTTP/1.1 request over TCP and read the answer.
+pub fn http_tcp(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    exchange(stream, method, path, headers, body)
+}
+
+fn exchange<S: std::io::Read + std::io::Write>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    write_request(&mut stream, method, path, headers, body, false);
+    read_response(&mut BufReader::new(stream))
+}
+
+fn write_request<S: std::io::Write>(
+    stream: &mut S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: {connection}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("writing the request head");
+    // The server may answer (e.g. 413) before reading all of a large body.
+    let _ = stream.write_all(body);
+}
+
+fn read_response<R: BufRead>(reader: &mut R) -> Response {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("reading the status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut content_length = None;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reading a header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse::<usize>().ok();
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).expect("reading a chunk size");
+            let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).expect("reading a chunk");
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = content_length {
+        body.resize(n, 0);
+        reader.read_exact(&mut body).expect("reading the body");
+    } else {
+        reader.read_to_end(&mut body).expect("reading the body");
+    }
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Response { status, json, body }
+}
+
+/// A kept-alive HTTP/1.1 connection over a unix socket, for many requests.
+pub struct HttpConn {
+    reader: BufReader<UnixStream>,
+}
+
+impl HttpConn {
+    /// Connect to `socket`.
+    pub fn connect(socket: &Path) -> HttpConn {
+        let stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+        HttpConn { reader: BufReader::new(stream) }
+    }
+
+    /// POST `body` to `path` and read the answer.
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Response {
+        write_request(self.reader.get_mut(), "POST", path, &[], body, true);
+        read_response(&mut self.reader)
+    }
+}
+
+/// A `returner-host serve` process in a temp dir, killed on drop.
+pub struct Daemon {
+    child: Child,
+    /// The unix socket it listens on (when it listens on one).
+    pub socket: PathBuf,
+    /// Its stderr, for diagnostics.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `binary serve ARGS...` and wait until `socket` accepts connections.
+    pub fn start(binary: &Path, args: &[&str], socket: &Path, log: &Path) -> Daemon {
+        let log_file = std::fs::File::create(log).expect("creating the daemon log");
+        let child = Command::new(binary)
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut daemon = Daemon { child, socket: socket.to_owned(), log: log.to_owned() };
+        daemon.wait_ready(|| UnixStream::connect(socket).is_ok());
+        daemon
+    }
+
+    /// Start with a TCP listener at `addr` and wait until it accepts.
+    pub fn start_tcp(binary: &Path, args: &[&str], addr: &str, log: &Path) -> Daemon {
+        let log_file = std::fs::File::create(log).expect("creating the daemon log");
+        let child = Command::new(binary)
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut daemon = Daemon { child, socket: PathBuf::new(), log: log.to_owned() };
+        daemon.wait_ready(|| std::net::TcpStream::connect(addr).is_ok());
+        daemon
+    }
+
+    fn wait_ready(&mut self, ready: impl Fn() -> bool) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            if ready() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("returner-host exited with {status} before it was ready:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("returner-host was not ready within 120 s:\n{}", self.log_text());
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// POST a returner call over the unix socket.
+    pub fn call(&self, returner: &str, function: &str, args: &Value) -> Response {
+        http_unix(
+            &self.socket,
+            "POST",
+            &format!("/v1/returners/{returner}/{function}"),
+            &[("Content-Type", "application/json")],
+            args.to_string().as_bytes(),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc status")
+}
