@@ -36,7 +36,7 @@ fn minion_returns_round_trip_byte_for_byte() {
     let d = default_daemon(dir.path());
     let returns = salt_fixture_lines("minion-returns.jsonl");
     let largest = returns.iter().map(|r| r["return"].to_string().len()).max().unwrap();
-    assert!(largest > 128 * 1024, "the fixtures include a return over 128 KiB ({largest} bytes)");
+    assert!(largest > 128_000, "the fixtures include a return over 128 KB ({largest} bytes)");
 
     for ret in &returns {
         assert_eq!(d.call("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);

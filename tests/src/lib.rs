@@ -3,7 +3,7 @@
 //! real Salt payloads, a harness that runs the real `returner-host` binary
 //! as a daemon in a temp dir, and a small blocking HTTP/1.1 client.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
