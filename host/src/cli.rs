@@ -198,7 +198,7 @@ async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         let status = match returner.call(&runtime, &call).await {
             Ok(_) => "implemented".to_owned(),
             Err(e) if e.kind == ErrorKind::Unsupported => "unsupported".to_owned(),
-            Err(e) => format!("implemented (probe answered {})", e.kind.as_str()),
+            Err(e) => format!("implemented (answered {} without grants)", e.kind.as_str()),
         };
         functions.push((function, status));
     }

@@ -21,11 +21,17 @@ const PHASE: Duration = Duration::from_secs(3);
 const RET: &str = r#"{"ret": {"id": "m1", "jid": "20261123084300320186", "fun": "test.ping", "fun_args": [], "return": true, "retcode": 0, "success": true}}"#;
 
 fn main() {
+    // `cargo bench --bench throughput -- runtime` runs only the runtime phases.
+    let only_runtime = std::env::args().any(|a| a == "runtime");
     let noop = guest("fixture-noop");
     println!("returner-host throughput benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let baseline = native_baseline();
     println!("baseline  parse Salt args + build call, native, 1 thread: {baseline:>10.0} calls/s");
+
+    let probe = Runtime::new(RuntimeOptions::default()).unwrap();
+    println!("instance slots reset by: {}", if probe.resets_with_pagemap_scan() { "PAGEMAP_SCAN + memset" } else { "madvise" });
+    drop(probe);
 
     let tokio1 = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let one = tokio1.block_on(runtime_calls(&noop, 1));
@@ -34,6 +40,10 @@ fn main() {
     let tokio_n = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
     let many = tokio_n.block_on(runtime_calls(&noop, threads * 4));
     println!("runtime   fresh store per call, {} tasks on {threads} threads:     {many:>10.0} calls/s ({:.0} per core)", threads * 4, many / threads as f64);
+
+    if only_runtime {
+        return;
+    }
 
     let dir = temp_dir();
     let daemon = bench_daemon(dir.path(), &noop);

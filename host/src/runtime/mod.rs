@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings;
@@ -59,6 +59,7 @@ pub struct Runtime {
     compiled_dir: Option<PathBuf>,
     engine_hash: String,
     ticker: Arc<AtomicBool>,
+    pagemap_scan: bool,
 }
 
 impl Drop for Runtime {
@@ -70,21 +71,12 @@ impl Drop for Runtime {
 impl Runtime {
     /// Build the engine and linker, and start the epoch ticker.
     pub fn new(opts: RuntimeOptions) -> anyhow::Result<Self> {
-        let slots = opts.instance_slots.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(slots)
-            // wit-component adds small shim modules beside the guest's own.
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 8)
-            .total_stacks(slots)
-            .max_memory_size(opts.max_memory_bytes);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let (engine, pagemap_scan) = match build_engine(&opts, true) {
+            Ok(engine) => (engine, true),
+            // No PAGEMAP_SCAN (Linux before 6.7): reset memories with madvise.
+            Err(_) => (build_engine(&opts, false)?, false),
+        };
+        tracing::debug!(pagemap_scan, "engine ready");
 
         let mut linker = Linker::new(&engine);
         caps::wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
@@ -109,13 +101,50 @@ impl Runtime {
         if let Some(dir) = &opts.compiled_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        Ok(Self { engine, linker, compiled_dir: opts.compiled_dir, engine_hash, ticker })
+        Ok(Self { engine, linker, compiled_dir: opts.compiled_dir, engine_hash, ticker, pagemap_scan })
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// Whether instance slots are reset by scanning for dirtied pages
+    /// (PAGEMAP_SCAN, Linux 6.7+) rather than with `madvise`.
+    pub fn resets_with_pagemap_scan(&self) -> bool {
+        self.pagemap_scan
+    }
+}
+
+/// Resident bytes a returned instance slot may keep, per linear memory and
+/// per table, when the kernel can tell which pages a call dirtied
+/// (PAGEMAP_SCAN): those pages are reset with `memset` instead of `madvise`,
+/// which on a multi-threaded host costs a TLB shootdown on every core per
+/// call. A no-op call dirties a few pages; a busy one more, and past this
+/// the rest is released as before.
+const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
+
+fn build_engine(opts: &RuntimeOptions, pagemap_scan: bool) -> anyhow::Result<Engine> {
+    let slots = opts.instance_slots.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        // wit-component adds small shim modules beside the guest's own.
+        .total_core_instances(slots * 8)
+        .total_memories(slots * 2)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_memory_size(opts.max_memory_bytes);
+    if pagemap_scan {
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES);
+    }
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")
 }
 
 /// Everything a store holds for one call.

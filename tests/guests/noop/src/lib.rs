@@ -1,7 +1,10 @@
 //! The well-behaved fixture: every returner function succeeds and does
 //! nothing, for benchmarks and as the good neighbour of hostile guests.
 //! `get_fun("sleep:<ms>")` sleeps that long first, to hold a call in flight.
+//! `get_jids` answers how many calls this instance has served, counting
+//! itself: always 1 when every call gets a fresh instance.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, json};
@@ -34,7 +37,8 @@ impl Returner for Noop {
     }
 
     fn get_jids() -> Result<Value> {
-        Ok(json!({}))
+        static CALLS: AtomicU32 = AtomicU32::new(0);
+        Ok(json!({ "calls": CALLS.fetch_add(1, Ordering::Relaxed) + 1 }))
     }
 
     fn get_jids_filter(_count: u32, _filter_find_job: bool) -> Result<Value> {
