@@ -69,10 +69,10 @@ fn guest_target_dir() -> PathBuf {
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out (or with a target triple in between).
     let mut dir = out_dir.as_path();
     while let Some(parent) = dir.parent() {
-        if dir.file_name().is_some_and(|n| n == "build") {
-            if let Some(target) = parent.parent() {
-                return target.join("wasm-guests");
-            }
+        if dir.file_name().is_some_and(|n| n == "build")
+            && let Some(target) = parent.parent()
+        {
+            return target.join("wasm-guests");
         }
         dir = parent;
     }

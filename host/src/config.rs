@@ -363,13 +363,13 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
         (None, Some(t)) => Some(abs(t)),
         (None, None) => None,
     };
-    if let Listen::Tcp(addr) = &listen {
-        if token_file.is_none() {
-            return Err(invalid(
-                "server.token_file",
-                format!("listening on tcp:{addr} requires a bearer token: set server.token_file or pass --token-file"),
-            ));
-        }
+    if let Listen::Tcp(addr) = &listen
+        && token_file.is_none()
+    {
+        return Err(invalid(
+            "server.token_file",
+            format!("listening on tcp:{addr} requires a bearer token: set server.token_file or pass --token-file"),
+        ));
     }
     let max_body_bytes = file.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {

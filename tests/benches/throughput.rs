@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p returner-host --bench throughput` (see BENCHMARKS.md).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,10 +75,10 @@ fn native_baseline() -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn runtime_calls(noop: &PathBuf, tasks: usize) -> f64 {
+async fn runtime_calls(noop: &Path, tasks: usize) -> f64 {
     let runtime = Arc::new(Runtime::new(RuntimeOptions { instance_slots: tasks as u32 + 8, ..Default::default() }).unwrap());
     let module = runtime.load_module_file(noop).unwrap();
-    let mut config = sandbox_config("noop", ModuleSource::File(noop.clone()));
+    let mut config = sandbox_config("noop", ModuleSource::File(noop.to_path_buf()));
     config.limits = Limits { max_concurrency: tasks as u32, ..Limits::default() };
     let returner = Arc::new(Returner::new(config, module));
     let call = parse_call("returner", RET.as_bytes()).unwrap();
@@ -105,7 +105,7 @@ async fn runtime_calls(noop: &PathBuf, tasks: usize) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-fn bench_daemon(dir: &std::path::Path, noop: &PathBuf) -> Daemon {
+fn bench_daemon(dir: &Path, noop: &Path) -> Daemon {
     let socket = dir.join("bench.sock");
     let config = dir.join("bench.toml");
     std::fs::write(
@@ -118,13 +118,12 @@ fn bench_daemon(dir: &std::path::Path, noop: &PathBuf) -> Daemon {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_returner-host")),
+    Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_returner-host")),
         &["--config", config.to_str().unwrap()],
         &socket,
         &dir.join("daemon.log"),
-    );
-    daemon
+    )
 }
 
 fn http_calls(daemon: &Daemon, clients: usize) -> f64 {

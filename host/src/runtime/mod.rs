@@ -21,7 +21,7 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings;
+use crate::bindings::ReturnerComponentPre;
 use crate::caps::{self, CallCaps, CapsView};
 
 /// How often the epoch advances: the granularity of call deadlines.
@@ -192,6 +192,3 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
-
-// Keep the generated bindings' names in one place for the submodules.
-use bindings::ReturnerComponentPre;
