@@ -190,7 +190,8 @@ async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(RuntimeOptions { instance_slots: 4, ..Default::default() })?;
     let module = runtime.load_module_file(path)?;
     let info = module.info().clone();
-    let returner = Returner::new(dispatch::sandbox_config("inspect", ModuleSource::File(path.to_owned())), module);
+    let config = dispatch::sandbox_config("inspect", ModuleSource::File(path.to_owned()));
+    let returner = Returner::new(config, module, Default::default());
     let mut functions = Vec::new();
     for function in FUNCTIONS {
         let call = dispatch::parse_call(function, probe_args(function).as_bytes())

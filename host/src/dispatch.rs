@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::bindings::{Event, JobReturn};
 use crate::builtin;
+use crate::caps::Backends;
 use crate::config::{HostConfig, ModuleSource, ReturnerConfig};
 use crate::error::{CallError, ErrorKind};
 use crate::runtime::{Call, FUNCTIONS, Module, Output, Returner, Runtime, RuntimeOptions};
@@ -33,12 +34,13 @@ impl ReturnerHost {
             instance_slots: slots,
             max_memory_bytes: max_memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
         })?;
+        let backends = Backends::from_profiles(&config.profiles)?;
         let mut returners = BTreeMap::new();
         for rc in &config.returners {
             let module = load(&runtime, &rc.module)
                 .with_context(|| format!("returner `{}` ({})", rc.name, rc.module))?;
             tracing::info!(returner = %rc.name, module = %rc.module, sha256 = %module.info().sha256, "loaded");
-            returners.insert(rc.name.clone(), Arc::new(Returner::new(rc.clone(), module)));
+            returners.insert(rc.name.clone(), Arc::new(Returner::new(rc.clone(), module, backends.clone())));
         }
         Ok(Self { runtime, returners })
     }

@@ -80,7 +80,7 @@ async fn runtime_calls(noop: &Path, tasks: usize) -> f64 {
     let module = runtime.load_module_file(noop).unwrap();
     let mut config = sandbox_config("noop", ModuleSource::File(noop.to_path_buf()));
     config.limits = Limits { max_concurrency: tasks as u32, ..Limits::default() };
-    let returner = Arc::new(Returner::new(config, module));
+    let returner = Arc::new(Returner::new(config, module, Default::default()));
     let call = parse_call("returner", RET.as_bytes()).unwrap();
     // Warm up: first instantiation maps the pool.
     returner.call(&runtime, &call).await.unwrap();

@@ -31,9 +31,33 @@ pub struct Grants {
     pub fs: Option<fs::FsGrant>,
 }
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::Linker;
+
+use crate::config::Profile;
+
+/// Connections to the backends (etcd clusters, MySQL servers), built once
+/// from the config's profiles and shared by every call of every returner.
+/// Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Backends {
+    /// etcd clients by profile name.
+    pub etcd: etcd::EtcdBackends,
+    /// MySQL pools by profile name.
+    pub mysql: mysql::MysqlBackends,
+}
+
+impl Backends {
+    /// Prepare a client for every profile (connections are made on first use).
+    pub fn from_profiles(profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
+        Ok(Self {
+            etcd: etcd::EtcdBackends::from_profiles(profiles)?,
+            mysql: mysql::MysqlBackends::from_profiles(profiles)?,
+        })
+    }
+}
 
 /// Per-call state of every `salt:returner` host interface.
 pub struct CallCaps {
@@ -49,12 +73,13 @@ impl CallCaps {
         returner: Arc<str>,
         grants: &Grants,
         options: Arc<serde_json::Map<String, serde_json::Value>>,
+        backends: &Backends,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
-            etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new)),
-            mysql: mysql::MysqlCtx::new(returner, grants.mysql.clone().map(Arc::new)),
+            etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
+            mysql: mysql::MysqlCtx::new(returner, grants.mysql.clone().map(Arc::new), &backends.mysql),
         }
     }
 }

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::{CallState, EPOCH_TICK, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
 use crate::bindings::{Event, JobReturn};
-use crate::caps::CallCaps;
+use crate::caps::{Backends, CallCaps};
 use crate::config::{Limits, ReturnerConfig};
 use crate::error::{CallError, ErrorKind};
 
@@ -92,6 +92,7 @@ pub enum Output {
 /// A loaded returner: its module, grants, limits and concurrency slots.
 pub struct Returner {
     name: Arc<str>,
+    backends: Backends,
     module: Module,
     config: ReturnerConfig,
     slots: Semaphore,
@@ -99,9 +100,10 @@ pub struct Returner {
 
 impl Returner {
     /// A returner serving `config` with `module`.
-    pub fn new(config: ReturnerConfig, module: Module) -> Self {
+    pub fn new(config: ReturnerConfig, module: Module, backends: Backends) -> Self {
         Self {
             name: Arc::from(config.name.as_str()),
+            backends,
             slots: Semaphore::new(config.limits.max_concurrency as usize),
             module,
             config,
@@ -174,7 +176,7 @@ impl Returner {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: self.config.limits.memory_bytes, hit: false },
-            caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone()),
+            caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone(), &self.backends),
             stderr,
         };
         let mut store = Store::new(runtime.engine(), state);

@@ -4,6 +4,7 @@
 //! the documented shape loads; this build has no etcd client, so every call
 //! answers `denied` (deny by default) and is audited.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::salt::returner::etcd::{self, KeyValue};
 use crate::bindings::GuestError;
 use crate::caps::audit;
+use crate::config::Profile;
 
 /// How the host reaches an etcd cluster. Credentials stay host-side.
 ///
@@ -70,6 +72,17 @@ pub struct EtcdGrant {
     pub max_ttl_seconds: Option<u64>,
 }
 
+/// etcd clients by profile name, shared by every call.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdBackends {}
+
+impl EtcdBackends {
+    /// Prepare clients for the `etcd` profiles.
+    pub fn from_profiles(_profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
+        Ok(Self {})
+    }
+}
+
 /// Per-call etcd state.
 #[derive(Clone, Debug)]
 pub struct EtcdCtx {
@@ -79,7 +92,7 @@ pub struct EtcdCtx {
 
 impl EtcdCtx {
     /// State for one call of `returner`, holding its grant if it has one.
-    pub fn new(returner: Arc<str>, grant: Option<Arc<EtcdGrant>>) -> Self {
+    pub fn new(returner: Arc<str>, grant: Option<Arc<EtcdGrant>>, _backends: &EtcdBackends) -> Self {
         Self { returner, grant }
     }
 

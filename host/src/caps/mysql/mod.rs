@@ -14,6 +14,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::salt::returner::mysql::{self, ExecResult, Rows, Value};
 use crate::bindings::GuestError;
 use crate::caps::audit;
+use crate::config::Profile;
 
 /// How the host reaches a MySQL or MariaDB server. Credentials stay host-side.
 ///
@@ -79,6 +80,17 @@ pub struct MysqlGrant {
     pub tables: BTreeMap<String, Vec<SqlVerb>>,
 }
 
+/// MySQL pools by profile name, shared by every call.
+#[derive(Clone, Debug, Default)]
+pub struct MysqlBackends {}
+
+impl MysqlBackends {
+    /// Prepare pools for the `mysql` profiles.
+    pub fn from_profiles(_profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
+        Ok(Self {})
+    }
+}
+
 /// Per-call MySQL state.
 #[derive(Clone, Debug)]
 pub struct MysqlCtx {
@@ -88,7 +100,7 @@ pub struct MysqlCtx {
 
 impl MysqlCtx {
     /// State for one call of `returner`, holding its grant if it has one.
-    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>) -> Self {
+    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, _backends: &MysqlBackends) -> Self {
         Self { returner, grant }
     }
 
