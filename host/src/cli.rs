@@ -88,7 +88,6 @@ pub enum Command {
 
 /// Run the command line; the process's exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    init_tracing(cli.log_format, matches!(cli.command, Command::Serve { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -96,7 +95,7 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.log_format)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -105,25 +104,49 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat, serving: bool) {
-    use tracing_subscriber::EnvFilter;
+/// Logs on stderr (filtered by `RUST_LOG`), and the audit events also as
+/// JSON lines in `audit_log` when set.
+fn init_tracing(format: LogFormat, serving: bool, audit_log: Option<&Path>) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::{EnvFilter, filter_fn};
+    use tracing_subscriber::prelude::*;
     let default = if serving { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let stderr = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let stderr = match format {
+        LogFormat::Text => stderr.with_filter(filter).boxed(),
+        LogFormat::Json => stderr.json().with_filter(filter).boxed(),
     };
+    let audit = match audit_log {
+        None => None,
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the audit log {}", path.display()))?;
+            // The `call` span carries the returner, the function and the module's sha256.
+            let only_audit = filter_fn(|meta| {
+                meta.target() == crate::caps::audit::TARGET || (meta.is_span() && meta.name() == "call")
+            });
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_audit),
+            )
+        }
+    };
+    let _ = tracing_subscriber::registry().with(stderr).with(audit).try_init();
+    Ok(())
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config, listen, data_dir, token_file } => {
             let overrides = Overrides { listen, data_dir, token_file };
             let config = load_config(config.as_deref(), &overrides)?;
+            init_tracing(log_format, true, config.server.audit_log.as_deref())?;
             let host = Arc::new(ReturnerHost::start(&config)?);
             crate::ingest::serve(host, &config.server, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -131,6 +154,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Call { config, data_dir, returner, function, json } => {
             let overrides = Overrides { data_dir, ..Default::default() };
             let config = load_config(config.as_deref(), &overrides)?;
+            init_tracing(log_format, false, config.server.audit_log.as_deref())?;
             let body = match json.as_deref() {
                 Some("-") | None if !std::io::stdin().is_terminal() => {
                     let mut s = String::new();
@@ -159,8 +183,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Inspect { module, json } => inspect(&module, json).await,
-        Command::Check { config } => check(&config),
+        Command::Inspect { module, json } => {
+            init_tracing(log_format, false, None)?;
+            inspect(&module, json).await
+        }
+        Command::Check { config } => {
+            init_tracing(log_format, false, None)?;
+            check(&config)
+        }
     }
 }
 

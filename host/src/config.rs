@@ -53,6 +53,16 @@ pub const DEFAULT_MAX_CONCURRENCY: u32 = 16;
 /// Largest request body the ingest API reads when the config does not set
 /// it. Large state runs fit; a runaway client cannot exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+/// Table elements a call's instance may grow its tables to. Rust guests use
+/// a few hundred; more is growth for its own sake.
+pub const DEFAULT_TABLE_ELEMENTS: u32 = 20_000;
+/// Core instances a call may create. A component built by wasm32-wasip2 makes
+/// a handful (the module and wit-component's shims); more is instantiation
+/// for its own sake.
+pub const DEFAULT_INSTANCES: u32 = 64;
+/// Largest answer a returner may give (JSON text), when the config does not
+/// set it. Stops a guest from making the host parse and send a huge result.
+pub const DEFAULT_MAX_RESULT_MIB: u64 = 16;
 
 /// A config that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +110,7 @@ struct ServerSection {
     token_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<u64>,
+    audit_log: Option<PathBuf>,
 }
 
 /// A named connection profile; credentials live here, host-side only.
@@ -126,6 +137,8 @@ impl Profile {
 struct ReturnerSection {
     module: String,
     #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
     options: toml::Table,
     #[serde(default)]
     limits: LimitsSection,
@@ -139,6 +152,11 @@ struct LimitsSection {
     memory_mib: Option<u64>,
     deadline_ms: Option<u64>,
     max_concurrency: Option<u32>,
+    table_elements: Option<u32>,
+    instances: Option<u32>,
+    rate_per_second: Option<f64>,
+    burst: Option<u32>,
+    max_result_mib: Option<u64>,
 }
 
 /// Where the host listens.
@@ -188,6 +206,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// File the audit events are appended to as JSON lines, if any.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Where a returner's code comes from.
@@ -209,7 +229,7 @@ impl fmt::Display for ModuleSource {
 }
 
 /// Resource limits of one returner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
     /// Linear memory cap of one call's instance, in bytes.
     pub memory_bytes: usize,
@@ -217,6 +237,23 @@ pub struct Limits {
     pub deadline: Duration,
     /// Calls running at once; more wait for a slot until their deadline.
     pub max_concurrency: u32,
+    /// Elements a call's tables may grow to.
+    pub table_elements: u32,
+    /// Core instances a call may create.
+    pub instances: u32,
+    /// Calls per second, if limited.
+    pub rate: Option<Rate>,
+    /// Largest answer, in bytes.
+    pub max_result_bytes: usize,
+}
+
+/// A call rate limit: a token bucket.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Calls per second on average.
+    pub per_second: f64,
+    /// Calls allowed at once after a quiet spell.
+    pub burst: u32,
 }
 
 impl Default for Limits {
@@ -225,6 +262,10 @@ impl Default for Limits {
             memory_bytes: (DEFAULT_MEMORY_MIB * 1024 * 1024) as usize,
             deadline: Duration::from_millis(DEFAULT_DEADLINE_MS),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            table_elements: DEFAULT_TABLE_ELEMENTS,
+            instances: DEFAULT_INSTANCES,
+            rate: None,
+            max_result_bytes: (DEFAULT_MAX_RESULT_MIB * 1024 * 1024) as usize,
         }
     }
 }
@@ -242,6 +283,8 @@ pub struct ReturnerConfig {
     pub limits: Limits,
     /// What it may reach.
     pub grants: Grants,
+    /// The module's sha256 the admin pinned, lowercase hex; any other is refused.
+    pub sha256: Option<String>,
 }
 
 /// A validated host config.
@@ -372,6 +415,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
         ));
     }
     let max_body_bytes = file.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let audit_log = file.server.audit_log.as_deref().map(abs);
     if max_body_bytes == 0 {
         return Err(invalid("server.max_body_bytes", "expected a positive number of bytes".into()));
     }
@@ -440,12 +484,28 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
                 _ => None,
             })
             .ok_or_else(|| invalid(&format!("{key}.options"), "expected a table of options".into()))?;
-        returners.push(ReturnerConfig { name, module, options: Arc::new(options), limits, grants });
+        let sha256 = match section.sha256 {
+            None => None,
+            Some(pin) => {
+                let pin = pin.to_ascii_lowercase();
+                if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(invalid(&format!("{key}.sha256"), format!("`{pin}` is not a sha256 (64 hex digits)")));
+                }
+                Some(pin)
+            }
+        };
+        returners.push(ReturnerConfig { name, module, options: Arc::new(options), limits, grants, sha256 });
     }
 
     Ok(HostConfig {
         source: source.to_path_buf(),
-        server: ServerConfig { listen, token_file, data_dir, max_body_bytes: max_body_bytes as usize },
+        server: ServerConfig {
+            listen,
+            token_file,
+            data_dir,
+            max_body_bytes: max_body_bytes as usize,
+            audit_log,
+        },
         profiles,
         returners,
     })
@@ -470,7 +530,31 @@ fn resolve_limits(s: &LimitsSection) -> Result<Limits, (&'static str, String)> {
         Some(n) if n > 1024 => return Err(("max_concurrency", format!("{n} is over the most, 1024"))),
         Some(n) => n,
     };
-    Ok(Limits { memory_bytes, deadline, max_concurrency })
+    let table_elements = match s.table_elements {
+        None => d.table_elements,
+        Some(0) => return Err(("table_elements", "expected at least 1".into())),
+        Some(n) => n,
+    };
+    let instances = match s.instances {
+        None => d.instances,
+        Some(0) => return Err(("instances", "expected at least 1".into())),
+        Some(n) => n,
+    };
+    let rate = match (s.rate_per_second, s.burst) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(("burst", "burst needs rate_per_second".into())),
+        (Some(r), _) if !(r.is_finite() && r > 0.0) => {
+            return Err(("rate_per_second", "expected a positive number of calls per second".into()));
+        }
+        (Some(_), Some(0)) => return Err(("burst", "expected at least 1".into())),
+        (Some(r), burst) => Some(Rate { per_second: r, burst: burst.unwrap_or_else(|| (r.ceil() as u32).max(1)) }),
+    };
+    let max_result_bytes = match s.max_result_mib {
+        None => d.max_result_bytes,
+        Some(0) => return Err(("max_result_mib", "expected at least 1 MiB".into())),
+        Some(m) => (m.min(4096) * 1024 * 1024) as usize,
+    };
+    Ok(Limits { memory_bytes, deadline, max_concurrency, table_elements, instances, rate, max_result_bytes })
 }
 
 fn check_profile(profiles: &BTreeMap<String, Profile>, name: &str, kind: &str) -> Result<(), String> {
@@ -540,6 +624,16 @@ mod tests {
         assert_eq!(r.limits.memory_bytes, 64 * 1024 * 1024);
         assert_eq!(r.limits.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         assert_eq!(cfg.server.listen, Listen::Unix(PathBuf::from("./var/returner-host.sock")));
+    }
+
+    #[test]
+    fn rate_limit_defaults_its_burst_and_needs_a_rate() {
+        let cfg = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { rate_per_second = 2.5 }\n").unwrap();
+        assert_eq!(cfg.returner("x").unwrap().limits.rate, Some(Rate { per_second: 2.5, burst: 3 }));
+        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { burst = 3 }\n").unwrap_err();
+        assert!(err.to_string().contains("returners.x.limits.burst"), "{err}");
+        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nsha256 = \"abc\"\n").unwrap_err();
+        assert!(err.to_string().contains("returners.x.sha256"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,7 @@ impl ReturnerHost {
         let mut returners = BTreeMap::new();
         for rc in &config.returners {
             let module = load(&runtime, &rc.module)
+                .and_then(|m| check_pin(rc, m))
                 .with_context(|| format!("returner `{}` ({})", rc.name, rc.module))?;
             tracing::info!(returner = %rc.name, module = %rc.module, sha256 = %module.info().sha256, "loaded");
             returners.insert(rc.name.clone(), Arc::new(Returner::new(rc.clone(), module, backends.clone())));
@@ -84,6 +85,18 @@ pub fn load(runtime: &Runtime, source: &ModuleSource) -> anyhow::Result<Module> 
     }
 }
 
+/// Refuse a module whose sha256 is not the one the config pins.
+fn check_pin(rc: &ReturnerConfig, module: Module) -> anyhow::Result<Module> {
+    match &rc.sha256 {
+        Some(pin) if *pin != module.info().sha256 => anyhow::bail!(
+            "the module's sha256 is {}, but returners.{}.sha256 pins {pin}; refusing it",
+            module.info().sha256,
+            rc.name
+        ),
+        _ => Ok(module),
+    }
+}
+
 /// A returner config for a module with no grants, default limits and no
 /// options: what `inspect` probes with.
 pub fn sandbox_config(name: &str, module: ModuleSource) -> ReturnerConfig {
@@ -93,6 +106,7 @@ pub fn sandbox_config(name: &str, module: ModuleSource) -> ReturnerConfig {
         options: Arc::default(),
         limits: Default::default(),
         grants: Default::default(),
+        sha256: None,
     }
 }
 

@@ -34,6 +34,7 @@ pub fn router(host: Arc<ReturnerHost>, token: Option<String>, max_body_bytes: us
     Router::new()
         .route("/v1/returners/{name}/{function}", post(call))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
@@ -150,10 +151,15 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok", "returners": names }))).into_response()
 }
 
+async fn metrics() -> Response {
+    let body = crate::metrics::metrics().encode();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
 async fn not_found() -> Response {
     error_response(&CallError::new(
         ErrorKind::NotFound,
-        "no such endpoint; use POST /v1/returners/{name}/{function} or GET /healthz",
+        "no such endpoint; use POST /v1/returners/{name}/{function}, GET /healthz or GET /metrics",
     ))
 }
 

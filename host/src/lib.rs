@@ -12,4 +12,5 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod runtime;

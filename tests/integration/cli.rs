@@ -138,6 +138,7 @@ fn check_validates_config_and_modules() {
         ("[returners.x]\nmodule = \"builtin:local-cache\"\nlimit = {}\n".to_owned(), "unknown field `limit`"),
         (format!("[returners.x]\nmodule = {}\n", toml_path(&not_wasm)), "not a WebAssembly file"),
         ("[returners.x]\nmodule = \"builtin:nope\"\n".to_owned(), "key `returners.x.module`"),
+        (format!("[returners.x]\nmodule = \"builtin:local-cache\"\nsha256 = \"{}\"\n", "ab".repeat(32)), "pins abab"),
         ("[returners.x]\nmodule = \"builtin:local-cache\"\n[returners.x.grants.fs]\ndir = \"/nonexistent/dir\"\nmode = \"rw\"\n".to_owned(), "key `returners.x.grants.fs.dir`"),
     ] {
         std::fs::write(&bad, &text).unwrap();

@@ -67,7 +67,7 @@ impl GoodTraffic {
     }
 }
 
-fn hostile_daemon(dir: &std::path::Path) -> Daemon {
+fn hostile_daemon(dir: &std::path::Path, server_extra: &str) -> Daemon {
     let jobs = dir.join("jobs");
     let granted = dir.join("granted");
     std::fs::create_dir_all(&jobs).unwrap();
@@ -79,7 +79,7 @@ fn hostile_daemon(dir: &std::path::Path) -> Daemon {
     let module = |name: &str| toml_path(&guest(name));
     config_daemon(
         dir,
-        "",
+        server_extra,
         &format!(
             r#"
 [returners.good]
@@ -122,7 +122,7 @@ fn ret(id: &str) -> Value {
 #[test]
 fn hostile_guests_fail_alone() {
     let dir = temp_dir();
-    let mut d = hostile_daemon(dir.path());
+    let mut d = hostile_daemon(dir.path(), "");
     let traffic = GoodTraffic::start(d.socket.clone());
 
     // An endless loop ends at its 300 ms deadline.
@@ -162,7 +162,7 @@ fn hostile_guests_fail_alone() {
 #[test]
 fn filesystem_escapes_are_refused() {
     let dir = temp_dir();
-    let d = hostile_daemon(dir.path());
+    let d = hostile_daemon(dir.path(), "");
 
     // The control: the guest can read inside its granted directory.
     let inside = d.call("escaper", "get_jid", &json!({ "jid": "/data/inside.txt" }));
@@ -198,4 +198,89 @@ fn filesystem_escapes_are_refused() {
     let log = d.log_text();
     assert!(log.contains("returner_host::audit") && log.contains("capability=\"etcd\""), "{log}");
     assert!(log.contains("capability=\"mysql\""), "{log}");
+}
+
+/// `name{labels} value` lines of a Prometheus text exposition.
+fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn faults_and_denials_are_audited_and_counted() {
+    let dir = temp_dir();
+    let audit_log = dir.path().join("audit.jsonl");
+    let d = hostile_daemon(dir.path(), &format!("audit_log = {}", toml_path(&audit_log)));
+
+    assert_eq!(d.call("spin", "returner", &ret("m1")).error().0, "deadline");
+    assert_eq!(d.call("memhog", "returner", &ret("m1")).error().0, "memory_limit");
+    assert_eq!(d.call("trapper", "returner", &ret("m1")).error().0, "trap");
+    assert_eq!(d.call("escaper", "get_minions", &json!({})).status, 200);
+    assert_eq!(d.call("good", "get_load", &json!({ "jid": "1" })).status, 200);
+
+    let events: Vec<Value> = std::fs::read_to_string(&audit_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .collect();
+    let find = |returner: &str, outcome: &str| {
+        events
+            .iter()
+            .find(|e| e["fields"]["returner"] == returner && e["fields"]["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no `{outcome}` audit event for {returner} in {events:#?}"))
+    };
+    for (returner, outcome) in [("spin", "deadline"), ("memhog", "memory_limit"), ("trapper", "trap")] {
+        let e = find(returner, outcome);
+        assert_eq!(e["target"], "returner_host::audit");
+        assert_eq!(e["fields"]["module_sha256"].as_str().unwrap().len(), 64, "{e}");
+        assert_eq!(e["fields"]["operation"], "returner");
+    }
+    for capability in ["etcd", "mysql"] {
+        let e = events
+            .iter()
+            .find(|e| e["fields"]["returner"] == "escaper" && e["fields"]["capability"] == capability)
+            .unwrap_or_else(|| panic!("no {capability} denial in {events:#?}"));
+        assert_eq!(e["fields"]["outcome"], "denied");
+        assert_eq!(e["span"]["name"], "call", "the call's span rides along: {e}");
+        assert_eq!(e["span"]["returner"], "escaper");
+        assert_eq!(e["span"]["module_sha256"].as_str().unwrap().len(), 64, "{e}");
+    }
+    assert!(events.iter().all(|e| e["target"] == "returner_host::audit"), "only audit events in the audit log");
+
+    let metrics = returner_host_tests::http_unix(&d.socket, "GET", "/metrics", &[], b"");
+    assert_eq!(metrics.status, 200);
+    let m = parse_metrics(&String::from_utf8_lossy(&metrics.body));
+    let get = |series: &str| *m.get(series).unwrap_or_else(|| panic!("no series {series} in {m:#?}"));
+    assert_eq!(get(r#"returner_host_guest_faults_total{returner="spin",kind="deadline"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_guest_faults_total{returner="memhog",kind="memory_limit"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_guest_faults_total{returner="trapper",kind="trap"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_denials_total{returner="escaper",capability="etcd"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_calls_total{returner="good",function="get_load",outcome="ok"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_calls_total{returner="spin",function="returner",outcome="deadline"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_calls_in_flight{returner="good"}"#), 0.0);
+    assert_eq!(get(r#"returner_host_call_duration_seconds_count{returner="good",function="get_load"}"#), 1.0);
+}
+
+#[test]
+fn a_returner_over_its_rate_gets_a_limit_error() {
+    let dir = temp_dir();
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            "[returners.noop]\nmodule = {}\nlimits = {{ rate_per_second = 0.5, burst = 2 }}\n",
+            toml_path(&guest("fixture-noop"))
+        ),
+    );
+    for _ in 0..2 {
+        assert_eq!(d.call("noop", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+    }
+    let r = d.call("noop", "get_load", &json!({ "jid": "1" }));
+    assert_eq!((r.status, r.error().0), (429, "limit"), "{:?}", r.json);
+    assert!(r.error().1.contains("rate limit of 0.5 calls/s (burst 2)"), "{:?}", r.json);
 }

@@ -1,5 +1,8 @@
-//! Audit events: one structured `tracing` event per denial, on the dedicated
-//! target `returner_host::audit`, so operators can route them apart.
+//! Audit events: one structured `tracing` event per capability denial and
+//! per guest fault, on the dedicated target `returner_host::audit`, so
+//! operators can route them apart (and `server.audit_log` writes them as JSON
+//! lines). Events raised during a call carry the call's span: returner,
+//! function and module sha256. No secret is ever a field.
 
 /// The tracing target of every audit event.
 pub const TARGET: &str = "returner_host::audit";
@@ -7,6 +10,7 @@ pub const TARGET: &str = "returner_host::audit";
 /// Record that `returner` was refused `operation` on `target` through
 /// `capability`.
 pub fn denied(returner: &str, capability: &str, operation: &str, target: &str) {
+    crate::metrics::metrics().denial(returner, capability);
     tracing::warn!(
         target: "returner_host::audit",
         returner,
@@ -15,5 +19,22 @@ pub fn denied(returner: &str, capability: &str, operation: &str, target: &str) {
         target,
         outcome = "denied",
         "capability denied"
+    );
+}
+
+/// Record that a call of `returner` (module `module_sha256`) ended in a guest
+/// fault of `kind` (`trap`, `deadline`, `memory_limit`) in `function`.
+pub fn fault(returner: &str, module_sha256: &str, function: &str, kind: &str, message: &str) {
+    crate::metrics::metrics().fault(returner, kind);
+    tracing::warn!(
+        target: "returner_host::audit",
+        returner,
+        module_sha256,
+        capability = "runtime",
+        operation = function,
+        target = function,
+        outcome = kind,
+        message,
+        "guest fault"
     );
 }

@@ -2,10 +2,11 @@
 //! the returner's grants and limits, the guest export, and the fault (if
 //! any) turned into a [`CallError`] that names it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -52,6 +53,17 @@ pub enum Call {
     GetEndtime { jid: String },
 }
 
+impl Output {
+    /// Bytes of the answer as the guest gave it.
+    fn size(&self) -> usize {
+        match self {
+            Output::Unit | Output::OptionalString(None) => 0,
+            Output::Json(s) | Output::String(s) | Output::OptionalString(Some(s)) => s.len(),
+            Output::Strings(list) => list.iter().map(String::len).sum(),
+        }
+    }
+}
+
 impl Call {
     /// Salt's name of the function.
     pub fn function(&self) -> &'static str {
@@ -89,13 +101,16 @@ pub enum Output {
     OptionalString(Option<String>),
 }
 
-/// A loaded returner: its module, grants, limits and concurrency slots.
+/// A loaded returner: its module, grants, limits, concurrency slots and rate.
 pub struct Returner {
     name: Arc<str>,
     backends: Backends,
     module: Module,
     config: ReturnerConfig,
-    slots: Semaphore,
+    /// Shared with the returner's next module after a hot reload, so the
+    /// limits hold across a swap.
+    slots: Arc<Semaphore>,
+    rate: Option<Arc<RateLimiter>>,
 }
 
 impl Returner {
@@ -104,10 +119,29 @@ impl Returner {
         Self {
             name: Arc::from(config.name.as_str()),
             backends,
-            slots: Semaphore::new(config.limits.max_concurrency as usize),
+            slots: Arc::new(Semaphore::new(config.limits.max_concurrency as usize)),
+            rate: config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst))),
             module,
             config,
         }
+    }
+
+    /// The same returner serving a new module; calls in flight finish on the
+    /// old one, and the concurrency slots and rate are shared.
+    pub fn with_module(&self, module: Module) -> Self {
+        Self {
+            name: self.name.clone(),
+            backends: self.backends.clone(),
+            module,
+            config: self.config.clone(),
+            slots: self.slots.clone(),
+            rate: self.rate.clone(),
+        }
+    }
+
+    /// Its config.
+    pub fn config(&self) -> &ReturnerConfig {
+        &self.config
     }
 
     /// Its name.
@@ -127,23 +161,60 @@ impl Returner {
 
     /// Run one call in a fresh instance. A guest fault ends this call only.
     pub async fn call(&self, runtime: &super::Runtime, call: &Call) -> Result<Output, CallError> {
+        let function = call.function();
+        let span = tracing::info_span!(
+            "call",
+            returner = %self.name,
+            function,
+            module_sha256 = %self.module.info().sha256
+        );
+        let started = Instant::now();
+        let result = self.call_limited(runtime, call).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        crate::metrics::metrics().call_done(&self.name, function, outcome, started.elapsed());
+        let _entered = span.enter();
+        match &result {
+            Ok(_) => tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "call done"),
+            Err(e) => tracing::info!(kind = e.kind.as_str(), error = %e.message, "call failed"),
+        }
+        result
+    }
+
+    async fn call_limited(&self, runtime: &super::Runtime, call: &Call) -> Result<Output, CallError> {
         let started = Instant::now();
         let limits = self.config.limits;
         let function = call.function();
-        let _slot = tokio::time::timeout(limits.deadline, self.slots.acquire())
-            .await
-            .map_err(|_| {
-                CallError::new(
-                    ErrorKind::Limit,
-                    format!(
-                        "returner `{}` is at its max_concurrency of {} and no slot freed within its {} ms deadline",
-                        self.name,
-                        limits.max_concurrency,
-                        limits.deadline.as_millis()
-                    ),
-                )
-            })?
-            .map_err(|_| CallError::new(ErrorKind::Internal, "concurrency limiter closed"))?;
+        let metrics = crate::metrics::metrics();
+        if let Some(rate) = &self.rate
+            && !rate.try_take()
+        {
+            metrics.limited(&self.name, "rate");
+            return Err(CallError::new(
+                ErrorKind::Limit,
+                format!(
+                    "returner `{}` is over its rate limit of {} calls/s (burst {})",
+                    self.name, rate.per_second, rate.burst
+                ),
+            ));
+        }
+        let Ok(slot) = tokio::time::timeout(limits.deadline, self.slots.acquire()).await else {
+            metrics.limited(&self.name, "concurrency");
+            return Err(CallError::new(
+                ErrorKind::Limit,
+                format!(
+                    "returner `{}` is at its max_concurrency of {} and no slot freed within its {} ms deadline",
+                    self.name,
+                    limits.max_concurrency,
+                    limits.deadline.as_millis()
+                ),
+            ));
+        };
+        let _slot = slot.map_err(|_| CallError::new(ErrorKind::Internal, "concurrency limiter closed"))?;
+        metrics.in_flight(&self.name, 1);
+        let _in_flight = InFlight(&self.name);
 
         let mut store = self.new_store(runtime).map_err(|e| {
             CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
@@ -152,17 +223,39 @@ impl Returner {
         store.set_epoch_deadline(ticks(remaining));
 
         let outcome = tokio::time::timeout(remaining, self.run(&mut store, call)).await;
-        let result = match outcome {
-            Err(_) => Err(self.deadline_error(function)),
-            Ok(Ok(Ok(output))) => Ok(output),
+        match outcome {
+            Err(_) => Err(self.fault(function, self.deadline_error(function))),
+            Ok(Ok(Ok(output))) => self.check_result_size(function, output),
             Ok(Ok(Err(guest_error))) => Err(CallError::from_guest(&self.name, function, guest_error)),
-            Ok(Err(fault)) => Err(self.fault_error(function, &store, fault)),
-        };
-        match &result {
-            Ok(_) => tracing::debug!(returner = %self.name, function, elapsed_us = started.elapsed().as_micros() as u64, "call done"),
-            Err(e) => tracing::info!(returner = %self.name, function, kind = e.kind.as_str(), error = %e.message, "call failed"),
+            Ok(Err(fault)) => {
+                let e = self.fault_error(function, &store, fault);
+                Err(self.fault(function, e))
+            }
         }
-        result
+    }
+
+    /// Audit a guest fault and hand its error back.
+    fn fault(&self, function: &str, e: CallError) -> CallError {
+        crate::caps::audit::fault(&self.name, &self.module.info().sha256, function, e.kind.as_str(), &e.message);
+        e
+    }
+
+    /// A result over `limits.max_result_mib` is refused: the host would
+    /// otherwise parse and send it on.
+    fn check_result_size(&self, function: &str, output: Output) -> Result<Output, CallError> {
+        let size = output.size();
+        let max = self.config.limits.max_result_bytes;
+        if size > max {
+            return Err(CallError::new(
+                ErrorKind::Limit,
+                format!(
+                    "returner `{}` answered {function} with {size} bytes, over its max_result_mib of {} MiB",
+                    self.name,
+                    max / (1024 * 1024)
+                ),
+            ));
+        }
+        Ok(output)
     }
 
     fn new_store(&self, runtime: &super::Runtime) -> anyhow::Result<Store<CallState>> {
@@ -175,7 +268,7 @@ impl Returner {
         let state = CallState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { cap: self.config.limits.memory_bytes, hit: false },
+            limiter: MemoryLimiter::new(&self.config.limits),
             caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone(), &self.backends),
             stderr,
         };
@@ -223,6 +316,7 @@ impl Returner {
     }
 
     fn deadline_error(&self, function: &str) -> CallError {
+        // Also reached from the tokio timeout, when time ran out in a host call.
         CallError::new(
             ErrorKind::Deadline,
             format!(
@@ -236,7 +330,16 @@ impl Returner {
     /// The guest trapped, or the host could not run it: say which.
     fn fault_error(&self, function: &str, store: &Store<CallState>, fault: wasmtime::Error) -> CallError {
         let name = &self.name;
-        if store.data().limiter.hit {
+        if store.data().limiter.table_hit {
+            return CallError::new(
+                ErrorKind::Limit,
+                format!(
+                    "returner `{name}` grew a table past its table_elements limit of {} in {function}",
+                    self.config.limits.table_elements
+                ),
+            );
+        }
+        if store.data().limiter.memory_hit {
             return CallError::new(
                 ErrorKind::MemoryLimit,
                 format!(
@@ -254,6 +357,42 @@ impl Returner {
                 CallError::new(ErrorKind::Trap, format!("returner `{name}` trapped in {function}: {trap}{said}"))
             }
             None => CallError::new(ErrorKind::Trap, format!("returner `{name}` failed in {function}: {fault:#}")),
+        }
+    }
+}
+
+/// Keeps the in-flight gauge right however a call ends.
+struct InFlight<'a>(&'a str);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        crate::metrics::metrics().in_flight(self.0, -1);
+    }
+}
+
+/// A token bucket: `per_second` calls on average, `burst` at once.
+struct RateLimiter {
+    per_second: f64,
+    burst: u32,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst, state: Mutex::new((f64::from(burst), Instant::now())) }
+    }
+
+    fn try_take(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (tokens, last) = &mut *state;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(f64::from(self.burst));
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
@@ -278,6 +417,15 @@ fn stderr_summary(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limiter_allows_the_burst_then_refills() {
+        let r = RateLimiter::new(1000.0, 3);
+        assert!(r.try_take() && r.try_take() && r.try_take());
+        assert!(!r.try_take(), "the burst is spent");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(r.try_take(), "tokens refill at the rate");
+    }
 
     #[test]
     fn ticks_round_up() {

@@ -168,27 +168,47 @@ impl CapsView for CallState {
     }
 }
 
-/// Enforces a returner's memory cap and remembers that it did, so the error
-/// can say "memory cap" rather than the guest's own abort.
+/// Enforces a returner's memory, table and instance limits, and remembers
+/// which one refused, so the error can name it rather than the guest's own
+/// abort.
 struct MemoryLimiter {
-    cap: usize,
-    hit: bool,
+    memory_bytes: usize,
+    table_elements: usize,
+    instances: usize,
+    memory_hit: bool,
+    table_hit: bool,
 }
 
-/// Tables of a sane guest have a few thousand entries; more is growth for its
-/// own sake.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+impl MemoryLimiter {
+    fn new(limits: &crate::config::Limits) -> Self {
+        Self {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements as usize,
+            instances: limits.instances as usize,
+            memory_hit: false,
+            table_hit: false,
+        }
+    }
+}
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.hit = true;
+        if desired > self.memory_bytes {
+            self.memory_hit = true;
             return Ok(false);
         }
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > self.table_elements {
+            self.table_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
     }
 }

@@ -1,0 +1,145 @@
+//! Prometheus metrics of the host, served at `GET /metrics` in the text
+//! exposition format: calls by returner, function and outcome, their
+//! latency, calls in flight, guest faults, capability denials, and calls
+//! refused by a limit. One registry per process.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a call's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    returner: String,
+    function: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    returner: String,
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReturnerLabels {
+    returner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    returner: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    returner: String,
+    capability: String,
+}
+
+/// Latency buckets from 50 µs to about 6.5 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// Every metric of the host.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<FunctionLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<ReturnerLabels, Gauge>,
+    faults: Family<KindLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
+    limited: Family<KindLabels, Counter>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("returner_host");
+        let calls = Family::<CallLabels, Counter>::default();
+        let latency = Family::<FunctionLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let in_flight = Family::<ReturnerLabels, Gauge>::default();
+        let faults = Family::<KindLabels, Counter>::default();
+        let denials = Family::<DenialLabels, Counter>::default();
+        let limited = Family::<KindLabels, Counter>::default();
+        registry.register("calls", "Returner calls by returner, function and outcome (ok or the error kind)", calls.clone());
+        registry.register("call_duration_seconds", "Time from a call's arrival at the runtime to its answer", latency.clone());
+        registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
+        registry.register("guest_faults", "Calls a guest ended by a fault: trap, deadline or memory_limit", faults.clone());
+        registry.register("denials", "Capability operations refused by a grant check", denials.clone());
+        registry.register("limited", "Calls refused by a limit: concurrency or rate", limited.clone());
+        Self { registry, calls, latency, in_flight, faults, denials, limited }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// A call ended with `outcome` (`ok` or an error kind) after `elapsed`.
+    pub fn call_done(&self, returner: &str, function: &str, outcome: &str, elapsed: Duration) {
+        self.calls
+            .get_or_create(&CallLabels { returner: returner.into(), function: function.into(), outcome: outcome.into() })
+            .inc();
+        self.latency
+            .get_or_create(&FunctionLabels { returner: returner.into(), function: function.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A call of `returner` started running (`+1`) or ended (`-1`).
+    pub fn in_flight(&self, returner: &str, delta: i64) {
+        self.in_flight.get_or_create(&ReturnerLabels { returner: returner.into() }).inc_by(delta);
+    }
+
+    /// A guest fault of `kind` (`trap`, `deadline`, `memory_limit`).
+    pub fn fault(&self, returner: &str, kind: &str) {
+        self.faults.get_or_create(&KindLabels { returner: returner.into(), kind: kind.into() }).inc();
+    }
+
+    /// A capability denial.
+    pub fn denial(&self, returner: &str, capability: &str) {
+        self.denials
+            .get_or_create(&DenialLabels { returner: returner.into(), capability: capability.into() })
+            .inc();
+    }
+
+    /// A call refused by the limit `kind` (`concurrency`, `rate`).
+    pub fn limited(&self, returner: &str, kind: &str) {
+        self.limited.get_or_create(&KindLabels { returner: returner.into(), kind: kind.into() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_with_labels() {
+        let m = Metrics::new();
+        m.call_done("lc", "get_load", "ok", Duration::from_millis(1));
+        m.denial("lc", "etcd");
+        m.in_flight("lc", 1);
+        let text = m.encode();
+        assert!(text.contains(r#"returner_host_calls_total{returner="lc",function="get_load",outcome="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"returner_host_denials_total{returner="lc",capability="etcd"} 1"#), "{text}");
+        assert!(text.contains(r#"returner_host_calls_in_flight{returner="lc"} 1"#), "{text}");
+        assert!(text.contains("returner_host_call_duration_seconds_bucket"), "{text}");
+    }
+}
