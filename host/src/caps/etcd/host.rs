@@ -266,7 +266,9 @@ mod tests {
         let memory = Arc::new(MemoryEtcd::default());
         let mut read_only = ctx(&[EtcdOp::Read], &memory);
         block(async {
-            let denied = |r: Result<_, GuestError>| matches!(r, Err(GuestError::Denied(_)));
+            fn denied<T>(r: Result<T, GuestError>) -> bool {
+                matches!(r, Err(GuestError::Denied(_)))
+            }
             assert!(denied(read_only.put("k".into(), vec![], None).await.unwrap()));
             assert!(denied(read_only.put_many(vec![kv("k")], None).await.unwrap()));
             assert!(denied(read_only.put_if_absent("k".into(), vec![], None).await.unwrap()));
