@@ -199,3 +199,72 @@ fn etcd_down_is_a_backend_error_and_calls_recover_after_restart() {
     }
     assert_eq!(d.call("etcd", "get_jid", &json!({ "jid": "20261123084300320004" })).result()["n1"]["return"], json!(true));
 }
+
+#[test]
+fn password_file_authenticates_and_never_reaches_the_guest_or_the_log() {
+    let mut etcd = EtcdServer::start();
+    let password = "s3cret-etcd-pw-4711";
+    etcd.enable_auth(password);
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("good.pass"), format!("{password}\n")).unwrap();
+    std::fs::write(dir.path().join("bad.pass"), "wrong-password-0815").unwrap();
+    let module = toml_path(&guest("returner-etcd"));
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            r#"
+[profiles.good]
+kind = "etcd"
+endpoints = ["{endpoint}"]
+username = "root"
+password_file = "good.pass"
+[profiles.bad]
+kind = "etcd"
+"etcd.host" = "127.0.0.1"
+"etcd.port" = {port}
+"etcd.username" = "root"
+password_file = "bad.pass"
+
+[returners.etcd]
+module = {module}
+options = {{ ttl = 600 }}
+[returners.etcd.grants.etcd]
+profile = "good"
+root = "/salt/return"
+ops = ["read", "write"]
+max_ttl_seconds = 600
+
+[returners.etcd_bad]
+module = {module}
+[returners.etcd_bad.grants.etcd]
+profile = "bad"
+root = "/salt/return"
+ops = ["read", "write"]
+"#,
+            endpoint = etcd.endpoint(),
+            port = etcd.endpoint().rsplit(':').next().unwrap(),
+        ),
+    );
+    let ret = json!({ "ret": { "id": "n1", "jid": "20261123084300320186", "fun": "test.ping", "return": true } });
+    d.call("etcd", "returner", &ret).result();
+    assert_eq!(etcd.dump("/salt/return/minions/"), [("/salt/return/minions/n1".to_owned(), "20261123084300320186".to_owned())]);
+    let r = d.call("etcd_bad", "returner", &ret);
+    assert_eq!(r.error().0, "backend", "{:?}", r.json);
+    assert!(r.error().1.contains("authentication failed"), "a clear error: {:?}", r.json);
+    assert!(!r.error().1.contains("wrong-password"), "{:?}", r.json);
+    let log = d.log_text();
+    assert!(!log.contains(password) && !log.contains("wrong-password"), "a password reached the log:\n{log}");
+}
+
+#[test]
+fn a_return_over_etcds_request_limit_is_invalid_and_etcd_keeps_serving() {
+    let etcd = EtcdServer::start();
+    let dir = temp_dir();
+    let d = etcd_daemon(dir.path(), &etcd);
+    let big = "x".repeat(3 * 1024 * 1024);
+    let r = d.call("etcd", "returner", &json!({ "ret": { "id": "n1", "jid": "20261123084300320186", "fun": "cmd.run", "return": big } }));
+    assert_eq!(r.error().0, "invalid", "{:?}", r.error());
+    assert!(r.error().1.contains("too large"), "{:?}", r.error());
+    d.call("etcd", "returner", &json!({ "ret": { "id": "n1", "jid": "20261123084300320187", "fun": "test.ping", "return": true } })).result();
+}

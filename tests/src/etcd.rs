@@ -12,6 +12,7 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    root_password: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -22,7 +23,7 @@ impl EtcdServer {
     /// Start etcd and wait until it answers.
     pub fn start() -> EtcdServer {
         let mut server =
-            EtcdServer { child: None, dir: crate::temp_dir(), client_port: free_port(), peer_port: free_port() };
+            EtcdServer { child: None, dir: crate::temp_dir(), client_port: free_port(), peer_port: free_port(), root_password: None };
         server.spawn();
         server
     }
@@ -51,6 +52,15 @@ impl EtcdServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("etcd did not become healthy within 30 s: {}", self.log_text());
+    }
+
+    /// Turn on authentication with user `root` and `password`; `ctl` uses it from now on.
+    pub fn enable_auth(&mut self, password: &str) {
+        let (ok, text) = self.ctl(&["user", "add", &format!("root:{password}")]);
+        assert!(ok, "etcdctl user add: {text}");
+        let (ok, text) = self.ctl(&["auth", "enable"]);
+        assert!(ok, "etcdctl auth enable: {text}");
+        self.root_password = Some(password.to_owned());
     }
 
     /// The client URL.
@@ -82,6 +92,7 @@ impl EtcdServer {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint(), "--dial-timeout", "2s"])
+            .args(self.root_password.iter().map(|p| format!("--user=root:{p}")))
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("etcdctl not found: run scripts/setup (installs Debian's etcd-client): {e}"));

@@ -136,7 +136,8 @@ impl LiveClient {
         let connect = Client::connect(&self.endpoints, Some(self.options.clone()));
         let client = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(self.classify(e)),
+            // Whatever fails while connecting (authenticating included) is the cluster's or the admin's.
+            Ok(Err(e)) => return Err(self.unavailable(e)),
             Err(_) => {
                 return Err(self.unavailable(format_args!(
                     "no connection within the connect timeout of {} ms",
@@ -176,7 +177,8 @@ impl LiveClient {
                     "etcd refused the request as too large ({message}); etcd's --max-request-bytes is 1.5 MiB unless its admin raised it"
                 ));
             }
-            if matches!(status.code() as i32, GRPC_INVALID_ARGUMENT | GRPC_RESOURCE_EXHAUSTED) {
+            let credentials = message.contains("authentication") || message.contains("permission denied");
+            if !credentials && matches!(status.code() as i32, GRPC_INVALID_ARGUMENT | GRPC_RESOURCE_EXHAUSTED) {
                 return BackendError::Refused(format!("etcd refused the request: {message}"));
             }
             return self.unavailable(format_args!("{:?}: {message}", status.code()));
