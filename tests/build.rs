@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// Fixture guest packages and shipped returners the tests load as files.
 const GUESTS: &[&str] = &[
     "returner-local-cache",
+    "returner-etcd",
     "fixture-noop",
     "fixture-spin",
     "fixture-memhog",

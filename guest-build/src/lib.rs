@@ -15,7 +15,7 @@ pub const TARGET: &str = "wasm32-wasip2";
 pub fn build(packages: &[&str]) -> Vec<PathBuf> {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("crate lives inside the workspace").to_path_buf();
-    let target_dir = guest_target_dir();
+    let target_dir = guest_target_dir(&workspace);
 
     for p in ["wit", "guest-sdk", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", workspace.join(p).display());
@@ -62,9 +62,20 @@ pub fn watch(dir: &Path) {
     println!("cargo:rerun-if-changed={}", dir.display());
 }
 
-/// `<target>/wasm-guests`, beside `debug/` and `release/`, shared by every
-/// build script that builds guests.
-fn guest_target_dir() -> PathBuf {
+/// `<target>/wasm-guests/<checkout>`, beside `debug/` and `release/`, shared
+/// by every build script of one checkout. Per checkout because cargo names
+/// workspace crates' artifacts without their path: two worktrees sharing one
+/// CARGO_TARGET_DIR would otherwise take each other's guest SDK.
+fn guest_target_dir(workspace: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    workspace.hash(&mut hasher);
+    let name = workspace.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let checkout = format!("{name}-{:016x}", hasher.finish());
+    guest_base_dir().join(checkout)
+}
+
+fn guest_base_dir() -> PathBuf {
     let out_dir = PathBuf::from(env("OUT_DIR"));
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out (or with a target triple in between).
     let mut dir = out_dir.as_path();

@@ -64,6 +64,7 @@ pub mod etcd;
 pub mod fs;
 pub mod log;
 pub mod mysql;
+pub mod salt;
 mod returner;
 
 pub use error::{Error, Result};

@@ -425,10 +425,10 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
         let key = format!("profiles.{name}");
         match &mut profile {
             Profile::Etcd(p) => {
-                if p.endpoints.is_empty() {
-                    return Err(invalid(&format!("{key}.endpoints"), "expected at least one endpoint URL".into()));
+                p.validate().map_err(|(k, m)| invalid(&format!("{key}.{k}"), m))?;
+                for file in [&mut p.password_file, &mut p.ca_file, &mut p.cert_file, &mut p.key_file] {
+                    *file = file.as_deref().map(abs);
                 }
-                p.password_file = p.password_file.as_deref().map(abs);
             }
             Profile::Mysql(p) => {
                 p.password_file = p.password_file.as_deref().map(abs);
@@ -462,8 +462,14 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
         };
         let limits = resolve_limits(&section.limits).map_err(|(k, m)| invalid(&format!("{key}.limits.{k}"), m))?;
         let mut grants = section.grants;
-        if let Some(g) = &grants.etcd {
-            check_profile(&profiles, &g.profile, "etcd").map_err(|m| invalid(&format!("{key}.grants.etcd.profile"), m))?;
+        if let Some(g) = &mut grants.etcd {
+            let key = format!("{key}.grants.etcd");
+            for (field, profile) in [("profile", Some(&g.profile)), ("read_profile", g.read_profile.as_ref()), ("write_profile", g.write_profile.as_ref())] {
+                if let Some(profile) = profile {
+                    check_profile(&profiles, profile, "etcd").map_err(|m| invalid(&format!("{key}.{field}"), m))?;
+                }
+            }
+            g.root = crate::caps::etcd::normalise_root(&g.root).map_err(|m| invalid(&format!("{key}.root"), m))?;
         }
         if let Some(g) = &grants.mysql {
             check_profile(&profiles, &g.profile, "mysql").map_err(|m| invalid(&format!("{key}.grants.mysql.profile"), m))?;

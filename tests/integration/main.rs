@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod etcd;
 mod hostile;
 mod inspect;
 mod local_cache_api;

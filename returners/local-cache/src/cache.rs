@@ -22,8 +22,8 @@ use returner_sdk::fs::{temp_path_for, write_atomic};
 use returner_sdk::{Error, JobReturn, Result, Value, log};
 use serde_json::Map;
 
-use crate::jid::{gen_jid, jid_dir};
-use crate::job::{format_jid_instance, format_jid_instance_ext, newest};
+use crate::jid::jid_dir;
+use returner_sdk::salt::{format_jid_instance, format_jid_instance_ext, gen_jid, newest};
 use crate::validate;
 
 const JID: &str = "jid";

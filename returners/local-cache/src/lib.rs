@@ -12,7 +12,6 @@
 
 mod cache;
 mod jid;
-mod job;
 mod validate;
 
 use std::time::{Duration, SystemTime};

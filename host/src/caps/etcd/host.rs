@@ -1,0 +1,303 @@
+//! The `salt:returner/etcd` host functions. The first statement of each is
+//! the grant check (operation, key confined to the root, lease under the
+//! maximum); a refusal is `denied` naming the key and the operation, with
+//! one audit event. Expected failures are WIT errors; nothing here traps.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::client::{BackendError, EtcdClient};
+use super::grant;
+use super::{EtcdCtx, EtcdOp};
+use crate::bindings::GuestError;
+use crate::bindings::salt::returner::etcd::{self, KeyValue};
+use crate::caps::audit;
+
+type GuestResult<T> = wasmtime::Result<Result<T, GuestError>>;
+
+/// The outcome of a grant check: the client to use, or the denial to answer.
+type Checked<T> = Result<(Arc<dyn EtcdClient>, T), GuestError>;
+
+impl EtcdCtx {
+    /// Guest's fault or admin's choice: refused. Audited once.
+    fn deny(&self, operation: &str, key: &str, why: &dyn std::fmt::Display) -> GuestError {
+        let shown = grant::shown(key);
+        audit::denied(&self.returner, "etcd", operation, &shown);
+        GuestError::Denied(format!("etcd {operation} of key `{shown}` denied for returner `{}`: {why}", self.returner))
+    }
+
+    /// The grant covers `op` and `ttl`: the grant's root and the client serving `op`.
+    fn allow(&self, operation: &str, op: EtcdOp, key: &str, ttl: Option<u32>) -> Result<(&str, Arc<dyn EtcdClient>), GuestError> {
+        let Some(g) = &self.grant else {
+            return Err(self.deny(operation, key, &"it has no etcd grant"));
+        };
+        grant::check_op(g, op)
+            .and_then(|()| grant::check_ttl(g, ttl))
+            .map_err(|refusal| self.deny(operation, key, &refusal))?;
+        let client = match op {
+            EtcdOp::Read => &self.read,
+            EtcdOp::Write | EtcdOp::Delete => &self.write,
+        };
+        // Host's fault: config validation makes every granted profile exist.
+        let client = client
+            .clone()
+            .ok_or_else(|| GuestError::Backend(format!("etcd profile `{}` has no client", g.profile_for(op))))?;
+        if ttl == Some(0) {
+            // Guest's fault: a lease of 0 s is no lease.
+            return Err(GuestError::Invalid("a TTL must be at least 1 second".into()));
+        }
+        Ok((&g.root, client))
+    }
+
+    fn check_key(&self, operation: &str, op: EtcdOp, key: &str, ttl: Option<u32>) -> Checked<Vec<u8>> {
+        let (root, client) = self.allow(operation, op, key, ttl)?;
+        let full = grant::key(root, key).map_err(|refusal| self.deny(operation, key, &refusal))?;
+        Ok((client, full))
+    }
+
+    fn check_range(&self, operation: &str, op: EtcdOp, prefix: &str) -> Checked<(Vec<u8>, Vec<u8>)> {
+        let (root, client) = self.allow(operation, op, prefix, None)?;
+        let range = grant::range(root, prefix).map_err(|refusal| self.deny(operation, prefix, &refusal))?;
+        Ok((client, range))
+    }
+
+    fn check_items(&self, items: Vec<KeyValue>, ttl: Option<u32>) -> Checked<Vec<(Vec<u8>, Vec<u8>)>> {
+        let first = items.first().map(|kv| kv.key.as_str()).unwrap_or("");
+        let (root, client) = self.allow("put-many", EtcdOp::Write, first, ttl)?;
+        let mut seen = HashSet::with_capacity(items.len());
+        let mut pairs = Vec::with_capacity(items.len());
+        for kv in items {
+            let full = grant::key(root, &kv.key).map_err(|refusal| self.deny("put-many", &kv.key, &refusal))?;
+            if !seen.insert(kv.key.clone()) {
+                // Guest's fault; etcd would refuse the transaction anyway.
+                return Err(GuestError::Invalid(format!(
+                    "put-many names key `{}` twice; a transaction writes each key once",
+                    grant::shown(&kv.key)
+                )));
+            }
+            pairs.push((full, kv.value));
+        }
+        Ok((client, pairs))
+    }
+
+    /// Strip the root and its `/` from a full key read back from etcd.
+    fn relative(&self, full: &[u8]) -> String {
+        let root_len = self.grant.as_ref().map_or(0, |g| g.root.len() + 1);
+        String::from_utf8_lossy(full.get(root_len..).unwrap_or_default()).into_owned()
+    }
+}
+
+fn to_guest(e: BackendError) -> GuestError {
+    match e {
+        BackendError::Unavailable(m) => GuestError::Backend(m),
+        BackendError::Refused(m) => GuestError::Invalid(m),
+    }
+}
+
+impl etcd::Host for EtcdCtx {
+    async fn get(&mut self, key: String) -> GuestResult<Option<Vec<u8>>> {
+        let (client, full) = match self.check_key("get", EtcdOp::Read, &key, None) {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        Ok(client.get(full).await.map_err(to_guest))
+    }
+
+    async fn get_prefix(&mut self, prefix: String, limit: u32) -> GuestResult<Vec<KeyValue>> {
+        let (client, (start, end)) = match self.check_range("get-prefix", EtcdOp::Read, &prefix) {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        // etcd reads a limit of 0 as "no limit"; the contract says "at most 0".
+        if limit == 0 {
+            return Ok(Ok(Vec::new()));
+        }
+        Ok(client.range(start, end, limit).await.map_err(to_guest).map(|pairs| {
+            pairs.into_iter().map(|(k, value)| KeyValue { key: self.relative(&k), value }).collect()
+        }))
+    }
+
+    async fn put(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> GuestResult<()> {
+        let (client, full) = match self.check_key("put", EtcdOp::Write, &key, ttl_seconds) {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        Ok(client.put_many(vec![(full, value)], ttl_seconds).await.map_err(to_guest))
+    }
+
+    async fn put_many(&mut self, items: Vec<KeyValue>, ttl_seconds: Option<u32>) -> GuestResult<()> {
+        let (client, pairs) = match self.check_items(items, ttl_seconds) {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if pairs.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(client.put_many(pairs, ttl_seconds).await.map_err(to_guest))
+    }
+
+    async fn put_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> GuestResult<bool> {
+        let (client, full) = match self.check_key("put-if-absent", EtcdOp::Write, &key, ttl_seconds) {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        Ok(client.put_if_absent(full, value, ttl_seconds).await.map_err(to_guest))
+    }
+
+    async fn delete(&mut self, key: String, prefix: bool) -> GuestResult<u64> {
+        let checked = if prefix {
+            self.check_range("delete", EtcdOp::Delete, &key).map(|(c, (start, end))| (c, (start, Some(end))))
+        } else {
+            self.check_key("delete", EtcdOp::Delete, &key, None).map(|(c, full)| (c, (full, None)))
+        };
+        let (client, (start, end)) = match checked {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        Ok(client.delete(start, end).await.map_err(to_guest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::bindings::salt::returner::etcd::Host as _;
+    use crate::caps::etcd::{BoxFuture, EtcdBackends, EtcdGrant, Pairs};
+
+    /// An in-memory etcd: enough to see which keys a call reaches.
+    #[derive(Default)]
+    struct MemoryEtcd {
+        keys: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+        calls: Mutex<usize>,
+    }
+
+    impl MemoryEtcd {
+        fn touch(&self) {
+            *self.calls.lock().unwrap() += 1;
+        }
+    }
+
+    impl EtcdClient for MemoryEtcd {
+        fn get(&self, key: Vec<u8>) -> BoxFuture<'_, Result<Option<Vec<u8>>, BackendError>> {
+            self.touch();
+            Box::pin(async move { Ok(self.keys.lock().unwrap().get(&key).cloned()) })
+        }
+        fn range(&self, start: Vec<u8>, end: Vec<u8>, limit: u32) -> BoxFuture<'_, Result<Pairs, BackendError>> {
+            self.touch();
+            let keys = self.keys.lock().unwrap();
+            let found = keys.range(start..end).take(limit as usize).map(|(k, v)| (k.clone(), v.clone())).collect();
+            Box::pin(async move { Ok(found) })
+        }
+        fn put_many(&self, items: Pairs, _ttl: Option<u32>) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.touch();
+            self.keys.lock().unwrap().extend(items);
+            Box::pin(async { Ok(()) })
+        }
+        fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, _ttl: Option<u32>) -> BoxFuture<'_, Result<bool, BackendError>> {
+            self.touch();
+            let mut keys = self.keys.lock().unwrap();
+            let absent = !keys.contains_key(&key);
+            if absent {
+                keys.insert(key, value);
+            }
+            Box::pin(async move { Ok(absent) })
+        }
+        fn delete(&self, key: Vec<u8>, end: Option<Vec<u8>>) -> BoxFuture<'_, Result<u64, BackendError>> {
+            self.touch();
+            let mut keys = self.keys.lock().unwrap();
+            let doomed: Vec<Vec<u8>> = match end {
+                Some(end) => keys.range(key..end).map(|(k, _)| k.clone()).collect(),
+                None => keys.get_key_value(&key).map(|(k, _)| k.clone()).into_iter().collect(),
+            };
+            doomed.iter().for_each(|k| {
+                keys.remove(k);
+            });
+            Box::pin(async move { Ok(doomed.len() as u64) })
+        }
+    }
+
+    fn ctx(ops: &[EtcdOp], memory: &Arc<MemoryEtcd>) -> EtcdCtx {
+        let grant = EtcdGrant {
+            profile: "main".into(),
+            root: "/salt/return".into(),
+            ops: ops.to_vec(),
+            max_ttl_seconds: Some(60),
+            read_profile: None,
+            write_profile: None,
+        };
+        let client: Arc<dyn EtcdClient> = memory.clone();
+        let backends = EtcdBackends::with_clients(BTreeMap::from([("main".to_owned(), client)]));
+        EtcdCtx::new(Arc::from("r"), Some(Arc::new(grant)), &backends)
+    }
+
+    fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    fn kv(key: &str) -> KeyValue {
+        KeyValue { key: key.into(), value: b"v".to_vec() }
+    }
+
+    #[test]
+    fn granted_calls_reach_only_keys_under_the_root() {
+        let memory = Arc::new(MemoryEtcd::default());
+        memory.keys.lock().unwrap().insert(b"/salt/return2/x".to_vec(), b"outside".to_vec());
+        let mut ctx = ctx(&[EtcdOp::Read, EtcdOp::Write, EtcdOp::Delete], &memory);
+        block(async {
+            ctx.put_many(vec![kv("jobs/1/n1/return"), kv("minions/n1")], Some(60)).await.unwrap().unwrap();
+            assert!(ctx.put_if_absent("jobs/1/.load.p".into(), b"a".to_vec(), None).await.unwrap().unwrap());
+            assert!(!ctx.put_if_absent("jobs/1/.load.p".into(), b"b".to_vec(), None).await.unwrap().unwrap());
+            let all = ctx.get_prefix(String::new(), 100).await.unwrap().unwrap();
+            let keys: Vec<&str> = all.iter().map(|kv| kv.key.as_str()).collect();
+            assert_eq!(keys, ["jobs/1/.load.p", "jobs/1/n1/return", "minions/n1"]);
+            assert_eq!(ctx.get("jobs/1/.load.p".into()).await.unwrap().unwrap(), Some(b"a".to_vec()));
+            assert!(ctx.get_prefix(String::new(), 0).await.unwrap().unwrap().is_empty());
+            assert_eq!(ctx.delete(String::new(), true).await.unwrap().unwrap(), 3);
+        });
+        let keys = memory.keys.lock().unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), [&b"/salt/return2/x".to_vec()], "outside the root untouched");
+    }
+
+    #[test]
+    fn denials_never_reach_the_backend() {
+        let memory = Arc::new(MemoryEtcd::default());
+        let mut read_only = ctx(&[EtcdOp::Read], &memory);
+        block(async {
+            fn denied<T>(r: Result<T, GuestError>) -> bool {
+                matches!(r, Err(GuestError::Denied(_)))
+            }
+            assert!(denied(read_only.put("k".into(), vec![], None).await.unwrap()));
+            assert!(denied(read_only.put_many(vec![kv("k")], None).await.unwrap()));
+            assert!(denied(read_only.put_if_absent("k".into(), vec![], None).await.unwrap()));
+            assert!(denied(read_only.delete("k".into(), false).await.unwrap()));
+            assert!(denied(read_only.get("../x".into()).await.unwrap()));
+            assert!(denied(read_only.get_prefix("..".into(), 10).await.unwrap()));
+            let mut writer = ctx(&[EtcdOp::Write], &memory);
+            assert!(denied(writer.put("k".into(), vec![], Some(61)).await.unwrap()));
+            assert!(denied(writer.put_many(vec![kv("ok"), kv("a//b")], None).await.unwrap()));
+            let Err(GuestError::Denied(message)) = writer.put("x\0y".into(), vec![], None).await.unwrap() else {
+                panic!("NUL key not denied")
+            };
+            assert!(message.contains("put") && message.contains("x\\0y"), "{message}");
+            let mut none = EtcdCtx::new(Arc::from("r"), None, &EtcdBackends::default());
+            let Err(GuestError::Denied(message)) = none.get("k".into()).await.unwrap() else { panic!() };
+            assert!(message.contains("no etcd grant"), "{message}");
+        });
+        assert_eq!(*memory.calls.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn guest_mistakes_are_invalid() {
+        let memory = Arc::new(MemoryEtcd::default());
+        let mut writer = ctx(&[EtcdOp::Write], &memory);
+        block(async {
+            let r = writer.put_many(vec![kv("a"), kv("a")], None).await.unwrap();
+            assert!(matches!(r, Err(GuestError::Invalid(m)) if m.contains("twice")));
+            let r = writer.put("a".into(), vec![], Some(0)).await.unwrap();
+            assert!(matches!(r, Err(GuestError::Invalid(_))));
+        });
+    }
+}
