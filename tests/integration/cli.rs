@@ -142,7 +142,8 @@ fn check_validates_config_and_modules() {
         ("[returners.x]\nmodule = \"builtin:local-cache\"\n[returners.x.grants.fs]\ndir = \"/nonexistent/dir\"\nmode = \"rw\"\n".to_owned(), "key `returners.x.grants.fs.dir`"),
     ] {
         std::fs::write(&bad, &text).unwrap();
-        let out = Command::new(bin()).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
+        // Run in the temp dir: a config without data_dir uses ./var.
+        let out = Command::new(bin()).current_dir(dir.path()).args(["check", "--config", bad.to_str().unwrap()]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{text} passed the check");
         assert!(stderr.contains(bad.to_str().unwrap()) || stderr.contains("returner `x`"), "names the file or returner: {stderr}");
