@@ -12,6 +12,7 @@ const GUESTS: &[&str] = &[
     "fixture-memhog",
     "fixture-trapper",
     "fixture-escaper",
+    "fixture-sockets",
 ];
 
 fn main() {

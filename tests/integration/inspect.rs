@@ -49,3 +49,13 @@ fn inspect_refuses_what_is_not_a_returner_component() {
         assert!(stderr.contains(file.to_str().unwrap()), "names the file: {stderr}");
     }
 }
+
+#[test]
+fn a_module_importing_sockets_is_refused_with_the_list() {
+    let out = Command::new(bin()).arg("inspect").arg(guest("fixture-sockets")).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("imports what this host does not provide"), "{stderr}");
+    assert!(stderr.contains("wasi:sockets/tcp@"), "names the offending imports: {stderr}");
+    assert!(!stderr.contains("salt:returner/types"), "lists only the offending imports: {stderr}");
+}

@@ -90,6 +90,23 @@ pub trait CapsView {
     fn caps(&mut self) -> &mut CallCaps;
 }
 
+/// The `salt:returner` interfaces [`add_to_linker`] links, without versions.
+pub const INTERFACES: &[&str] = &[
+    "salt:returner/types",
+    "salt:returner/config",
+    "salt:returner/log",
+    "salt:returner/etcd",
+    "salt:returner/mysql",
+];
+
+/// Whether an import name (`pkg:ns/iface@version`) is an interface the host
+/// links, at a compatible version.
+pub fn is_linked(import: &str) -> bool {
+    let (name, version) = import.split_once('@').unwrap_or((import, ""));
+    let compatible = |prefix: &str| version.starts_with(prefix);
+    (INTERFACES.contains(&name) && compatible("0.1.")) || (wasi::INTERFACES.contains(&name) && compatible("0.2."))
+}
+
 /// Link every `salt:returner` host interface.
 pub fn add_to_linker<T: CapsView + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     crate::bindings::salt::returner::types::add_to_linker::<T, HasTypes>(linker, |_| TypesCtx)?;

@@ -73,6 +73,13 @@ impl Runtime {
             .map(|(name, _)| name.to_owned())
             .collect();
         let exports = check_world(&exported)?;
+        let foreign: Vec<&str> = imports.iter().map(String::as_str).filter(|i| !crate::caps::is_linked(i)).collect();
+        if !foreign.is_empty() {
+            bail!(
+                "the component imports what this host does not provide (only the salt:returner interfaces and WASI without sockets): {}",
+                foreign.join(", ")
+            );
+        }
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow!("the component imports something this host does not provide (only the salt:returner interfaces and WASI without sockets are linked): {e:#}")
         })?;
@@ -169,6 +176,15 @@ mod tests {
         let core = b"\0asm\x01\0\0\0";
         assert!(check_header(core).unwrap_err().to_string().contains("core WebAssembly module"));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn linked_imports_are_recognised_by_name_and_version() {
+        assert!(crate::caps::is_linked("salt:returner/log@0.1.0"));
+        assert!(crate::caps::is_linked("wasi:filesystem/types@0.2.4"));
+        assert!(!crate::caps::is_linked("wasi:sockets/tcp@0.2.4"));
+        assert!(!crate::caps::is_linked("salt:returner/log@0.2.0"));
+        assert!(!crate::caps::is_linked("wasi:http/outgoing-handler@0.2.0"));
     }
 
     #[test]
