@@ -6,11 +6,13 @@ use std::path::PathBuf;
 /// Fixture guest packages and shipped returners the tests load as files.
 const GUESTS: &[&str] = &[
     "returner-local-cache",
+    "returner-mysql",
     "fixture-noop",
     "fixture-spin",
     "fixture-memhog",
     "fixture-trapper",
     "fixture-escaper",
+    "fixture-sql-escaper",
 ];
 
 fn main() {

@@ -7,6 +7,7 @@ mod cli;
 mod hostile;
 mod inspect;
 mod local_cache_api;
+mod mysql;
 mod runtime;
 
 use std::path::{Path, PathBuf};

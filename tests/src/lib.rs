@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod mariadb;
+
 /// A fixture guest component by crate name, e.g. `fixture-noop`.
 pub fn guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("RETURNER_GUESTS_DIR"));
