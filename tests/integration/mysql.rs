@@ -276,7 +276,7 @@ fn hostile_sql_is_denied_audited_and_changes_nothing() {
         ("get_jid", "SELECT * FROM salt_events", "table `salt_events` is not granted `select`"),
         ("get_jid", "SELECT 1; DROP TABLE jids", "exactly one statement"),
         ("get_fun", "INSERT INTO jids (jid, `load`) VALUES (?, ?); DELETE FROM jids", "exactly one statement"),
-        ("get_jid", "SELECT jid FROM jids /*!; DROP TABLE jids */", "comments"),
+        ("get_jid", "SELECT jid FROM jids /*!; DROP TABLE jids */", "exactly one statement"),
         ("get_jid", "SELECT jid FROM jids -- ; DROP TABLE jids", "comments"),
         ("get_jid", "SELECT jid FROM jids UNION SELECT password FROM secret", "table `secret` is not granted `select`"),
         ("get_jid", "SELECT jid FROM jids WHERE jid IN (SELECT password FROM secret)", "table `secret`"),
@@ -304,7 +304,8 @@ fn hostile_sql_is_denied_audited_and_changes_nothing() {
     ];
     for (function, sql, names) in attempts {
         let audits = audit_lines(&d);
-        let r = d.call("escaper", function, &json!({ "jid": sql, "fun": sql }));
+        let arg = if *function == "get_fun" { "fun" } else { "jid" };
+        let r = d.call("escaper", function, &json!({ arg: sql }));
         assert_eq!(r.status, 403, "{sql}: {:?}", r.json);
         let (kind, message) = r.error();
         assert_eq!(kind, "denied", "{sql}");
