@@ -74,6 +74,8 @@ impl MariaDb {
                 me = std::process::id(),
                 dir = dir.display()
             );
+            // The watchdog outlives this process on purpose; nobody waits for it.
+            #[allow(clippy::zombie_processes)]
             Command::new("sh")
                 .args(["-c", &watchdog])
                 .stdin(Stdio::null())

@@ -575,7 +575,7 @@ mod tests {
         // which hands it to the checks as ordinary SQL.
         assert!(denied_query("SELECT 1 /*!; DROP TABLE jids */").reason.contains("exactly one statement"));
         assert!(denied_query("SELECT 1 /*! UNION SELECT * FROM secret */").reason.contains("`secret`"));
-        assert!(denied_query("SELECT 1 /*!50000 UNION SELECT * FROM secret */").reason.len() > 0);
+        assert!(!denied_query("SELECT 1 /*!50000 UNION SELECT * FROM secret */").reason.is_empty());
         for sql in [
             "SELECT jid FROM jids -- WHERE x",
             "SELECT jid FROM jids # trailing",
@@ -606,15 +606,15 @@ mod tests {
                 assert_eq!(d.target, format!("statement {verb}"), "{sql}");
             }
         }
-        assert!(denied_exec("LOAD DATA INFILE ? INTO TABLE jids").reason.len() > 0);
+        assert!(!denied_exec("LOAD DATA INFILE ? INTO TABLE jids").reason.is_empty());
     }
 
     #[test]
     fn select_into_files_or_variables_is_refused() {
-        assert!(denied_query("SELECT jid INTO OUTFILE ? FROM jids").reason.len() > 0);
-        assert!(denied_query("SELECT jid FROM jids INTO DUMPFILE ?").reason.len() > 0);
-        assert!(denied_query("SELECT jid INTO @x FROM jids").reason.len() > 0);
-        assert!(denied_query("TABLE secret").reason.len() > 0);
+        assert!(!denied_query("SELECT jid INTO OUTFILE ? FROM jids").reason.is_empty());
+        assert!(!denied_query("SELECT jid FROM jids INTO DUMPFILE ?").reason.is_empty());
+        assert!(!denied_query("SELECT jid INTO @x FROM jids").reason.is_empty());
+        assert!(!denied_query("TABLE secret").reason.is_empty());
     }
 
     #[test]
@@ -643,7 +643,7 @@ mod tests {
             let d = run(sql, if sql.starts_with("SELECT") { Function::Query } else { Function::Execute }).expect_err(sql);
             assert!(d.reason.contains("parameters"), "{sql}: {d:?}");
         }
-        assert!(denied_query("SELECT jid FROM jids WHERE jid = :name").reason.len() > 0);
+        assert!(!denied_query("SELECT jid FROM jids WHERE jid = :name").reason.is_empty());
     }
 
     #[test]
