@@ -254,3 +254,40 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     mysql::add_to_linker::<T, HasMysql>(linker, get)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{HostConfig, Overrides, Profile};
+
+    fn parse(profile: &str) -> Result<HostConfig, String> {
+        let text = format!("[profiles.db]\nkind = \"mysql\"\n{profile}");
+        HostConfig::parse(&text, Path::new("t.toml"), Path::new("/etc/rh"), &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn salts_option_names_map_onto_the_profile() {
+        let cfg = parse("\"mysql.host\" = \"db1\"\n\"mysql.port\" = 3307\n\"mysql.user\" = \"u\"\n\"mysql.db\" = \"salt\"\n\"mysql.ssl_ca\" = \"ca.pem\"\npassword_file = \"pw\"\n").unwrap();
+        let Some(Profile::Mysql(p)) = cfg.profiles.get("db") else { panic!("no mysql profile") };
+        assert_eq!((p.host.as_str(), p.port, p.user.as_str(), p.database.as_str()), ("db1", 3307, "u", "salt"));
+        assert_eq!(p.ssl_ca.as_deref(), Some(Path::new("/etc/rh/ca.pem")));
+        assert_eq!(p.password_file.as_deref(), Some(Path::new("/etc/rh/pw")));
+        assert_eq!(p.pool_size, super::DEFAULT_POOL_SIZE);
+    }
+
+    #[test]
+    fn a_password_in_the_config_is_refused_with_a_pointer_to_password_file() {
+        let err = parse("user = \"u\"\ndatabase = \"d\"\n\"mysql.pass\" = \"hunter2\"\n").unwrap_err();
+        assert!(err.contains("password_file"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn bad_pool_and_tls_settings_are_named() {
+        let err = parse("user = \"u\"\ndatabase = \"d\"\npool_size = 0\n").unwrap_err();
+        assert!(err.contains("profiles.db.pool_size"), "{err}");
+        let err = parse("user = \"u\"\ndatabase = \"d\"\nssl_cert = \"c.pem\"\n").unwrap_err();
+        assert!(err.contains("ssl_key go together"), "{err}");
+    }
+}
