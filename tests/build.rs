@@ -7,12 +7,14 @@ use std::path::PathBuf;
 const GUESTS: &[&str] = &[
     "returner-local-cache",
     "returner-etcd",
+    "returner-mysql",
     "fixture-noop",
     "fixture-spin",
     "fixture-memhog",
     "fixture-trapper",
     "fixture-escaper",
     "fixture-sockets",
+    "fixture-sql-escaper",
 ];
 
 fn main() {

@@ -431,7 +431,8 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
                 }
             }
             Profile::Mysql(p) => {
-                p.password_file = p.password_file.as_deref().map(abs);
+                p.resolve_paths(abs);
+                p.validate().map_err(|(k, m)| invalid(&format!("{key}.{k}"), m))?;
             }
         }
         profiles.insert(name, profile);

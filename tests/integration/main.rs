@@ -8,6 +8,7 @@ mod etcd;
 mod hostile;
 mod inspect;
 mod local_cache_api;
+mod mysql;
 mod runtime;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod etcd;
+pub mod mariadb;
 
 /// A fixture guest component by crate name, e.g. `fixture-noop`.
 pub fn guest(name: &str) -> PathBuf {

@@ -1,51 +1,165 @@
 //! The `mysql` capability: SQL on granted tables of one MySQL profile,
 //! checked per table and verb.
 //!
-//! The grant and profile types are parsed and validated here so a config in
-//! the documented shape loads; this build has no MySQL client, so every call
-//! answers `denied` (deny by default) and is audited.
+//! - [`MysqlProfile`] / [`MysqlGrant`]: the config (profile: where and how
+//!   to connect, host-side only; grant: verbs per table).
+//! - `sql`: the statement check (a real SQL parser, MySQL dialect).
+//! - `client`: the backend behind a trait, one lazily created pool per profile.
+//! - `host`: the WIT functions; the grant check is the first thing each does.
+
+mod client;
+mod host;
+pub mod sql;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::salt::returner::mysql::{self, ExecResult, Rows, Value};
-use crate::bindings::GuestError;
-use crate::caps::audit;
+use crate::bindings::salt::returner::mysql;
 use crate::config::Profile;
 
-/// How the host reaches a MySQL or MariaDB server. Credentials stay host-side.
+pub use client::SqlClient;
+
+/// Connections a profile's pool keeps open at most, unless the profile says.
+/// Stops a burst of calls from opening more connections than the server
+/// allows the returner's user.
+pub const DEFAULT_POOL_SIZE: usize = 10;
+/// How long a call waits for a connection (from the pool or a new one),
+/// unless the profile says. An unreachable server fails the call in this
+/// time instead of holding it to its deadline.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long one statement may run, unless the profile says. Stops a slow
+/// query from holding a pooled connection for ever.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// Largest result a query may return to a guest, unless the profile says.
+/// Stops a guest from making the host buffer a whole table.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How the host reaches a MySQL or MariaDB server. Credentials stay
+/// host-side: the password is read from `password_file` and never written
+/// in the config. Salt's option names are accepted beside the native ones
+/// (`mysql.host`, `mysql.port`, `mysql.user`, `mysql.db`,
+/// `mysql.unix_socket`, `mysql.ssl_ca`, `mysql.ssl_cert`, `mysql.ssl_key`);
+/// Salt's `mysql.pass` is refused with a pointer to `password_file`.
 ///
 /// ```toml
 /// [profiles.salt_db]
 /// kind = "mysql"
-/// host = "127.0.0.1"
-/// port = 3306
+/// host = "127.0.0.1"                  # default "localhost"
+/// port = 3306                         # default 3306
+/// # socket = "/run/mysqld/mysqld.sock"  instead of host and port
 /// user = "salt"
 /// password_file = "/etc/returner-host/mysql.pass"
 /// database = "salt"
+/// # ssl_ca = "ca.pem"; ssl_cert = "client.pem"; ssl_key = "client.key"  (TLS when ssl_ca is set)
+/// pool_size = 10                      # connections at most
+/// connect_timeout_ms = 5000
+/// statement_timeout_ms = 30000
+/// max_result_bytes = 16777216         # largest query result handed to a guest
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlProfile {
     /// Server host name or address.
+    #[serde(default = "default_host", alias = "mysql.host")]
     pub host: String,
     /// Server port.
-    #[serde(default = "default_port")]
+    #[serde(default = "default_port", alias = "mysql.port")]
     pub port: u16,
+    /// A unix socket to connect through instead of `host` and `port`.
+    #[serde(default, alias = "mysql.unix_socket")]
+    pub socket: Option<PathBuf>,
     /// User to log in as.
+    #[serde(alias = "mysql.user")]
     pub user: String,
-    /// File holding the password of `user`.
+    /// File holding the password of `user` (one line; a trailing newline is ignored).
     #[serde(default)]
-    pub password_file: Option<std::path::PathBuf>,
-    /// Database (schema) to use.
+    pub password_file: Option<PathBuf>,
+    /// Database (schema) to use; `db.table` names must name it.
+    #[serde(alias = "mysql.db")]
     pub database: String,
+    /// CA certificate (PEM) to verify the server with; turns TLS on.
+    #[serde(default, alias = "mysql.ssl_ca")]
+    pub ssl_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM), with `ssl_key`.
+    #[serde(default, alias = "mysql.ssl_cert")]
+    pub ssl_cert: Option<PathBuf>,
+    /// Client private key (PEM), with `ssl_cert`.
+    #[serde(default, alias = "mysql.ssl_key")]
+    pub ssl_key: Option<PathBuf>,
+    /// Connections kept open at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// How long a call waits for a connection.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long one statement may run.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Largest query result, in bytes, handed to a guest.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: u64,
+    /// Salt's `mysql.pass`: refused, the password belongs in `password_file`.
+    #[serde(default, rename = "mysql.pass", alias = "pass", alias = "password", deserialize_with = "refuse_password")]
+    #[doc(hidden)]
+    pub inline_password: Option<()>,
 }
 
+fn default_host() -> String {
+    "localhost".into()
+}
 fn default_port() -> u16 {
     3306
+}
+fn default_pool_size() -> usize {
+    DEFAULT_POOL_SIZE
+}
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_statement_timeout_ms() -> u64 {
+    DEFAULT_STATEMENT_TIMEOUT_MS
+}
+fn default_max_result_bytes() -> u64 {
+    DEFAULT_MAX_RESULT_BYTES
+}
+
+fn refuse_password<'de, D: Deserializer<'de>>(_: D) -> Result<Option<()>, D::Error> {
+    Err(serde::de::Error::custom(
+        "a password is never written in the config: put it in a file readable by the host only and name that file in `password_file`",
+    ))
+}
+
+impl MysqlProfile {
+    /// Make the profile's file paths absolute with `abs` (relative to the config file).
+    pub fn resolve_paths(&mut self, abs: impl Fn(&Path) -> PathBuf) {
+        for path in [&mut self.password_file, &mut self.socket, &mut self.ssl_ca, &mut self.ssl_cert, &mut self.ssl_key] {
+            *path = path.as_deref().map(&abs);
+        }
+    }
+
+    /// What is wrong with the profile's settings, if anything.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.pool_size == 0 {
+            return Err(("pool_size", "expected at least 1 connection".into()));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(("connect_timeout_ms", "expected at least 1 ms".into()));
+        }
+        if self.statement_timeout_ms == 0 {
+            return Err(("statement_timeout_ms", "expected at least 1 ms".into()));
+        }
+        if self.ssl_cert.is_some() != self.ssl_key.is_some() {
+            return Err(("ssl_cert", "ssl_cert and ssl_key go together".into()));
+        }
+        if self.ssl_cert.is_some() && self.ssl_ca.is_none() {
+            return Err(("ssl_ca", "a client certificate needs TLS: set ssl_ca too".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A SQL verb a grant can allow on a table.
@@ -80,56 +194,51 @@ pub struct MysqlGrant {
     pub tables: BTreeMap<String, Vec<SqlVerb>>,
 }
 
-/// MySQL pools by profile name, shared by every call.
-#[derive(Clone, Debug, Default)]
-pub struct MysqlBackends {}
+/// MySQL pools by profile name, shared by every call. Each pool is created
+/// on first use (the password file is read then), so a host whose MySQL is
+/// down still starts and serves its other returners.
+#[derive(Clone, Default)]
+pub struct MysqlBackends {
+    pools: Arc<BTreeMap<String, Arc<dyn SqlClient>>>,
+}
+
+impl std::fmt::Debug for MysqlBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlBackends").field("profiles", &self.pools.keys().collect::<Vec<_>>()).finish()
+    }
+}
 
 impl MysqlBackends {
-    /// Prepare pools for the `mysql` profiles.
-    pub fn from_profiles(_profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
-        Ok(Self {})
+    /// Prepare a pool for every `mysql` profile.
+    pub fn from_profiles(profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
+        let mut pools: BTreeMap<String, Arc<dyn SqlClient>> = BTreeMap::new();
+        for (name, profile) in profiles {
+            if let Profile::Mysql(p) = profile {
+                pools.insert(name.clone(), Arc::new(client::MysqlPool::new(name, p.clone())));
+            }
+        }
+        Ok(Self { pools: Arc::new(pools) })
+    }
+
+    /// Backends with the given clients by profile name (tests swap the backend this way).
+    pub fn with_clients(clients: BTreeMap<String, Arc<dyn SqlClient>>) -> Self {
+        Self { pools: Arc::new(clients) }
     }
 }
 
 /// Per-call MySQL state.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MysqlCtx {
     returner: Arc<str>,
     grant: Option<Arc<MysqlGrant>>,
+    client: Option<Arc<dyn SqlClient>>,
 }
 
 impl MysqlCtx {
     /// State for one call of `returner`, holding its grant if it has one.
-    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, _backends: &MysqlBackends) -> Self {
-        Self { returner, grant }
-    }
-
-    /// Guest's fault or admin's choice: no usable grant. Audited.
-    fn deny<T>(&self, operation: &str, sql: &str) -> wasmtime::Result<Result<T, GuestError>> {
-        let target: String = sql.chars().take(200).collect();
-        audit::denied(&self.returner, "mysql", operation, &target);
-        let why = match &self.grant {
-            None => "it has no mysql grant",
-            Some(_) => "MySQL access is not available in this version of returner-host",
-        };
-        Ok(Err(GuestError::Denied(format!(
-            "mysql {operation} of `{target}` denied for returner `{}`: {why}",
-            self.returner
-        ))))
-    }
-}
-
-impl mysql::Host for MysqlCtx {
-    async fn query(&mut self, sql: String, _params: Vec<Value>) -> wasmtime::Result<Result<Rows, GuestError>> {
-        self.deny("query", &sql)
-    }
-
-    async fn execute(
-        &mut self,
-        sql: String,
-        _params: Vec<Value>,
-    ) -> wasmtime::Result<Result<ExecResult, GuestError>> {
-        self.deny("execute", &sql)
+    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, backends: &MysqlBackends) -> Self {
+        let client = grant.as_ref().and_then(|g| backends.pools.get(&g.profile).cloned());
+        Self { returner, grant, client }
     }
 }
 
@@ -144,4 +253,41 @@ pub fn add_to_linker<T: Send + 'static>(
     get: fn(&mut T) -> &mut MysqlCtx,
 ) -> wasmtime::Result<()> {
     mysql::add_to_linker::<T, HasMysql>(linker, get)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{HostConfig, Overrides, Profile};
+
+    fn parse(profile: &str) -> Result<HostConfig, String> {
+        let text = format!("[profiles.db]\nkind = \"mysql\"\n{profile}");
+        HostConfig::parse(&text, Path::new("t.toml"), Path::new("/etc/rh"), &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn salts_option_names_map_onto_the_profile() {
+        let cfg = parse("\"mysql.host\" = \"db1\"\n\"mysql.port\" = 3307\n\"mysql.user\" = \"u\"\n\"mysql.db\" = \"salt\"\n\"mysql.ssl_ca\" = \"ca.pem\"\npassword_file = \"pw\"\n").unwrap();
+        let Some(Profile::Mysql(p)) = cfg.profiles.get("db") else { panic!("no mysql profile") };
+        assert_eq!((p.host.as_str(), p.port, p.user.as_str(), p.database.as_str()), ("db1", 3307, "u", "salt"));
+        assert_eq!(p.ssl_ca.as_deref(), Some(Path::new("/etc/rh/ca.pem")));
+        assert_eq!(p.password_file.as_deref(), Some(Path::new("/etc/rh/pw")));
+        assert_eq!(p.pool_size, super::DEFAULT_POOL_SIZE);
+    }
+
+    #[test]
+    fn a_password_in_the_config_is_refused_with_a_pointer_to_password_file() {
+        let err = parse("user = \"u\"\ndatabase = \"d\"\n\"mysql.pass\" = \"hunter2\"\n").unwrap_err();
+        assert!(err.contains("password_file"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn bad_pool_and_tls_settings_are_named() {
+        let err = parse("user = \"u\"\ndatabase = \"d\"\npool_size = 0\n").unwrap_err();
+        assert!(err.contains("profiles.db.pool_size"), "{err}");
+        let err = parse("user = \"u\"\ndatabase = \"d\"\nssl_cert = \"c.pem\"\n").unwrap_err();
+        assert!(err.contains("ssl_key go together"), "{err}");
+    }
 }

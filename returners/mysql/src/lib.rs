@@ -1,0 +1,271 @@
+//! Salt's `mysql` returner as a returner-host guest: job returns, loads and
+//! events in the `jids`, `salt_returns` and `salt_events` tables, written
+//! exactly as Salt's own returner writes them (same columns, JSON as
+//! Python's `json.dumps` writes it), through the host's MySQL capability.
+//! Every value travels as a bound parameter. See the README for the schema,
+//! the grant it needs and where it deviates from Salt.
+//!
+//! Options (`options = { ... }` in the host config):
+//! - `master_id` (default `""`): stored with each event (Salt: the master's `id`).
+//! - `keep_jobs_seconds` (default 86400; `0` keeps every job) and Salt's
+//!   legacy `keep_jobs` (hours): how old `clean_old_jobs` lets rows get.
+//! - `archive_jobs` (default false): `clean_old_jobs` first copies old rows
+//!   to `<table>_archive`, creating those tables like the originals.
+
+mod pyjson;
+mod salt;
+
+use std::time::{Duration, SystemTime};
+
+use returner_sdk::mysql::{self, Value as Sql};
+use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, config, log};
+
+use crate::pyjson::dumps;
+
+/// Salt's default `keep_jobs_seconds`: one day.
+const DEFAULT_KEEP_JOBS_SECONDS: u64 = 86_400;
+/// Salt's default of the legacy `keep_jobs` option, in hours.
+const DEFAULT_KEEP_JOBS_HOURS: u64 = 24;
+/// MySQL's code for a duplicate key, which `save_load` ignores as Salt does.
+const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
+/// Events per INSERT: three parameters each, under MySQL's 65535 per statement.
+const EVENTS_PER_INSERT: usize = 20_000;
+/// The three tables Salt's returner writes, in the order it archives them.
+const TABLES: [&str; 3] = ["jids", "salt_returns", "salt_events"];
+
+/// The `mysql` returner.
+pub struct MysqlReturner;
+
+returner_sdk::export_returner!(MysqlReturner);
+
+impl Returner for MysqlReturner {
+    fn returner(mut ret: JobReturn) -> Result<()> {
+        // A minion returning a job it ran on its own asks for a jid: Salt
+        // allocates one and saves the return as the job's load.
+        if ret.jid == "req" {
+            let nocache = ret.full.get("nocache").and_then(Value::as_bool).unwrap_or(false);
+            ret.jid = Self::prep_jid(nocache, None)?;
+            if let Some(full) = ret.full.as_object_mut() {
+                full.insert("jid".into(), Value::String(ret.jid.clone()));
+            }
+            Self::save_load(&ret.jid, ret.full.clone(), None)?;
+        }
+        mysql::execute(
+            "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)",
+            &[
+                ret.fun.as_str().into(),
+                ret.jid.as_str().into(),
+                dumps(&ret.ret).into(),
+                ret.id.as_str().into(),
+                success_column(ret.full.get("success")).into(),
+                dumps(&ret.full).into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn save_load(jid: &str, load: Value, _minions: Option<Vec<String>>) -> Result<()> {
+        match mysql::execute("INSERT INTO `jids` (`jid`, `load`) VALUES (?, ?)", &[jid.into(), dumps(&load).into()]) {
+            Ok(_) => Ok(()),
+            // Salt ignores the duplicate (salt#22171): the first load wins.
+            Err(Error::Backend(message)) if message.starts_with(ER_DUP_ENTRY) => {
+                log::debug(&format!("job {jid} already has a load; kept the first one"));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn get_load(jid: &str) -> Result<Value> {
+        let rows = mysql::query("SELECT `load` FROM `jids` WHERE `jid` = ?", &[jid.into()])?;
+        match rows.rows.first().and_then(|row| row.first()) {
+            Some(load) => json_column(load, "jids.load"),
+            None => Ok(Value::Object(Default::default())),
+        }
+    }
+
+    fn get_jid(jid: &str) -> Result<Value> {
+        let rows = mysql::query("SELECT `id`, `full_ret` FROM `salt_returns` WHERE `jid` = ?", &[jid.into()])?;
+        let mut returns = returner_sdk::serde_json::Map::new();
+        for row in &rows.rows {
+            let [id, full_ret] = row.as_slice() else { return Err(shape("get_jid")) };
+            returns.insert(text_column(id, "salt_returns.id")?, json_column(full_ret, "salt_returns.full_ret")?);
+        }
+        Ok(Value::Object(returns))
+    }
+
+    fn get_fun(fun: &str) -> Result<Value> {
+        let rows = mysql::query(
+            "SELECT s.`id`, s.`jid`, s.`full_ret` FROM `salt_returns` s \
+             JOIN (SELECT MAX(`jid`) AS jid, `id` FROM `salt_returns` WHERE `fun` = ? GROUP BY `id`) latest \
+             ON s.`jid` = latest.jid AND s.`id` = latest.`id` WHERE s.`fun` = ?",
+            &[fun.into(), fun.into()],
+        )?;
+        let mut returns = returner_sdk::serde_json::Map::new();
+        for row in &rows.rows {
+            let [id, _jid, full_ret] = row.as_slice() else { return Err(shape("get_fun")) };
+            returns.insert(text_column(id, "salt_returns.id")?, json_column(full_ret, "salt_returns.full_ret")?);
+        }
+        Ok(Value::Object(returns))
+    }
+
+    fn get_jids() -> Result<Value> {
+        let rows = mysql::query("SELECT DISTINCT `jid`, `load` FROM `jids`", &[])?;
+        let mut jobs = returner_sdk::serde_json::Map::new();
+        for row in &rows.rows {
+            let [jid, load] = row.as_slice() else { return Err(shape("get_jids")) };
+            let jid = text_column(jid, "jids.jid")?;
+            let load = json_column(load, "jids.load")?;
+            jobs.insert(jid.clone(), Value::Object(salt::format_jid_instance(&jid, &load)));
+        }
+        Ok(Value::Object(jobs))
+    }
+
+    fn get_jids_filter(count: u32, filter_find_job: bool) -> Result<Value> {
+        let (filter, mut params): (&str, Vec<Sql>) = if filter_find_job {
+            ("WHERE `load` NOT LIKE ?", vec![r#"%"fun": "saltutil.find_job"%"#.into()])
+        } else {
+            ("", Vec::new())
+        };
+        params.push(u64::from(count).into());
+        let sql = format!(
+            "SELECT * FROM (SELECT DISTINCT `jid`, `load` FROM `jids` {filter} ORDER BY `jid` DESC LIMIT ?) `tmp` ORDER BY `jid`"
+        );
+        let rows = mysql::query(&sql, &params)?;
+        let mut jobs = Vec::with_capacity(rows.rows.len());
+        for row in &rows.rows {
+            let [jid, load] = row.as_slice() else { return Err(shape("get_jids_filter")) };
+            let jid = text_column(jid, "jids.jid")?;
+            let load = json_column(load, "jids.load")?;
+            jobs.push(Value::Object(salt::format_jid_instance_ext(&jid, &load)));
+        }
+        Ok(Value::Array(jobs))
+    }
+
+    fn get_minions() -> Result<Vec<String>> {
+        let rows = mysql::query("SELECT DISTINCT `id` FROM `salt_returns`", &[])?;
+        rows.rows
+            .iter()
+            .map(|row| row.first().ok_or_else(|| shape("get_minions")).and_then(|id| text_column(id, "salt_returns.id")))
+            .collect()
+    }
+
+    fn prep_jid(_nocache: bool, passed_jid: Option<String>) -> Result<String> {
+        Ok(passed_jid.unwrap_or_else(|| salt::gen_jid(SystemTime::now())))
+    }
+
+    fn event_return(events: Vec<Event>) -> Result<()> {
+        let master_id = config::get_as::<String>("master_id")?.unwrap_or_default();
+        // One multi-row INSERT per batch: all of a batch's events or none.
+        for batch in events.chunks(EVENTS_PER_INSERT) {
+            let rows = vec!["(?, ?, ?)"; batch.len()].join(", ");
+            let mut params = Vec::with_capacity(batch.len() * 3);
+            for event in batch {
+                params.push(event.tag.as_str().into());
+                params.push(dumps(&event.data).into());
+                params.push(master_id.as_str().into());
+            }
+            mysql::execute(&format!("INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES {rows}"), &params)?;
+        }
+        Ok(())
+    }
+
+    fn clean_old_jobs() -> Result<()> {
+        let Some(keep) = keep_jobs(config::get_as::<u64>("keep_jobs_seconds")?, config::get_as::<u64>("keep_jobs")?) else {
+            return Ok(());
+        };
+        // The cut-off comes from the server's clock, as in Salt.
+        let rows = mysql::query("SELECT DATE_SUB(NOW(), INTERVAL ? SECOND) AS stamp", &[keep.as_secs().into()])?;
+        let stamp = rows.rows.first().and_then(|r| r.first()).ok_or_else(|| shape("clean_old_jobs"))?;
+        let stamp = text_column(stamp, "stamp")?;
+        if config::get_as::<bool>("archive_jobs")?.unwrap_or(false) {
+            archive_jobs(&stamp)?;
+        }
+        purge_jobs(&stamp)
+    }
+}
+
+/// Salt's `_archive_jobs`: copy what `purge_jobs` is about to delete.
+fn archive_jobs(stamp: &str) -> Result<()> {
+    for table in TABLES {
+        mysql::execute(&format!("CREATE TABLE IF NOT EXISTS `{table}_archive` LIKE `{table}`"), &[])?;
+    }
+    mysql::execute(
+        "INSERT INTO `jids_archive` SELECT * FROM `jids` WHERE `jid` IN \
+         (SELECT DISTINCT `jid` FROM `salt_returns` WHERE `alter_time` < ?)",
+        &[stamp.into()],
+    )?;
+    for table in ["salt_returns", "salt_events"] {
+        mysql::execute(
+            &format!("INSERT INTO `{table}_archive` SELECT * FROM `{table}` WHERE `alter_time` < ?"),
+            &[stamp.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Salt's `_purge_jobs`: jobs with an old return, then old returns and events.
+fn purge_jobs(stamp: &str) -> Result<()> {
+    mysql::execute(
+        "DELETE FROM `jids` WHERE `jid` IN (SELECT DISTINCT `jid` FROM `salt_returns` WHERE `alter_time` < ?)",
+        &[stamp.into()],
+    )?;
+    mysql::execute("DELETE FROM `salt_returns` WHERE `alter_time` < ?", &[stamp.into()])?;
+    mysql::execute("DELETE FROM `salt_events` WHERE `alter_time` < ?", &[stamp.into()])?;
+    Ok(())
+}
+
+/// What Salt stores in `success`: the driver's rendering of `ret["success"]`
+/// (`1`/`0` for a bool), `None` when the return has none.
+fn success_column(success: Option<&Value>) -> String {
+    match success {
+        None | Some(Value::Null) => "None".into(),
+        Some(Value::Bool(b)) => if *b { "1" } else { "0" }.into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn text_column(value: &Sql, column: &str) -> Result<String> {
+    value.as_str().map(str::to_owned).ok_or_else(|| Error::Backend(format!("column {column} is not text: {value:?}")))
+}
+
+fn json_column(value: &Sql, column: &str) -> Result<Value> {
+    let text = value.as_str().ok_or_else(|| Error::Backend(format!("column {column} is not text")))?;
+    returner_sdk::serde_json::from_str(text).map_err(|e| Error::Backend(format!("column {column} is not JSON: {e}")))
+}
+
+fn shape(function: &str) -> Error {
+    Error::Backend(format!("{function}: the query answered rows of an unexpected shape"))
+}
+
+/// How long jobs are kept, `None` for ever: Salt's `get_keep_jobs_seconds`.
+fn keep_jobs(keep_jobs_seconds: Option<u64>, keep_jobs_hours: Option<u64>) -> Option<Duration> {
+    let mut seconds = keep_jobs_seconds.unwrap_or(DEFAULT_KEEP_JOBS_SECONDS);
+    let hours = keep_jobs_hours.unwrap_or(DEFAULT_KEEP_JOBS_HOURS);
+    if hours != DEFAULT_KEEP_JOBS_HOURS && seconds == DEFAULT_KEEP_JOBS_SECONDS {
+        seconds = hours.saturating_mul(3600);
+    }
+    (seconds != 0).then(|| Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use returner_sdk::json;
+
+    #[test]
+    fn success_is_stored_as_salts_driver_renders_it() {
+        assert_eq!(success_column(Some(&json!(true))), "1");
+        assert_eq!(success_column(Some(&json!(false))), "0");
+        assert_eq!(success_column(None), "None");
+        assert_eq!(success_column(Some(&json!("yes"))), "yes");
+    }
+
+    #[test]
+    fn keep_jobs_follows_salt() {
+        assert_eq!(keep_jobs(None, None), Some(Duration::from_secs(86_400)));
+        assert_eq!(keep_jobs(Some(0), None), None);
+        assert_eq!(keep_jobs(None, Some(2)), Some(Duration::from_secs(7200)));
+    }
+}

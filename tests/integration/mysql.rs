@@ -1,0 +1,395 @@
+//! The mysql returner and the MySQL capability against a real MariaDB: the
+//! real Salt payloads land column by column as Salt's returner writes them,
+//! every read answers Salt's shapes, and hostile SQL is denied, audited and
+//! changes nothing.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use returner_host_tests::mariadb::{MariaDb, TestDb};
+use returner_host_tests::{Daemon, guest, salt_fixture_lines, temp_dir};
+use serde_json::{Value, json};
+
+use super::{config_daemon, toml_path};
+
+const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
+
+/// Verbs the shipped returner needs, archive tables included.
+const RETURNER_TABLES: &str = r#"{ jids = ["select", "insert", "delete"], salt_returns = ["select", "insert", "delete"], salt_events = ["select", "insert", "delete"], jids_archive = ["create", "insert"], salt_returns_archive = ["create", "insert"], salt_events_archive = ["create", "insert"] }"#;
+
+fn database() -> TestDb {
+    let db = MariaDb::shared().database();
+    db.sql(SCHEMA);
+    db
+}
+
+/// A daemon serving the shipped returner as `mysql` (and as `mysql_archive`
+/// with `archive_jobs`), the hostile `escaper` with a narrow grant, and
+/// `nogrant` with none.
+fn daemon(dir: &Path, db: &TestDb) -> Daemon {
+    let profile = db.profile_toml("salt_db", &dir.join("mysql.pass"));
+    let mysql = toml_path(&guest("returner-mysql"));
+    let escaper = toml_path(&guest("fixture-sql-escaper"));
+    config_daemon(
+        dir,
+        "",
+        &format!(
+            r#"
+{profile}
+[returners.mysql]
+module = {mysql}
+options = {{ master_id = "master1" }}
+limits = {{ deadline_ms = 10000 }}
+[returners.mysql.grants.mysql]
+profile = "salt_db"
+tables = {RETURNER_TABLES}
+
+[returners.mysql_archive]
+module = {mysql}
+options = {{ archive_jobs = true, keep_jobs_seconds = 3600 }}
+limits = {{ deadline_ms = 10000 }}
+[returners.mysql_archive.grants.mysql]
+profile = "salt_db"
+tables = {RETURNER_TABLES}
+
+[returners.escaper]
+module = {escaper}
+limits = {{ deadline_ms = 10000 }}
+[returners.escaper.grants.mysql]
+profile = "salt_db"
+tables = {{ jids = ["select", "insert"], salt_events = ["insert"] }}
+
+[returners.nogrant]
+module = {escaper}
+"#
+        ),
+    )
+}
+
+/// What Python's `json.dumps` (Salt's `salt.utils.json.dumps`) writes for
+/// each value: the oracle for the stored JSON columns.
+fn python_dumps(values: &[Value]) -> Vec<String> {
+    let mut child = Command::new("python3")
+        .args(["-c", "import json, sys\nfor v in json.load(sys.stdin):\n    print(json.dumps(json.dumps(v)))"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed as the oracle of Salt's JSON: apt-get install python3");
+    child.stdin.take().unwrap().write_all(Value::Array(values.to_vec()).to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).unwrap())
+        .collect()
+}
+
+fn audit_lines(d: &Daemon) -> usize {
+    d.log_text().lines().filter(|l| l.contains("returner_host::audit")).count()
+}
+
+#[test]
+fn minion_returns_land_in_salt_returns_column_by_column() {
+    let dir = temp_dir();
+    let db = database();
+    let d = daemon(dir.path(), &db);
+    let rets = salt_fixture_lines("minion-returns.jsonl");
+    for ret in &rets {
+        assert_eq!(d.call("mysql", "returner", &json!({ "ret": ret })).result(), &Value::Null);
+    }
+    let rows = db.sql("SELECT fun, jid, `return`, id, success, full_ret FROM salt_returns ORDER BY jid, alter_time");
+    assert_eq!(rows.len(), rets.len(), "one row per return, as Salt writes (no replay check)");
+    let returns = python_dumps(&rets.iter().map(|r| r["return"].clone()).collect::<Vec<_>>());
+    let fulls = python_dumps(&rets);
+    let mut want: Vec<Vec<String>> = rets
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let success = match &r["success"] {
+                Value::Bool(true) => "1".to_owned(),
+                Value::Bool(false) => "0".to_owned(),
+                _ => "None".to_owned(),
+            };
+            vec![
+                r["fun"].as_str().unwrap().to_owned(),
+                r["jid"].as_str().unwrap().to_owned(),
+                returns[i].clone(),
+                r["id"].as_str().unwrap().to_owned(),
+                success,
+                fulls[i].clone(),
+            ]
+        })
+        .collect();
+    want.sort_by(|a, b| a[1].cmp(&b[1]));
+    let mut got = rows.clone();
+    got.sort_by(|a, b| a[1].cmp(&b[1]).then(a[5].cmp(&b[5])));
+    want.sort_by(|a, b| a[1].cmp(&b[1]).then(a[5].cmp(&b[5])));
+    assert_eq!(got, want);
+
+    // get_jid: minion id to its full return.
+    let first = &rets[0];
+    let jid = first["jid"].as_str().unwrap();
+    assert_eq!(d.call("mysql", "get_jid", &json!({ "jid": jid })).result(), &json!({ "m1": first }));
+    assert_eq!(d.call("mysql", "get_jid", &json!({ "jid": "20000101000000000000" })).result(), &json!({}));
+    // get_minions: the distinct ids.
+    assert_eq!(d.call("mysql", "get_minions", &json!({})).result(), &json!(["m1"]));
+    // get_fun: each minion's latest return of the function (Salt: its full return).
+    let latest_run = rets.iter().filter(|r| r["fun"] == "cmd.run").max_by_key(|r| r["jid"].as_str().unwrap()).unwrap();
+    assert_eq!(d.call("mysql", "get_fun", &json!({ "fun": "cmd.run" })).result(), &json!({ "m1": latest_run }));
+    assert_eq!(d.call("mysql", "get_fun", &json!({ "fun": "no.such" })).result(), &json!({}));
+}
+
+/// Replays what a Salt master sent its master_job_cache and event_return.
+fn replay_master(d: &Daemon) -> Vec<Value> {
+    let calls = salt_fixture_lines("master-job-cache-calls.jsonl");
+    for c in &calls {
+        let mut args = c.clone();
+        let call = args.as_object_mut().unwrap().remove("call").unwrap();
+        let r = d.call("mysql", call.as_str().unwrap(), &args);
+        assert_eq!(r.result(), &Value::Null, "{call}");
+    }
+    calls
+}
+
+#[test]
+fn master_job_cache_and_events_round_trip() {
+    let dir = temp_dir();
+    let db = database();
+    let d = daemon(dir.path(), &db);
+    let calls = replay_master(&d);
+
+    // jids: the first load of each job, as Salt's json.dumps writes it.
+    let mut first_loads: Vec<(String, Value)> = Vec::new();
+    for c in calls.iter().filter(|c| c["call"] == "save_load") {
+        let jid = c["jid"].as_str().unwrap().to_owned();
+        if !first_loads.iter().any(|(j, _)| *j == jid) {
+            first_loads.push((jid, c["load"].clone()));
+        }
+    }
+    first_loads.sort_by(|a, b| a.0.cmp(&b.0));
+    let dumped = python_dumps(&first_loads.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>());
+    let want: Vec<Vec<String>> = first_loads.iter().zip(&dumped).map(|((j, _), l)| vec![j.clone(), l.clone()]).collect();
+    assert_eq!(db.sql("SELECT jid, `load` FROM jids ORDER BY jid"), want);
+
+    // save_load of a known jid: no error, the first load stays.
+    let (ping, ping_load) = first_loads.iter().find(|(_, l)| l["fun"] == "test.ping").unwrap().clone();
+    let again = d.call("mysql", "save_load", &json!({ "jid": ping, "load": { "fun": "other" }, "minions": null }));
+    assert_eq!(again.result(), &Value::Null);
+    assert_eq!(d.call("mysql", "get_load", &json!({ "jid": ping })).result(), &ping_load);
+    assert_eq!(d.call("mysql", "get_load", &json!({ "jid": "19990101000000000000" })).result(), &json!({}));
+
+    // get_jids: {jid: summary} for every job.
+    let jids = d.call("mysql", "get_jids", &json!({}));
+    let jids = jids.result().as_object().unwrap();
+    assert_eq!(jids.keys().cloned().collect::<BTreeSet<_>>(), first_loads.iter().map(|(j, _)| j.clone()).collect());
+    assert_eq!(
+        jids[&ping],
+        json!({ "Function": "test.ping", "Arguments": [], "Target": "n1", "Target-type": "glob",
+                "User": "root", "StartTime": "2026, Nov 23 08:43:32.485602" })
+    );
+
+    // get_jids_filter: the newest `count`, oldest first, with JID.
+    let newest = d.call("mysql", "get_jids_filter", &json!({ "count": 3, "filter_find_job": false }));
+    let got: Vec<&str> = newest.result().as_array().unwrap().iter().map(|j| j["JID"].as_str().unwrap()).collect();
+    let all: Vec<&str> = first_loads.iter().map(|(j, _)| j.as_str()).collect();
+    assert_eq!(got, &all[all.len() - 3..]);
+    assert!(newest.result()[0]["StartTime"].as_str().unwrap().starts_with("2026, Nov 23 08:43:"));
+    let none = d.call("mysql", "get_jids_filter", &json!({ "count": 0, "filter_find_job": true }));
+    assert_eq!(none.result(), &json!([]));
+
+    // salt_events: tag, Salt's JSON of the data, master_id, in order.
+    let events: Vec<Value> = calls
+        .iter()
+        .filter(|c| c["call"] == "event_return")
+        .flat_map(|c| c["events"].as_array().unwrap().clone())
+        .collect();
+    let data = python_dumps(&events.iter().map(|e| e["data"].clone()).collect::<Vec<_>>());
+    let want: Vec<Vec<String>> = events
+        .iter()
+        .zip(&data)
+        .map(|(e, d)| vec![e["tag"].as_str().unwrap().to_owned(), d.clone(), "master1".to_owned()])
+        .collect();
+    assert_eq!(db.sql("SELECT tag, data, master_id FROM salt_events ORDER BY id"), want);
+}
+
+#[test]
+fn clean_old_jobs_purges_and_archives() {
+    let dir = temp_dir();
+    let db = database();
+    let d = daemon(dir.path(), &db);
+    replay_master(&d);
+    let returns = db.sql("SELECT COUNT(*) FROM salt_returns")[0][0].parse::<usize>().unwrap();
+    let (old_jid, new_jid) = ("20261123084332485602", "20261123084333091357");
+    // Two days old: past the default keep_jobs_seconds (a day) and the archive returner's hour.
+    db.sql(&format!(
+        "UPDATE salt_returns SET alter_time = NOW() - INTERVAL 2 DAY WHERE jid = '{old_jid}'; \
+         UPDATE salt_events SET alter_time = NOW() - INTERVAL 2 DAY WHERE id <= 5;"
+    ));
+    let old_returns = db.sql(&format!("SELECT COUNT(*) FROM salt_returns WHERE jid = '{old_jid}'"))[0][0].parse::<usize>().unwrap();
+    let events = db.sql("SELECT COUNT(*) FROM salt_events")[0][0].parse::<usize>().unwrap();
+
+    assert_eq!(d.call("mysql_archive", "clean_old_jobs", &json!({})).result(), &Value::Null);
+    let count = |sql: &str| db.sql(sql)[0][0].parse::<usize>().unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM salt_returns"), returns - old_returns);
+    assert_eq!(count(&format!("SELECT COUNT(*) FROM jids WHERE jid = '{old_jid}'")), 0);
+    assert_eq!(count(&format!("SELECT COUNT(*) FROM jids WHERE jid = '{new_jid}'")), 1);
+    assert_eq!(count("SELECT COUNT(*) FROM salt_events"), events - 5);
+    // Archived: the same rows, column for column.
+    assert_eq!(count("SELECT COUNT(*) FROM salt_returns_archive"), old_returns);
+    assert_eq!(db.sql("SELECT jid FROM jids_archive"), vec![vec![old_jid.to_owned()]]);
+    assert_eq!(db.sql("SELECT id FROM salt_events_archive ORDER BY id"), (1..=5).map(|i| vec![i.to_string()]).collect::<Vec<_>>());
+
+    // Without archive_jobs: rows just go.
+    db.sql(&format!("UPDATE salt_returns SET alter_time = NOW() - INTERVAL 2 DAY WHERE jid = '{new_jid}'"));
+    assert_eq!(d.call("mysql", "clean_old_jobs", &json!({})).result(), &Value::Null);
+    assert_eq!(count(&format!("SELECT COUNT(*) FROM salt_returns WHERE jid = '{new_jid}'")), 0);
+    assert_eq!(count(&format!("SELECT COUNT(*) FROM jids WHERE jid = '{new_jid}'")), 0);
+    assert_eq!(count(&format!("SELECT COUNT(*) FROM salt_returns_archive WHERE jid = '{new_jid}'")), 0);
+}
+
+/// Everything in the database, to prove a denied statement changed nothing.
+fn snapshot(db: &TestDb) -> Vec<Vec<String>> {
+    let mut all = db.sql("SHOW TABLES");
+    for table in all.clone() {
+        all.extend(db.sql(&format!("CHECKSUM TABLE `{}`", table[0])));
+    }
+    all
+}
+
+#[test]
+fn hostile_sql_is_denied_audited_and_changes_nothing() {
+    let dir = temp_dir();
+    let db = database();
+    db.sql("CREATE TABLE secret (password varchar(64)); INSERT INTO secret VALUES ('hunter2');");
+    let d = daemon(dir.path(), &db);
+    let before = snapshot(&db);
+
+    // (host function, SQL, what the denial must name)
+    let attempts: &[(&str, &str, &str)] = &[
+        ("get_jid", "SELECT * FROM secret", "table `secret` is not granted `select`"),
+        ("get_fun", "DELETE FROM jids", "table `jids` is not granted `delete`"),
+        ("get_fun", "UPDATE jids SET jid = jid", "table `jids` is not granted `update`"),
+        ("get_jid", "SELECT * FROM salt_events", "table `salt_events` is not granted `select`"),
+        ("get_jid", "SELECT 1; DROP TABLE jids", "exactly one statement"),
+        ("get_fun", "INSERT INTO jids (jid, `load`) VALUES (?, ?); DELETE FROM jids", "exactly one statement"),
+        ("get_jid", "SELECT jid FROM jids /*!; DROP TABLE jids */", "exactly one statement"),
+        ("get_jid", "SELECT jid FROM jids -- ; DROP TABLE jids", "comments"),
+        ("get_jid", "SELECT jid FROM jids UNION SELECT password FROM secret", "table `secret` is not granted `select`"),
+        ("get_jid", "SELECT jid FROM jids WHERE jid IN (SELECT password FROM secret)", "table `secret`"),
+        ("get_jid", "SELECT j.jid FROM jids j JOIN secret s ON s.password = j.jid", "table `secret`"),
+        ("get_jid", "WITH s AS (SELECT password FROM secret) SELECT * FROM s", "table `secret`"),
+        ("get_jid", "SELECT * FROM (SELECT password FROM secret) AS d", "table `secret`"),
+        ("get_fun", "INSERT INTO jids (jid, `load`) SELECT password, password FROM secret", "table `secret`"),
+        ("get_jid", "SELECT jid FROM jids INTO OUTFILE '/tmp/x'", "not allowed"),
+        ("get_jid", "SELECT jid INTO OUTFILE ? FROM jids", "not"),
+        ("get_fun", "LOAD DATA INFILE ? INTO TABLE jids", "LOAD"),
+        ("get_fun", "SET GLOBAL general_log = 1", "SET"),
+        ("get_fun", "GRANT ALL ON *.* TO CURRENT_USER", "GRANT"),
+        ("get_fun", "DROP TABLE jids", "DROP"),
+        ("get_fun", "ALTER TABLE jids ADD COLUMN x INT", "ALTER"),
+        ("get_fun", "CALL mysql.some_proc()", "CALL"),
+        ("get_fun", "TRUNCATE TABLE jids", "TRUNCATE"),
+        ("get_fun", "CREATE TABLE jids_archive LIKE jids", "table `jids_archive` is not granted `create`"),
+        ("get_jid", "SELECT * FROM information_schema.tables", "outside the granted database"),
+        ("get_jid", "SELECT user, password FROM mysql.user", "outside the granted database"),
+        ("get_jid", "SELECT jid FROM jids WHERE jid = 'x' OR 1=1", "parameters"),
+        ("get_jid", "SELECT LOAD_FILE(?)", "load_file"),
+        ("get_jid", "SELECT @@datadir", "variable"),
+        ("get_fun", "SELECT 1", "use `query`"),
+        ("get_jid", "INSERT INTO jids (jid, `load`) VALUES (?, ?)", "use `execute`"),
+    ];
+    for (function, sql, names) in attempts {
+        let audits = audit_lines(&d);
+        let arg = if *function == "get_fun" { "fun" } else { "jid" };
+        let r = d.call("escaper", function, &json!({ arg: sql }));
+        assert_eq!(r.status, 403, "{sql}: {:?}", r.json);
+        let (kind, message) = r.error();
+        assert_eq!(kind, "denied", "{sql}");
+        assert!(message.contains(names), "{sql}: {message}");
+        assert_eq!(audit_lines(&d), audits + 1, "{sql}: exactly one audit event");
+    }
+    assert_eq!(snapshot(&db), before, "denied statements changed the database");
+
+    // No grant: everything denied, audited.
+    let audits = audit_lines(&d);
+    let r = d.call("nogrant", "get_jid", &json!({ "jid": "SELECT 1" }));
+    assert_eq!(r.error().0, "denied");
+    assert!(r.error().1.contains("no mysql grant"), "{:?}", r.json);
+    assert_eq!(audit_lines(&d), audits + 1);
+
+    // What the grant allows goes through; injection payloads bound as
+    // parameters land as data.
+    let ok = d.call("escaper", "get_jid", &json!({ "jid": "SELECT COUNT(*) FROM jids" }));
+    assert_eq!(ok.result(), &json!({ "rows": [[0]] }));
+    let injected = d.call("escaper", "get_load", &json!({ "jid": "INSERT INTO jids (jid, `load`) VALUES (?, ?)" }));
+    assert_eq!(injected.result(), &json!({ "affected_rows": 1 }));
+    assert_eq!(
+        db.sql("SELECT jid, `load` FROM jids"),
+        vec![vec!["x'); DROP TABLE jids; -- ".to_owned(), "{\"a\": \"' OR 1=1 --\"}".to_owned()]]
+    );
+    assert!(db.sql("SHOW TABLES").contains(&vec!["jids".to_owned()]));
+
+    // The password never shows.
+    assert!(!d.log_text().contains(&db.password), "the password is in the daemon log");
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_backend_error_that_never_shows_a_password() {
+    let dir = temp_dir();
+    let db = database();
+    let profile = db.profile_toml("salt_db", &dir.path().join("mysql.pass"));
+    std::fs::write(dir.path().join("mysql.pass"), "Wr0ng-Passw0rd-Guess\n").unwrap();
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            "{profile}\n[returners.mysql]\nmodule = {}\nlimits = {{ deadline_ms = 10000 }}\n\
+             [returners.mysql.grants.mysql]\nprofile = \"salt_db\"\ntables = {RETURNER_TABLES}\n",
+            toml_path(&guest("returner-mysql"))
+        ),
+    );
+    let r = d.call("mysql", "get_minions", &json!({}));
+    let (kind, message) = r.error();
+    assert_eq!(kind, "backend", "{:?}", r.json);
+    assert!(message.contains("Access denied"), "{message}");
+    for secret in ["Wr0ng-Passw0rd-Guess", db.password.as_str()] {
+        assert!(!message.contains(secret), "{message}");
+        assert!(!d.log_text().contains(secret), "a password is in the daemon log");
+    }
+}
+
+#[test]
+fn mariadb_stopped_mid_stream_gives_errors_then_recovers() {
+    let dir = temp_dir();
+    let mut server = MariaDb::start();
+    let db = server.database();
+    db.sql(SCHEMA);
+    let d = daemon(dir.path(), &db);
+    let ret = |n: u32| json!({ "ret": { "id": "m1", "jid": format!("202611230843{n:08}"), "fun": "test.ping", "return": true, "success": true } });
+    assert_eq!(d.call("mysql", "returner", &ret(1)).result(), &Value::Null);
+
+    server.stop();
+    let started = Instant::now();
+    let r = d.call("mysql", "returner", &ret(2));
+    assert_eq!(r.error().0, "backend", "{:?}", r.json);
+    assert!(started.elapsed() < Duration::from_secs(8), "the error took {:?}", started.elapsed());
+    assert_eq!(d.call("mysql", "returner", &ret(3)).error().0, "backend");
+    assert_eq!(returner_host_tests::http_unix(&d.socket, "GET", "/healthz", &[], b"").status, 200);
+
+    server.run();
+    // The pool drops its dead connections and opens new ones.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = d.call("mysql", "returner", &ret(4));
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {:?}", r.json);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns WHERE jid LIKE '202611230843%'")[0][0], "2");
+}

@@ -1,0 +1,222 @@
+//! A real MariaDB server for the tests: `mariadb-install-db` into a temp
+//! dir, `mariadbd` on a free loopback port, a database and a user with a
+//! password per test. [`MariaDb::shared`] starts one server per test binary
+//! (a watchdog stops it when the binary exits); [`MariaDb::start`] gives a
+//! test its own, stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const MISSING: &str = "mariadbd not found: run scripts/setup (installs Debian's mariadb-server)";
+
+/// A running `mariadbd`.
+pub struct MariaDb {
+    child: Option<Child>,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Its unix socket.
+    pub socket: PathBuf,
+}
+
+/// One test's database on a server, with a user that has every privilege on it only.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+    /// User name.
+    pub user: String,
+    /// The user's password.
+    pub password: String,
+    /// TCP port of the server.
+    pub port: u16,
+    socket: PathBuf,
+}
+
+fn binary(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{MISSING} ({name} is missing)");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port").local_addr().unwrap().port()
+}
+
+impl MariaDb {
+    /// Initialise a data dir in a temp dir and start a server on it; stopped on drop.
+    pub fn start() -> MariaDb {
+        let temp = crate::temp_dir();
+        let dir = temp.path().to_path_buf();
+        let mut db = Self::init_and_run(&dir);
+        db._temp = Some(temp);
+        db
+    }
+
+    /// The server shared by every test of this test binary, started on first use.
+    pub fn shared() -> &'static MariaDb {
+        static SHARED: OnceLock<MariaDb> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dir = crate::temp_dir().keep();
+            let db = Self::init_and_run(&dir);
+            let server = db.child.as_ref().map(Child::id).unwrap_or_default();
+            // A static is never dropped: stop the server and remove its data
+            // when this test binary exits.
+            let watchdog = format!(
+                "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill {server} 2>/dev/null; sleep 2; kill -9 {server} 2>/dev/null; rm -rf '{dir}'",
+                me = std::process::id(),
+                dir = dir.display()
+            );
+            // The watchdog outlives this process on purpose; nobody waits for it.
+            #[allow(clippy::zombie_processes)]
+            Command::new("sh")
+                .args(["-c", &watchdog])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting the mariadbd watchdog");
+            db
+        })
+    }
+
+    fn init_and_run(dir: &Path) -> MariaDb {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let out = Command::new(binary("mariadb-install-db"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"])
+            .output()
+            .unwrap_or_else(|e| panic!("{MISSING}: mariadb-install-db: {e}"));
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut db = MariaDb { child: None, dir: dir.to_path_buf(), _temp: None, port: free_port(), socket: dir.join("mysqld.sock") };
+        db.run();
+        db
+    }
+
+    /// Start `mariadbd` on the data dir (again, after [`stop`](Self::stop)).
+    pub fn run(&mut self) {
+        let data = self.dir.join("data");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("mariadbd.log")).unwrap();
+        let child = Command::new(binary("mariadbd"))
+            .arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--pid-file={}", self.dir.join("mariadbd.pid").display()))
+            .args(["--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M"])
+            .args(["--max-connections=500", "--innodb-flush-log-at-trx-commit=2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{MISSING}: {e}"));
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if self.root_sql("", "SELECT 1").is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("mariadbd exited with {status}:\n{}", self.log_text());
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "mariadbd not ready in 60 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the server (SIGKILL: a crash, as far as clients can tell).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The server's error log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mariadbd.log")).unwrap_or_default()
+    }
+
+    /// Run `sql` as root in `database` ("" for none): rows of tab-separated columns.
+    pub fn root_sql(&self, database: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let mut cmd = Command::new(binary("mariadb"));
+        cmd.arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-uroot", "--batch", "--skip-column-names", "--raw", "-e", sql]);
+        if !database.is_empty() {
+            cmd.arg(database);
+        }
+        let out = cmd.output().map_err(|e| format!("{MISSING}: mariadb: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// A new database and a user with a password and every privilege on it only.
+    pub fn database(&self) -> TestDb {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("salt_{n}");
+        let user = format!("salt_{n}");
+        let password = format!("pw-{}-{n}-Secr3t", std::process::id());
+        self.root_sql(
+            "",
+            &format!(
+                "CREATE DATABASE `{name}`; CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; \
+                 GRANT ALL ON `{name}`.* TO '{user}'@'%';"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        TestDb { name, user, password, port: self.port, socket: self.socket.clone() }
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TestDb {
+    /// Run `sql` as root in this database; panics on error.
+    pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Run `sql` as root in this database.
+    pub fn try_sql(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let db = MariaDb { child: None, dir: PathBuf::new(), _temp: None, port: self.port, socket: self.socket.clone() };
+        db.root_sql(&self.name, sql)
+    }
+
+    /// A `[profiles.NAME]` table for this database, its password in `password_file`.
+    pub fn profile_toml(&self, name: &str, password_file: &Path) -> String {
+        std::fs::write(password_file, format!("{}\n", self.password)).unwrap();
+        format!(
+            "[profiles.{name}]\nkind = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\npassword_file = {}\ndatabase = \"{}\"\nconnect_timeout_ms = 3000\n",
+            self.port,
+            self.user,
+            serde_json::Value::String(password_file.display().to_string()),
+            self.name
+        )
+    }
+}
