@@ -12,13 +12,15 @@
 //! - `archive_jobs` (default false): `clean_old_jobs` first copies old rows
 //!   to `<table>_archive`, creating those tables like the originals.
 
+
 mod pyjson;
-mod salt;
 
 use std::time::{Duration, SystemTime};
 
 use returner_sdk::mysql::{self, Value as Sql};
 use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, config, log};
+
+use returner_sdk::salt;
 
 use crate::pyjson::dumps;
 
