@@ -11,21 +11,42 @@ use crate::bindings::salt::returner::log::{self, Level};
 /// are cut to this many bytes.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
-/// Per-call logging state: which returner is speaking.
+/// A guest looping over `log` cannot flood the host's log: past this many
+/// records in one call, the rest are dropped (one warning says so).
+pub const MAX_RECORDS_PER_CALL: u32 = 1_000;
+
+/// Per-call logging state: which returner is speaking, and how much it said.
 #[derive(Clone, Debug)]
 pub struct LogCtx {
     returner: Arc<str>,
+    records: u32,
 }
 
 impl LogCtx {
     /// Records are tagged with `returner`.
     pub fn new(returner: Arc<str>) -> Self {
-        Self { returner }
+        Self { returner, records: 0 }
+    }
+
+    /// Count a record; false once the call is over its allowance.
+    fn admit(&mut self) -> bool {
+        self.records = self.records.saturating_add(1);
+        if self.records == MAX_RECORDS_PER_CALL + 1 {
+            tracing::warn!(
+                target: "returner_host::guest",
+                returner = &*self.returner,
+                "more than {MAX_RECORDS_PER_CALL} log records in one call; dropping the rest of this call's"
+            );
+        }
+        self.records <= MAX_RECORDS_PER_CALL
     }
 }
 
 impl log::Host for LogCtx {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if !self.admit() {
+            return Ok(());
+        }
         let message = truncate(&message, MAX_MESSAGE_BYTES);
         let returner = &*self.returner;
         match level {
@@ -66,6 +87,15 @@ pub fn add_to_linker<T: 'static>(
 #[cfg(test)]
 mod tests {
     use super::truncate;
+
+    #[test]
+    fn a_call_gets_a_bounded_number_of_records() {
+        let mut ctx = super::LogCtx::new("r".into());
+        let admitted = (0..super::MAX_RECORDS_PER_CALL + 50).filter(|_| ctx.admit()).count();
+        assert_eq!(admitted, super::MAX_RECORDS_PER_CALL as usize);
+        let mut next_call = super::LogCtx::new("r".into());
+        assert!(next_call.admit(), "each call starts afresh");
+    }
 
     #[test]
     fn truncate_keeps_char_boundaries() {
