@@ -14,16 +14,11 @@ mod cache;
 mod jid;
 mod validate;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use returner_sdk::{JobReturn, Result, Returner, Value, config, fs, log};
 
 use crate::cache::{JobCache, ReturnOutcome};
-
-/// Salt's default `keep_jobs_seconds`: one day.
-const DEFAULT_KEEP_JOBS_SECONDS: u64 = 86_400;
-/// Salt's default of the legacy `keep_jobs` option, in hours.
-const DEFAULT_KEEP_JOBS_HOURS: u64 = 24;
 
 /// The `local_cache` returner.
 pub struct LocalCache;
@@ -88,7 +83,7 @@ impl Returner for LocalCache {
     }
 
     fn clean_old_jobs() -> Result<()> {
-        let keep = keep_jobs(
+        let keep = returner_sdk::salt::keep_jobs(
             config::get_as::<u64>("keep_jobs_seconds")?,
             config::get_as::<u64>("keep_jobs")?,
         );
@@ -104,36 +99,4 @@ impl Returner for LocalCache {
     }
 
     // event_return stays unsupported: Salt's local_cache has none.
-}
-
-/// How long jobs are kept, `None` for ever: Salt's `get_keep_jobs_seconds`,
-/// where a non-default legacy `keep_jobs` (hours) applies only while
-/// `keep_jobs_seconds` is at its default.
-fn keep_jobs(keep_jobs_seconds: Option<u64>, keep_jobs_hours: Option<u64>) -> Option<Duration> {
-    let mut seconds = keep_jobs_seconds.unwrap_or(DEFAULT_KEEP_JOBS_SECONDS);
-    let hours = keep_jobs_hours.unwrap_or(DEFAULT_KEEP_JOBS_HOURS);
-    if hours != DEFAULT_KEEP_JOBS_HOURS && seconds == DEFAULT_KEEP_JOBS_SECONDS {
-        seconds = hours.saturating_mul(3600);
-    }
-    (seconds != 0).then(|| Duration::from_secs(seconds))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keep_jobs_defaults_to_a_day_and_zero_keeps_for_ever() {
-        assert_eq!(keep_jobs(None, None), Some(Duration::from_secs(86_400)));
-        assert_eq!(keep_jobs(Some(60), None), Some(Duration::from_secs(60)));
-        assert_eq!(keep_jobs(Some(0), None), None);
-    }
-
-    #[test]
-    fn legacy_keep_jobs_hours_apply_only_beside_the_default_seconds() {
-        assert_eq!(keep_jobs(None, Some(2)), Some(Duration::from_secs(7200)));
-        assert_eq!(keep_jobs(Some(60), Some(2)), Some(Duration::from_secs(60)));
-        assert_eq!(keep_jobs(None, Some(0)), None);
-        assert_eq!(keep_jobs(None, Some(24)), Some(Duration::from_secs(86_400)));
-    }
 }

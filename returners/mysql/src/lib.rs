@@ -15,7 +15,7 @@
 
 mod pyjson;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use returner_sdk::mysql::{self, Value as Sql};
 use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, config, log};
@@ -24,10 +24,6 @@ use returner_sdk::salt;
 
 use crate::pyjson::dumps;
 
-/// Salt's default `keep_jobs_seconds`: one day.
-const DEFAULT_KEEP_JOBS_SECONDS: u64 = 86_400;
-/// Salt's default of the legacy `keep_jobs` option, in hours.
-const DEFAULT_KEEP_JOBS_HOURS: u64 = 24;
 /// MySQL's code for a duplicate key, which `save_load` ignores as Salt does.
 const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
 /// Events per INSERT: three parameters each, under MySQL's 65535 per statement.
@@ -173,7 +169,7 @@ impl Returner for MysqlReturner {
     }
 
     fn clean_old_jobs() -> Result<()> {
-        let Some(keep) = keep_jobs(config::get_as::<u64>("keep_jobs_seconds")?, config::get_as::<u64>("keep_jobs")?) else {
+        let Some(keep) = salt::keep_jobs(config::get_as::<u64>("keep_jobs_seconds")?, config::get_as::<u64>("keep_jobs")?) else {
             return Ok(());
         };
         // The cut-off comes from the server's clock, as in Salt.
@@ -241,16 +237,6 @@ fn shape(function: &str) -> Error {
     Error::Backend(format!("{function}: the query answered rows of an unexpected shape"))
 }
 
-/// How long jobs are kept, `None` for ever: Salt's `get_keep_jobs_seconds`.
-fn keep_jobs(keep_jobs_seconds: Option<u64>, keep_jobs_hours: Option<u64>) -> Option<Duration> {
-    let mut seconds = keep_jobs_seconds.unwrap_or(DEFAULT_KEEP_JOBS_SECONDS);
-    let hours = keep_jobs_hours.unwrap_or(DEFAULT_KEEP_JOBS_HOURS);
-    if hours != DEFAULT_KEEP_JOBS_HOURS && seconds == DEFAULT_KEEP_JOBS_SECONDS {
-        seconds = hours.saturating_mul(3600);
-    }
-    (seconds != 0).then(|| Duration::from_secs(seconds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,10 +250,4 @@ mod tests {
         assert_eq!(success_column(Some(&json!("yes"))), "yes");
     }
 
-    #[test]
-    fn keep_jobs_follows_salt() {
-        assert_eq!(keep_jobs(None, None), Some(Duration::from_secs(86_400)));
-        assert_eq!(keep_jobs(Some(0), None), None);
-        assert_eq!(keep_jobs(None, Some(2)), Some(Duration::from_secs(7200)));
-    }
 }
