@@ -15,6 +15,7 @@ const GUESTS: &[&str] = &[
     "fixture-escaper",
     "fixture-sockets",
     "fixture-sql-escaper",
+    "fixture-abuser",
 ];
 
 fn main() {

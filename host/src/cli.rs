@@ -145,10 +145,14 @@ async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode
     match command {
         Command::Serve { config, listen, data_dir, token_file } => {
             let overrides = Overrides { listen, data_dir, token_file };
-            let config = load_config(config.as_deref(), &overrides)?;
+            let config_file = config;
+            let config = load_config(config_file.as_deref(), &overrides)?;
             init_tracing(log_format, true, config.server.audit_log.as_deref())?;
             let host = Arc::new(ReturnerHost::start(&config)?);
+            let reloader = crate::reload::Reloader::new(host.clone(), &config, config_file, overrides);
+            let watch = tokio::spawn(reloader.run(config.server.watch_interval));
             crate::ingest::serve(host, &config.server, shutdown_signal()).await?;
+            watch.abort();
             Ok(ExitCode::SUCCESS)
         }
         Command::Call { config, data_dir, returner, function, json } => {

@@ -63,6 +63,10 @@ pub const DEFAULT_INSTANCES: u32 = 64;
 /// Largest answer a returner may give (JSON text), when the config does not
 /// set it. Stops a guest from making the host parse and send a huge result.
 pub const DEFAULT_MAX_RESULT_MIB: u64 = 16;
+/// How often `serve` checks the returners' module files for a change, when
+/// the config does not set it. A `stat` per module file; a replaced module is
+/// live within two intervals.
+pub const DEFAULT_WATCH_INTERVAL_MS: u64 = 1_000;
 
 /// A config that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,7 @@ struct ServerSection {
     data_dir: Option<PathBuf>,
     max_body_bytes: Option<u64>,
     audit_log: Option<PathBuf>,
+    watch_interval_ms: Option<u64>,
 }
 
 /// A named connection profile; credentials live here, host-side only.
@@ -208,6 +213,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// File the audit events are appended to as JSON lines, if any.
     pub audit_log: Option<PathBuf>,
+    /// How often `serve` looks at the returners' module files for a new
+    /// version to load; `None` when watching is off (`watch_interval_ms = 0`).
+    pub watch_interval: Option<Duration>,
 }
 
 /// Where a returner's code comes from.
@@ -512,6 +520,10 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
             data_dir,
             max_body_bytes: max_body_bytes as usize,
             audit_log,
+            watch_interval: match file.server.watch_interval_ms.unwrap_or(DEFAULT_WATCH_INTERVAL_MS) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         },
         profiles,
         returners,

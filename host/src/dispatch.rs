@@ -3,7 +3,7 @@
 //! under Salt's parameter names) and typed calls of the guest.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use serde_json::{Map, Value};
@@ -21,7 +21,23 @@ const SPARE_INSTANCE_SLOTS: u32 = 8;
 /// The runtime and every loaded returner.
 pub struct ReturnerHost {
     runtime: Runtime,
-    returners: BTreeMap<String, Arc<Returner>>,
+    /// Each returner behind a lock held only to clone or swap the `Arc`: a
+    /// call keeps the module it started on, a reload swaps in the next one.
+    returners: BTreeMap<String, RwLock<Arc<Returner>>>,
+}
+
+/// What [`ReturnerHost::reload`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The module is the one already serving (same sha256).
+    Unchanged,
+    /// New calls now go to the module with sha256 `to`.
+    Swapped {
+        /// The sha256 of the module that served until now.
+        from: String,
+        /// The sha256 of the module serving from now on.
+        to: String,
+    },
 }
 
 impl ReturnerHost {
@@ -41,7 +57,8 @@ impl ReturnerHost {
                 .and_then(|m| check_pin(rc, m))
                 .with_context(|| format!("returner `{}` ({})", rc.name, rc.module))?;
             tracing::info!(returner = %rc.name, module = %rc.module, sha256 = %module.info().sha256, "loaded");
-            returners.insert(rc.name.clone(), Arc::new(Returner::new(rc.clone(), module, backends.clone())));
+            let returner = Arc::new(Returner::new(rc.clone(), module, backends.clone()));
+            returners.insert(rc.name.clone(), RwLock::new(returner));
         }
         Ok(Self { runtime, returners })
     }
@@ -56,15 +73,40 @@ impl ReturnerHost {
         self.returners.keys().map(String::as_str)
     }
 
-    /// The returner called `name`.
-    pub fn returner(&self, name: &str) -> Option<&Arc<Returner>> {
-        self.returners.get(name)
+    /// The returner called `name`, as it serves now.
+    pub fn returner(&self, name: &str) -> Option<Arc<Returner>> {
+        let slot = self.returners.get(name)?;
+        Some(slot.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
+    }
+
+    /// Load `source` for returner `name` and, if it passes every check the
+    /// first load did (a component of our world, only known imports, the
+    /// `pin` if any), make it serve new calls; calls in flight finish on the
+    /// module they started on. On any error the current module stays.
+    /// Compiles: run it off the async workers.
+    pub fn reload(&self, name: &str, source: &ModuleSource, pin: Option<&str>) -> anyhow::Result<Reloaded> {
+        let slot = self.returners.get(name).with_context(|| format!("no returner `{name}` is loaded"))?;
+        let current = slot.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut rc = current.config().clone();
+        rc.module = source.clone();
+        rc.sha256 = pin.map(str::to_owned);
+        let module = load(&self.runtime, source)
+            .and_then(|m| check_pin(&rc, m))
+            .with_context(|| format!("returner `{name}` ({source})"))?;
+        let from = current.module().info().sha256.clone();
+        let to = module.info().sha256.clone();
+        if from == to && current.config().module == rc.module && current.config().sha256 == rc.sha256 {
+            return Ok(Reloaded::Unchanged);
+        }
+        let next = Arc::new(current.with_module(module, rc));
+        *slot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        Ok(if from == to { Reloaded::Unchanged } else { Reloaded::Swapped { from, to } })
     }
 
     /// Run Salt's `function` of returner `name` with `body`, a JSON object
     /// of its arguments under Salt's parameter names.
     pub async fn dispatch(&self, name: &str, function: &str, body: &[u8]) -> Result<Value, CallError> {
-        let returner = self.returners.get(name).ok_or_else(|| {
+        let returner = self.returner(name).ok_or_else(|| {
             let known: Vec<&str> = self.names().collect();
             CallError::new(ErrorKind::NotFound, format!("no returner `{name}`; this host serves: {}", known.join(", ")))
         })?;

@@ -1,7 +1,8 @@
 //! The ingest API: HTTP/1.1 + JSON over a unix socket (mode 0600) or
 //! loopback TCP with a bearer token. `POST /v1/returners/{name}/{function}`
 //! with a JSON object of Salt's arguments answers `200 {"result": ...}` or a
-//! 4xx/5xx `{"error": {"kind", "message"}}`; `GET /healthz`. Bad input is
+//! 4xx/5xx `{"error": {"kind", "message"}}`; `GET /v1/returners` lists each
+//! returner's module and sha256; `GET /healthz`; `GET /metrics`. Bad input is
 //! answered and the server keeps serving.
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -33,6 +34,7 @@ pub fn router(host: Arc<ReturnerHost>, token: Option<String>, max_body_bytes: us
     let app = Arc::new(App { host, token, max_body_bytes });
     Router::new()
         .route("/v1/returners/{name}/{function}", post(call))
+        .route("/v1/returners", get(returners))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -151,6 +153,24 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok", "returners": names }))).into_response()
 }
 
+/// Each returner's module as it serves now: after a reload, the new sha256.
+async fn returners(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&app, &headers) {
+        return error_response(&e);
+    }
+    let listing: serde_json::Map<String, Value> = app
+        .host
+        .names()
+        .filter_map(|name| {
+            let r = app.host.returner(name)?;
+            let info = r.module().info();
+            let about = json!({ "module": r.config().module.to_string(), "sha256": info.sha256, "exports": info.exports });
+            Some((name.to_owned(), about))
+        })
+        .collect();
+    (StatusCode::OK, axum::Json(json!({ "returners": listing }))).into_response()
+}
+
 async fn metrics() -> Response {
     let body = crate::metrics::metrics().encode();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
@@ -159,7 +179,7 @@ async fn metrics() -> Response {
 async fn not_found() -> Response {
     error_response(&CallError::new(
         ErrorKind::NotFound,
-        "no such endpoint; use POST /v1/returners/{name}/{function}, GET /healthz or GET /metrics",
+        "no such endpoint; use POST /v1/returners/{name}/{function}, GET /v1/returners, GET /healthz or GET /metrics",
     ))
 }
 

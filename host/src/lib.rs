@@ -12,5 +12,6 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod ingest;
+pub mod reload;
 pub mod metrics;
 pub mod runtime;

@@ -39,6 +39,12 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    returner: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DenialLabels {
     returner: String,
     capability: String,
@@ -58,6 +64,7 @@ pub struct Metrics {
     faults: Family<KindLabels, Counter>,
     denials: Family<DenialLabels, Counter>,
     limited: Family<KindLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -76,13 +83,15 @@ impl Metrics {
         let faults = Family::<KindLabels, Counter>::default();
         let denials = Family::<DenialLabels, Counter>::default();
         let limited = Family::<KindLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("calls", "Returner calls by returner, function and outcome (ok or the error kind)", calls.clone());
         registry.register("call_duration_seconds", "Time from a call's arrival at the runtime to its answer", latency.clone());
         registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
-        registry.register("guest_faults", "Calls a guest ended by a fault: trap, deadline or memory_limit", faults.clone());
+        registry.register("guest_faults", "Calls a guest ended by a fault: trap, deadline, memory_limit, or limit (table elements, result size)", faults.clone());
         registry.register("denials", "Capability operations refused by a grant check", denials.clone());
         registry.register("limited", "Calls refused by a limit: concurrency or rate", limited.clone());
-        Self { registry, calls, latency, in_flight, faults, denials, limited }
+        registry.register("module_reloads", "Module reloads by outcome: swapped or refused", reloads.clone());
+        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads }
     }
 
     /// The metrics in Prometheus text format.
@@ -108,7 +117,7 @@ impl Metrics {
         self.in_flight.get_or_create(&ReturnerLabels { returner: returner.into() }).inc_by(delta);
     }
 
-    /// A guest fault of `kind` (`trap`, `deadline`, `memory_limit`).
+    /// A guest fault of `kind` (`trap`, `deadline`, `memory_limit`, `limit`).
     pub fn fault(&self, returner: &str, kind: &str) {
         self.faults.get_or_create(&KindLabels { returner: returner.into(), kind: kind.into() }).inc();
     }
@@ -118,6 +127,11 @@ impl Metrics {
         self.denials
             .get_or_create(&DenialLabels { returner: returner.into(), capability: capability.into() })
             .inc();
+    }
+
+    /// A module reload ended with `outcome` (`swapped`, `refused`).
+    pub fn reload(&self, returner: &str, outcome: &str) {
+        self.reloads.get_or_create(&ReloadLabels { returner: returner.into(), outcome: outcome.into() }).inc();
     }
 
     /// A call refused by the limit `kind` (`concurrency`, `rate`).

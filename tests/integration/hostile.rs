@@ -1,6 +1,8 @@
 //! Hostile guests served beside a good returner by the same daemon: a loop,
-//! memory growth past the cap, a trap and a panic, and filesystem escapes.
-//! Each call fails as it should; the good returner's calls all succeed.
+//! memory growth past the cap, a trap and a panic, deep recursion, a 100 MB
+//! answer, a flood of host calls, every capability without a grant, and
+//! filesystem escapes. Each call fails as it should within its deadline, is
+//! audited and counted; the good returner's calls all succeed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -99,6 +101,13 @@ limits = {{ memory_mib = 32, deadline_ms = 20000 }}
 [returners.trapper]
 module = {trapper}
 
+[returners.abuser]
+module = {abuser}
+limits = {{ memory_mib = 640, deadline_ms = 2000 }}
+
+[returners.nogrant]
+module = {escaper}
+
 [returners.escaper]
 module = {escaper}
 [returners.escaper.grants.fs]
@@ -111,6 +120,7 @@ mode = "rw"
             memhog = module("fixture-memhog"),
             trapper = module("fixture-trapper"),
             escaper = module("fixture-escaper"),
+            abuser = module("fixture-abuser"),
         ),
     )
 }
@@ -119,44 +129,143 @@ fn ret(id: &str) -> Value {
     json!({ "ret": { "id": id, "jid": "20261123120000000001", "fun": "test.ping", "return": true } })
 }
 
+/// One hostile call and what it must get.
+struct Case {
+    returner: &'static str,
+    function: &'static str,
+    args: Value,
+    status: u16,
+    kind: &'static str,
+    says: &'static str,
+    /// The returner's deadline: the call must end within it plus a margin.
+    deadline_ms: u64,
+}
+
+fn hostile_cases() -> Vec<Case> {
+    let case = |returner, function, args, status, kind, says, deadline_ms| Case {
+        returner,
+        function,
+        args,
+        status,
+        kind,
+        says,
+        deadline_ms,
+    };
+    vec![
+        case("spin", "returner", ret("m1"), 504, "deadline", "deadline of 300 ms", 300),
+        case("spin", "get_load", json!({ "jid": "1" }), 504, "deadline", "deadline of 300 ms", 300),
+        case("memhog", "returner", ret("m1"), 507, "memory_limit", "memory cap of 32 MiB", 20_000),
+        case("trapper", "returner", ret("m1"), 500, "trap", "trapped in returner", 2_000),
+        case("trapper", "get_load", json!({ "jid": "1" }), 500, "trap", "panics on purpose", 2_000),
+        case("abuser", "get_load", json!({ "jid": "deep" }), 500, "trap", "trapped in get_load", 2_000),
+        case("abuser", "get_jid", json!({ "jid": "100" }), 429, "limit", "over its max_result_mib of 16 MiB", 2_000),
+        case("abuser", "get_fun", json!({ "fun": "flood" }), 504, "deadline", "deadline of 2000 ms", 2_000),
+    ]
+}
+
+/// How much later than its deadline a call may end: process start-up and
+/// scheduling on a busy machine, not guest time.
+const MARGIN: Duration = Duration::from_millis(1_500);
+
+fn audit_events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .collect()
+}
+
 #[test]
-fn hostile_guests_fail_alone() {
+fn hostile_guests_fail_alone_audited_and_counted() {
     let dir = temp_dir();
-    let mut d = hostile_daemon(dir.path(), "");
+    let audit_log = dir.path().join("audit.jsonl");
+    let mut d = hostile_daemon(dir.path(), &format!("audit_log = {}", toml_path(&audit_log)));
     let traffic = GoodTraffic::start(d.socket.clone());
 
-    // An endless loop ends at its 300 ms deadline.
-    for function in ["returner", "get_load"] {
+    let cases = hostile_cases();
+    for c in &cases {
         let started = Instant::now();
-        let args = if function == "returner" { ret("m1") } else { json!({ "jid": "1" }) };
-        let r = d.call("spin", function, &args);
+        let r = d.call(c.returner, c.function, &c.args);
         let took = started.elapsed();
-        assert_eq!(r.status, 504, "{:?}", r.json);
-        assert_eq!(r.error().0, "deadline");
-        assert!(r.error().1.contains("deadline of 300 ms"), "{:?}", r.json);
-        assert!(took < Duration::from_secs(10), "the loop was stopped ({took:?})");
+        let what = format!("{}.{}", c.returner, c.function);
+        assert_eq!((r.status, r.error().0), (c.status, c.kind), "{what}: {:?}", r.json);
+        assert!(r.error().1.contains(c.says), "{what} should say `{}`: {:?}", c.says, r.json);
+        assert!(
+            took < Duration::from_millis(c.deadline_ms) + MARGIN,
+            "{what} took {took:?}, past its {} ms deadline",
+            c.deadline_ms
+        );
+        assert!(d.is_running(), "the host is up after {what}");
     }
-
-    // Growing memory past the cap.
-    let r = d.call("memhog", "returner", &ret("m1"));
-    assert_eq!(r.status, 507, "{:?}", r.json);
-    assert_eq!(r.error().0, "memory_limit");
-    assert!(r.error().1.contains("memory cap of 32 MiB"), "{:?}", r.json);
-
-    // A trap, and a panic whose message is quoted.
-    let r = d.call("trapper", "returner", &ret("m1"));
-    assert_eq!((r.status, r.error().0), (500, "trap"), "{:?}", r.json);
-    let r = d.call("trapper", "get_load", &json!({ "jid": "1" }));
-    assert_eq!((r.status, r.error().0), (500, "trap"), "{:?}", r.json);
-    assert!(r.error().1.contains("panicked"), "{:?}", r.json);
-
+    // A returner with no grant at all tries every capability.
+    let r = d.call("nogrant", "get_minions", &json!({}));
+    let denials = r.result().as_array().unwrap();
+    assert_eq!(denials.len(), 2, "{denials:?}");
+    assert!(denials.iter().all(|m| m.as_str().unwrap().contains("denied")), "{denials:?}");
+    let r = d.call("nogrant", "get_jid", &json!({ "jid": "/data/inside.txt" }));
+    assert_ne!(r.status, 200, "no filesystem without a grant: {:?}", r.json);
     // Each hostile returner serves its next call afresh (no state leaks).
-    let r = d.call("spin", "returner", &ret("m1"));
-    assert_eq!(r.error().0, "deadline");
+    assert_eq!(d.call("spin", "returner", &ret("m1")).error().0, "deadline");
 
     let good_calls = traffic.finish();
     assert!(d.is_running(), "the host is still up");
-    assert!(good_calls > 0);
+
+    // One audit event per fault and per denial, with the module's sha256 and the call's span.
+    let events = audit_events(&audit_log);
+    assert!(events.iter().all(|e| e["target"] == "returner_host::audit"), "only audit events in the audit log");
+    let mut expected: std::collections::HashMap<(&str, &str, &str), usize> = Default::default();
+    for c in &cases {
+        *expected.entry((c.returner, c.function, c.kind)).or_default() += 1;
+    }
+    *expected.entry(("spin", "returner", "deadline")).or_default() += 1;
+    for ((returner, function, kind), n) in &expected {
+        let found: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                e["fields"]["returner"] == *returner && e["fields"]["operation"] == *function && e["fields"]["outcome"] == *kind
+            })
+            .collect();
+        assert_eq!(found.len(), *n, "audit events of {returner}.{function} {kind} in {events:#?}");
+        assert_eq!(found[0]["fields"]["module_sha256"].as_str().unwrap().len(), 64, "{}", found[0]);
+    }
+    for capability in ["etcd", "mysql"] {
+        let e = events
+            .iter()
+            .find(|e| e["fields"]["returner"] == "nogrant" && e["fields"]["capability"] == capability)
+            .unwrap_or_else(|| panic!("no {capability} denial in {events:#?}"));
+        assert_eq!(e["fields"]["outcome"], "denied");
+        assert_eq!(e["span"]["name"], "call", "the call's span rides along: {e}");
+        assert_eq!(e["span"]["returner"], "nogrant");
+        assert_eq!(e["span"]["module_sha256"].as_str().unwrap().len(), 64, "{e}");
+    }
+    assert!(!events.iter().any(|e| e["fields"]["returner"] == "good"), "the good returner did nothing to audit");
+
+    // The counters moved by exactly what happened.
+    let m = metrics(&d);
+    let get = |series: &str| *m.get(series).unwrap_or_else(|| panic!("no series {series} in {m:#?}"));
+    let mut faults: std::collections::HashMap<(&str, &str), f64> = Default::default();
+    for ((returner, _, kind), n) in &expected {
+        *faults.entry((returner, kind)).or_default() += *n as f64;
+    }
+    for ((returner, kind), n) in faults {
+        assert_eq!(get(&format!(r#"returner_host_guest_faults_total{{returner="{returner}",kind="{kind}"}}"#)), n);
+    }
+    assert_eq!(get(r#"returner_host_denials_total{returner="nogrant",capability="etcd"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_denials_total{returner="nogrant",capability="mysql"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_calls_total{returner="spin",function="returner",outcome="deadline"}"#), 2.0);
+    assert_eq!(get(r#"returner_host_calls_total{returner="abuser",function="get_jid",outcome="limit"}"#), 1.0);
+    assert_eq!(get(r#"returner_host_calls_total{returner="good",function="returner",outcome="ok"}"#), good_calls as f64);
+    assert_eq!(get(r#"returner_host_calls_total{returner="good",function="get_jid",outcome="ok"}"#), good_calls as f64);
+    assert_eq!(get(r#"returner_host_call_duration_seconds_count{returner="good",function="get_jid"}"#), good_calls as f64);
+    assert_eq!(get(r#"returner_host_calls_in_flight{returner="good"}"#), 0.0);
+    assert_eq!(get(r#"returner_host_calls_in_flight{returner="abuser"}"#), 0.0);
+    assert!(!m.keys().any(|k| k.contains(r#"returner="good""#) && k.contains("outcome=") && !k.contains(r#"outcome="ok""#)));
+
+    // The flood of host calls was cut at the log cap, not written out in full.
+    let log = d.log_text();
+    assert!(log.contains("host call 1000 "), "the first 1,000 records are logged");
+    assert!(!log.contains("host call 1001 "), "records past the cap are dropped");
+    assert!(log.contains("more than 1000 log records in one call"), "the cap is reported once");
 }
 
 #[test]
@@ -186,84 +295,22 @@ fn filesystem_escapes_are_refused() {
     assert!(!dir.path().join("escaped.txt").exists());
     assert!(!std::path::Path::new("/tmp/returner-host-escaped.txt").exists());
 
-    // No environment, and no etcd or MySQL without a grant.
+    // No environment.
     assert_eq!(d.call("escaper", "get_fun", &json!({ "fun": "HOME" })).result(), &json!({ "value": null }));
-    let denials = d.call("escaper", "get_minions", &json!({}));
-    let denials = denials.result().as_array().unwrap();
-    assert_eq!(denials.len(), 2, "{denials:?}");
-    for message in denials {
-        assert!(message.as_str().unwrap().contains("denied"), "{message}");
-    }
-    // Every denial is audited.
-    let log = d.log_text();
-    assert!(log.contains("returner_host::audit") && log.contains("capability=\"etcd\""), "{log}");
-    assert!(log.contains("capability=\"mysql\""), "{log}");
 }
 
-/// `name{labels} value` lines of a Prometheus text exposition.
-fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
-    text.lines()
+/// `name{labels} value` lines of `GET /metrics`.
+pub(crate) fn metrics(d: &Daemon) -> std::collections::HashMap<String, f64> {
+    let r = returner_host_tests::http_unix(&d.socket, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body)
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             Some((series.to_owned(), value.parse().ok()?))
         })
         .collect()
-}
-
-#[test]
-fn faults_and_denials_are_audited_and_counted() {
-    let dir = temp_dir();
-    let audit_log = dir.path().join("audit.jsonl");
-    let d = hostile_daemon(dir.path(), &format!("audit_log = {}", toml_path(&audit_log)));
-
-    assert_eq!(d.call("spin", "returner", &ret("m1")).error().0, "deadline");
-    assert_eq!(d.call("memhog", "returner", &ret("m1")).error().0, "memory_limit");
-    assert_eq!(d.call("trapper", "returner", &ret("m1")).error().0, "trap");
-    assert_eq!(d.call("escaper", "get_minions", &json!({})).status, 200);
-    assert_eq!(d.call("good", "get_load", &json!({ "jid": "1" })).status, 200);
-
-    let events: Vec<Value> = std::fs::read_to_string(&audit_log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
-        .collect();
-    let find = |returner: &str, outcome: &str| {
-        events
-            .iter()
-            .find(|e| e["fields"]["returner"] == returner && e["fields"]["outcome"] == outcome)
-            .unwrap_or_else(|| panic!("no `{outcome}` audit event for {returner} in {events:#?}"))
-    };
-    for (returner, outcome) in [("spin", "deadline"), ("memhog", "memory_limit"), ("trapper", "trap")] {
-        let e = find(returner, outcome);
-        assert_eq!(e["target"], "returner_host::audit");
-        assert_eq!(e["fields"]["module_sha256"].as_str().unwrap().len(), 64, "{e}");
-        assert_eq!(e["fields"]["operation"], "returner");
-    }
-    for capability in ["etcd", "mysql"] {
-        let e = events
-            .iter()
-            .find(|e| e["fields"]["returner"] == "escaper" && e["fields"]["capability"] == capability)
-            .unwrap_or_else(|| panic!("no {capability} denial in {events:#?}"));
-        assert_eq!(e["fields"]["outcome"], "denied");
-        assert_eq!(e["span"]["name"], "call", "the call's span rides along: {e}");
-        assert_eq!(e["span"]["returner"], "escaper");
-        assert_eq!(e["span"]["module_sha256"].as_str().unwrap().len(), 64, "{e}");
-    }
-    assert!(events.iter().all(|e| e["target"] == "returner_host::audit"), "only audit events in the audit log");
-
-    let metrics = returner_host_tests::http_unix(&d.socket, "GET", "/metrics", &[], b"");
-    assert_eq!(metrics.status, 200);
-    let m = parse_metrics(&String::from_utf8_lossy(&metrics.body));
-    let get = |series: &str| *m.get(series).unwrap_or_else(|| panic!("no series {series} in {m:#?}"));
-    assert_eq!(get(r#"returner_host_guest_faults_total{returner="spin",kind="deadline"}"#), 1.0);
-    assert_eq!(get(r#"returner_host_guest_faults_total{returner="memhog",kind="memory_limit"}"#), 1.0);
-    assert_eq!(get(r#"returner_host_guest_faults_total{returner="trapper",kind="trap"}"#), 1.0);
-    assert_eq!(get(r#"returner_host_denials_total{returner="escaper",capability="etcd"}"#), 1.0);
-    assert_eq!(get(r#"returner_host_calls_total{returner="good",function="get_load",outcome="ok"}"#), 1.0);
-    assert_eq!(get(r#"returner_host_calls_total{returner="spin",function="returner",outcome="deadline"}"#), 1.0);
-    assert_eq!(get(r#"returner_host_calls_in_flight{returner="good"}"#), 0.0);
-    assert_eq!(get(r#"returner_host_call_duration_seconds_count{returner="good",function="get_load"}"#), 1.0);
 }
 
 #[test]

@@ -23,7 +23,8 @@ pub fn denied(returner: &str, capability: &str, operation: &str, target: &str) {
 }
 
 /// Record that a call of `returner` (module `module_sha256`) ended in a guest
-/// fault of `kind` (`trap`, `deadline`, `memory_limit`) in `function`.
+/// fault of `kind` (`trap`, `deadline`, `memory_limit`, or `limit` for a
+/// table or result-size limit) in `function`.
 pub fn fault(returner: &str, module_sha256: &str, function: &str, kind: &str, message: &str) {
     crate::metrics::metrics().fault(returner, kind);
     tracing::warn!(
@@ -36,5 +37,22 @@ pub fn fault(returner: &str, module_sha256: &str, function: &str, kind: &str, me
         outcome = kind,
         message,
         "guest fault"
+    );
+}
+
+/// Record that a new module for `returner` (sha256 `module_sha256`, empty
+/// when it could not be read) was refused at a reload; the old one serves on.
+pub fn module_refused(returner: &str, module_sha256: &str, source: &str, reason: &str) {
+    crate::metrics::metrics().reload(returner, "refused");
+    tracing::warn!(
+        target: "returner_host::audit",
+        returner,
+        module_sha256,
+        capability = "module",
+        operation = "reload",
+        target = source,
+        outcome = "refused",
+        message = reason,
+        "module refused"
     );
 }

@@ -126,14 +126,15 @@ impl Returner {
         }
     }
 
-    /// The same returner serving a new module; calls in flight finish on the
-    /// old one, and the concurrency slots and rate are shared.
-    pub fn with_module(&self, module: Module) -> Self {
+    /// The same returner serving a new module (from `config`, which differs
+    /// from its own only in the module's source and pin); calls in flight
+    /// finish on the old one, and the concurrency slots and rate are shared.
+    pub fn with_module(&self, module: Module, config: ReturnerConfig) -> Self {
         Self {
             name: self.name.clone(),
             backends: self.backends.clone(),
             module,
-            config: self.config.clone(),
+            config,
             slots: self.slots.clone(),
             rate: self.rate.clone(),
         }
@@ -240,20 +241,20 @@ impl Returner {
         e
     }
 
-    /// A result over `limits.max_result_mib` is refused: the host would
-    /// otherwise parse and send it on.
+    /// A result over `limits.max_result_mib` is refused (and audited as a
+    /// fault of kind `limit`): the host would otherwise parse and send it on.
     fn check_result_size(&self, function: &str, output: Output) -> Result<Output, CallError> {
         let size = output.size();
         let max = self.config.limits.max_result_bytes;
         if size > max {
-            return Err(CallError::new(
+            return Err(self.fault(function, CallError::new(
                 ErrorKind::Limit,
                 format!(
                     "returner `{}` answered {function} with {size} bytes, over its max_result_mib of {} MiB",
                     self.name,
                     max / (1024 * 1024)
                 ),
-            ));
+            )));
         }
         Ok(output)
     }

@@ -8,7 +8,7 @@ mod call;
 mod module;
 
 pub use call::{Call, Output, Returner};
-pub use module::{FUNCTIONS, Module, ModuleInfo};
+pub use module::{FUNCTIONS, Module, ModuleInfo, sha256_hex};
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;

@@ -59,7 +59,7 @@ impl Runtime {
     /// Compile (or load from the cache) and check a returner component.
     pub fn load_module(&self, bytes: &[u8]) -> anyhow::Result<Module> {
         check_header(bytes)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
+        let sha256 = sha256_hex(bytes);
         let component = self.compile_cached(bytes, &sha256)?;
         let ty = component.component_type();
         let imports: Vec<String> = {
@@ -129,6 +129,11 @@ impl Runtime {
 }
 
 /// Refuse anything that is not a WebAssembly component, with the reason.
+/// The sha256 of a module's bytes, lowercase hex: what `sha256` pins match.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         bail!("not a WebAssembly file (no `\\0asm` header)");
