@@ -14,3 +14,4 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod runtime;
+pub mod salt_shim;
