@@ -56,6 +56,9 @@ DEFAULTS = {"returner": "local_cache", "timeout": 10, "token_file": None, "url":
 SHARED_NAME = "wasm"
 OPTIONS = ("url", "token_file", "returner", "timeout")
 
+# prep_jid's passed_jid when the caller gave none at all.
+_NOT_PASSED = object()
+
 
 class ReturnerHostError(salt.exceptions.SaltMasterError):
     """
@@ -277,11 +280,21 @@ def get_minions():
     return _call("get_minions", {})
 
 
-def prep_jid(nocache=False, passed_jid=None):  # pylint: disable=unused-argument
+def prep_jid(nocache=False, passed_jid=_NOT_PASSED):
     """
     The jid of a new job: ``passed_jid`` when given, else a new one.
     """
-    return _call("prep_jid", {"nocache": bool(nocache), "passed_jid": passed_jid})
+    jid = None if passed_jid is _NOT_PASSED else passed_jid
+    try:
+        return _call("prep_jid", {"nocache": bool(nocache), "passed_jid": jid})
+    except ReturnerHostError as exc:
+        # Only the master's publish passes passed_jid=None. It hands an
+        # {"error": ...} answer to the user of `salt` (salt/master.py,
+        # _prep_jid), where an exception would reach them as "Some exception
+        # handling minion payload". Other callers use the jid as a string.
+        if passed_jid is None:
+            return {"error": str(exc)}
+        raise
 
 
 def save_minions(jid, minions, syndic_id=None):

@@ -10,6 +10,7 @@ mod inspect;
 mod local_cache_api;
 mod mysql;
 mod runtime;
+mod salt;
 
 use std::path::{Path, PathBuf};
 
