@@ -171,9 +171,17 @@ def _json_default(value):
 def _call(function, args, ret=None):
     """
     Call ``function`` of the host returner with ``args``; its result, or
-    ReturnerHostError with the host's address and message.
+    ReturnerHostError with the host's address and message, also logged at
+    error level (salt-call drops a returner's exception without a word).
     """
-    options = _options(ret)
+    try:
+        return _request(function, args, _options(ret))
+    except ReturnerHostError as exc:
+        log.error("%s", exc)
+        raise
+
+
+def _request(function, args, options):
     url = str(options["url"])
     returner = options["returner"]
     where = "returner-host at {} ({}.{})".format(url, returner, function)
@@ -195,10 +203,10 @@ def _call(function, args, ret=None):
         response = conn.getresponse()
         status = response.status
         raw = response.read()
+    except socket.timeout as exc:
+        raise ReturnerHostError("{}: no answer within {:g} s".format(where, timeout)) from exc
     except (OSError, http.client.HTTPException) as exc:
-        message = "{}: the host is unreachable: {}".format(where, exc or type(exc).__name__)
-        log.error("%s", message)
-        raise ReturnerHostError(message) from exc
+        raise ReturnerHostError("{}: the host is unreachable: {}".format(where, exc or type(exc).__name__)) from exc
     finally:
         conn.close()
     try:
@@ -213,7 +221,6 @@ def _call(function, args, ret=None):
     else:
         kind, detail = "http {}".format(status), raw[:300].decode("utf-8", "replace")
     message = "{}: {}: {}".format(where, kind, detail)
-    log.error("%s", message)
     if kind == "unsupported":
         raise ReturnerHostUnsupported(message)
     raise ReturnerHostError(message)

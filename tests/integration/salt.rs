@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::etcd::etcd_returner_toml;
 use super::mysql::{RETURNER_TABLES, database};
-use super::{bin, config_daemon, toml_path};
+use super::{bin, config_daemon, tcp_daemon, toml_path};
 
 /// The host config: `local_cache` and `local_cache_alt` (job caches in
 /// `dir/jobs` and `dir/jobs-alt`), plus `etcd` and `mysql` when given.
@@ -74,17 +74,20 @@ fn generate_shim(dir: &Path, name: &str, returner: &str) -> PathBuf {
     out_dir
 }
 
-/// The job directory of `jid` in a local-cache `jobs` dir (found by its
-/// `jid` file, so the test does not repeat the returner's hashing).
+/// Every job of a local-cache `jobs` dir: its jid (from its `jid` file, so
+/// the test does not repeat the returner's hashing) and its directory.
+fn local_cache_jobs(jobs: &Path) -> Vec<(String, PathBuf)> {
+    let dirs = |p: &Path| std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    dirs(jobs)
+        .iter()
+        .flat_map(|top| dirs(top))
+        .filter_map(|job| Some((std::fs::read_to_string(job.join("jid")).ok()?.trim().to_owned(), job)))
+        .collect()
+}
+
+/// The job directory of `jid` in a local-cache `jobs` dir.
 fn local_cache_job(jobs: &Path, jid: &str) -> Option<PathBuf> {
-    for top in std::fs::read_dir(jobs).ok()?.flatten() {
-        for job in std::fs::read_dir(top.path()).ok()?.flatten() {
-            if std::fs::read_to_string(job.path().join("jid")).is_ok_and(|j| j.trim() == jid) {
-                return Some(job.path());
-            }
-        }
-    }
-    None
+    local_cache_jobs(jobs).into_iter().find(|(j, _)| j == jid).map(|(_, dir)| dir)
 }
 
 /// The `return.p` of `MINION_ID` for `jid` in a local-cache dir, as JSON.
@@ -206,6 +209,11 @@ fn jobs_round_trip(salt: &SaltMaster, host: &Daemon, returner: &str) -> (String,
     assert_eq!(jobs[&ping]["Function"], json!("test.ping"), "{jobs}");
     assert_eq!(jobs[&run]["Function"], json!("cmd.run"), "{jobs}");
     assert_eq!(jobs[&run]["Target"], json!(MINION_ID), "{jobs}");
+    let newest = salt.run(&["jobs.list_jobs_filter", "50"]).json();
+    let listed: Vec<&str> = newest.as_array().expect("a list").iter().filter_map(|j| j["JID"].as_str()).collect();
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "oldest first: {newest}");
+    let job = newest.as_array().unwrap().iter().find(|j| j["JID"] == json!(run)).unwrap_or_else(|| panic!("{newest}"));
+    assert_eq!(job["Function"], json!("cmd.run"));
 
     // What the runner read is what the host's returner holds.
     let load = host.call(returner, "get_load", &json!({ "jid": run }));
@@ -231,6 +239,36 @@ fn host_stopped_then_back(salt: &mut SaltMaster, host: Daemon, restart: impl FnO
 }
 
 #[test]
+fn salt_call_over_tcp_needs_the_token() {
+    let dir = temp_dir();
+    let (_host, addr) = tcp_daemon(dir.path(), "s3cret-token");
+    let token = dir.path().join("token");
+    let data = dir.path().join("var");
+    let url = format!("http://{addr}");
+    let minion = |name: &str, token_line: &str| {
+        let config = dir.path().join(name);
+        LocalMinion::new(&config, &[&shim_dir()], &format!("wasm.url: {url}\n{token_line}"))
+    };
+
+    let good = minion("good", &format!("wasm.token_file: {}\n", token.display()));
+    let out = good.call(&["--return", "wasm", "test.echo", "over tcp"]);
+    assert!(!out.stderr.contains("returner-host"), "{out:?}");
+    let jobs = local_cache_jobs(&data.join("jobs"));
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(local_cache_return(&data.join("jobs"), &jobs[0].0)["return"], json!("over tcp"));
+
+    std::fs::write(dir.path().join("wrong-token"), "not-the-token\n").unwrap();
+    let wrong = minion("wrong", &format!("wasm.token_file: {}\n", dir.path().join("wrong-token").display()));
+    let out = wrong.call(&["--return", "wasm", "test.echo", "refused"]);
+    assert_eq!(out.json()["local"], json!("refused"), "the job itself is unaffected");
+    assert!(out.stderr.contains(&format!("returner-host at {url} (local_cache.returner): unauthorized: wrong bearer token")), "{out:?}");
+    let none = minion("none", "");
+    let out = none.call(&["--return", "wasm", "test.echo", "refused"]);
+    assert!(out.stderr.contains(&format!("returner-host at {url}: over TCP the host needs a bearer token; set wasm.token_file")), "{out:?}");
+    assert_eq!(local_cache_jobs(&data.join("jobs")).len(), 1, "nothing stored without the token");
+}
+
+#[test]
 fn master_job_cache_on_the_local_cache_returner() {
     let dir = temp_dir();
     let host = start_host(dir.path(), None, None);
@@ -238,10 +276,23 @@ fn master_job_cache_on_the_local_cache_returner() {
     let mut salt = SaltMaster::start(
         dir.path(),
         &[&shim_dir()],
-        &format!("master_job_cache: wasm\n{url}"),
+        &format!("master_job_cache: wasm\njob_cache_store_endtime: true\n{url}"),
         &format!("{url}alt.wasm.returner: local_cache_alt\n"),
     );
     let (ping, run) = jobs_round_trip(&salt, &host, "local_cache");
+    let job = salt.run(&["jobs.list_job", &run]).json();
+    assert!(job["EndTime"].as_str().is_some_and(|t| t.starts_with("20")), "update_endtime, get_endtime: {job}");
+
+    // salt-call on the minion: the master allocates the jid (jid "req").
+    let before: Vec<String> = local_cache_jobs(&dir.path().join("jobs")).into_iter().map(|(j, _)| j).collect();
+    let out = salt.minion_call(&["test.echo", "from salt-call"]);
+    assert_eq!(out.json()["local"], json!("from salt-call"), "{out:?}");
+    let (jid, job) = eventually("salt-call's job in the cache", || {
+        local_cache_jobs(&dir.path().join("jobs")).into_iter().find(|(j, d)| !before.contains(j) && d.join(MINION_ID).exists())
+    });
+    assert_eq!(local_cache_return(&dir.path().join("jobs"), &jid)["return"], json!("from salt-call"));
+    assert!(job.join(".load.p").is_file(), "the master saved the load of a minion's own job");
+    assert_eq!(salt.run(&["jobs.lookup_jid", &jid]).json(), json!({ MINION_ID: "from salt-call" }));
     let jobs = dir.path().join("jobs");
     assert_eq!(local_cache_return(&jobs, &ping)["return"], json!(true));
     assert_eq!(local_cache_return(&jobs, &run)["return"], json!("hello from the job"));

@@ -223,6 +223,14 @@ impl SaltMaster {
         (jid, json)
     }
 
+    /// `salt-call --out json ARGS` on the minion's config: run there,
+    /// returned to the master.
+    pub fn minion_call(&self, args: &[&str]) -> SaltOutput {
+        let mut cmd = Command::new(venv().join("bin/salt-call"));
+        cmd.arg("-c").arg(self.root.join("minion-config")).args(["--out", "json", "-l", "error"]).args(args);
+        run(cmd)
+    }
+
     /// What the master logged.
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(self.root.join("master-root/master.log")).unwrap_or_default()
