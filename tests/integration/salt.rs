@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use returner_host_tests::etcd::EtcdServer;
 use returner_host_tests::mariadb::TestDb;
-use returner_host_tests::salt::{LocalMinion, MINION_ID, SaltMaster, salt_returner_calls, shim_dir, venv, venv_3007};
+use returner_host_tests::salt::{
+    LocalMinion, MINION_ID, SaltMaster, salt_returner_calls, salt_returner_outcomes, shim_dir, venv, venv_3007,
+};
 use returner_host_tests::{Daemon, guest, salt_fixture_lines, temp_dir};
 use serde_json::{Value, json};
 
@@ -236,6 +238,65 @@ fn host_stopped_then_back(salt: &mut SaltMaster, host: Daemon, restart: impl FnO
     let (_, out) = salt.job(&[MINION_ID, "test.ping"]);
     assert_eq!(out, json!({ MINION_ID: true }));
     host
+}
+
+#[test]
+fn every_function_of_the_shim_reaches_the_host() {
+    let dir = temp_dir();
+    let host = start_host(dir.path(), None, None);
+    // Salt's loader as the master's job cache uses it: options from __opts__ only.
+    let opts = json!({ "returner_dirs": [shim_dir()], "wasm.url": host.socket });
+    let jid = "20261123100000000001";
+    let (ret, load) = fixture_job(jid, 0);
+    let id = ret["id"].as_str().unwrap();
+    let events = json!([{ "tag": "salt/job/x/ret/m", "data": {} }]);
+    let outcomes = salt_returner_outcomes(
+        &venv(),
+        &opts,
+        &[
+            json!(["wasm.prep_jid", false, null]),
+            json!(["wasm.prep_jid", false, jid]),
+            json!(["wasm.save_load", jid, load, [id]]),
+            json!(["wasm.returner", ret]),
+            json!(["wasm.get_load", jid]),
+            json!(["wasm.get_jid", jid]),
+            json!(["wasm.get_fun", ret["fun"]]),
+            json!(["wasm.get_jids"]),
+            json!(["wasm.get_jids_filter", 5, true]),
+            json!(["wasm.get_minions"]),
+            json!(["wasm.save_minions", jid, [id], null]),
+            json!(["wasm.update_endtime", jid, "2026, Nov 23 10:00:01.000000"]),
+            json!(["wasm.get_endtime", jid]),
+            json!(["wasm.get_endtime", "20000101000000000000"]),
+            json!(["wasm.clean_old_jobs"]),
+            json!(["wasm.event_return", events]),
+        ],
+    );
+    let ok = |i: usize| outcomes[i].clone().unwrap_or_else(|e| panic!("call {i} raised {e}"));
+    let new_jid = ok(0);
+    assert!(new_jid.as_str().is_some_and(|j| j.len() == 20 && j.bytes().all(|b| b.is_ascii_digit())), "a Salt jid: {new_jid}");
+    assert_eq!(ok(1), json!(jid), "prep_jid keeps the passed jid");
+    assert_eq!((ok(2), ok(3)), (Value::Null, Value::Null));
+    assert_eq!(ok(4)["fun"], load["fun"]);
+    assert_eq!(ok(5)[id]["return"], ret["return"]);
+    assert_eq!(ok(6), json!({ id: ret["return"] }), "the local cache answers each minion's latest return");
+    assert_eq!(ok(7)[jid]["Function"], ret["fun"]);
+    assert!(ok(8).as_array().is_some_and(|jobs| jobs.iter().any(|j| j["JID"] == json!(jid))), "{}", ok(8));
+    assert_eq!(ok(9), json!([id]));
+    assert_eq!(ok(10), Value::Null);
+    assert_eq!((ok(11), ok(12)), (Value::Null, json!("2026, Nov 23 10:00:01.000000")));
+    assert_eq!(ok(13), json!(false), "an unknown job has no end time");
+    assert_eq!(ok(14), Value::Null);
+    // Salt's local_cache has no event_return: the KeyError Salt's loader gives.
+    let unsupported = outcomes[15].clone().unwrap_err();
+    assert!(unsupported.contains("KeyError"), "{unsupported}");
+    assert!(unsupported.contains("(local_cache.event_return): unsupported: 'local_cache.event_return' is not available."), "{unsupported}");
+
+    // An error answer names the host and carries the host's message.
+    let wrong = json!({ "returner_dirs": [shim_dir()], "wasm.url": host.socket, "wasm.returner": "nope" });
+    let err = salt_returner_outcomes(&venv(), &wrong, &[json!(["wasm.get_load", jid])]).remove(0).unwrap_err();
+    let expected = format!("returner-host at {} (nope.get_load): not_found: no returner `nope`", host.socket.display());
+    assert!(err.starts_with("ReturnerHostError") && err.contains(&expected), "{err}");
 }
 
 #[test]

@@ -280,10 +280,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// Call functions of Salt's own returner modules through Salt's loader in
-/// the venv `venv`, with `opts` added to a minion config: each call is
-/// `["returner.function", args...]`; the results as a JSON list.
+/// Call functions of Salt returner modules through Salt's loader in the
+/// venv `venv`, with `opts` added to a minion config: each call is
+/// `["returner.function", args...]`; the results as JSON. Panics if one raises.
 pub fn salt_returner_calls(venv: &Path, opts: &Value, calls: &[Value]) -> Vec<Value> {
+    salt_returner_outcomes(venv, opts, calls)
+        .into_iter()
+        .zip(calls)
+        .map(|(outcome, call)| outcome.unwrap_or_else(|e| panic!("{call} raised {e}")))
+        .collect()
+}
+
+/// As [`salt_returner_calls`], with each call's exception (`Type: message`,
+/// and `KeyError` among the types when it is one) instead of a panic.
+pub fn salt_returner_outcomes(venv: &Path, opts: &Value, calls: &[Value]) -> Vec<Result<Value, String>> {
     const DRIVER: &str = r#"
 import json, sys
 import salt.config, salt.loader
@@ -293,7 +303,11 @@ opts.update(request["opts"])
 returners = salt.loader.returners(opts, {})
 results = []
 for call in request["calls"]:
-    results.append(returners[call[0]](*call[1:]))
+    try:
+        results.append({"ok": returners[call[0]](*call[1:])})
+    except Exception as exc:
+        kinds = " ".join(t.__name__ for t in type(exc).__mro__ if t.__name__ in ("KeyError",))
+        results.append({"raised": "{} {}: {}".format(type(exc).__name__, kinds, exc)})
 print(json.dumps(results, default=str))
 "#;
     let mut child = Command::new(venv.join("bin/python"))
@@ -313,5 +327,13 @@ print(json.dumps(results, default=str))
         String::from_utf8_lossy(&out.stderr)
     );
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("Salt's returner calls printed no JSON ({e}): {stdout}"))
+    let results: Vec<Value> =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("Salt's returner calls printed no JSON ({e}): {stdout}"));
+    results
+        .into_iter()
+        .map(|r| match r.get("raised") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
+            None => Ok(r["ok"].clone()),
+        })
+        .collect()
 }
