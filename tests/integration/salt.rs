@@ -225,13 +225,29 @@ fn jobs_round_trip(salt: &SaltMaster, host: &Daemon, returner: &str) -> (String,
     (ping, run)
 }
 
-/// With the host stopped, `salt` shows an error naming the host's address
-/// and the master and minion stay up; started again, jobs work again.
+/// The host stops while a job runs: the job's result still reaches `salt`,
+/// and the master's and the minion's logs name the host's address. While it
+/// is down, `salt` shows an error naming the address and the master and
+/// minion stay up; started again, jobs work again.
 fn host_stopped_then_back(salt: &mut SaltMaster, host: Daemon, restart: impl FnOnce() -> Daemon) -> Daemon {
     let socket = host.socket.clone();
-    drop(host);
+    let named = format!("returner-host at {}", socket.display());
+    let job = &["--return", "wasm", MINION_ID, "cmd.run", "sleep 4; echo finished"];
+    let out = std::thread::scope(|s| {
+        let running = s.spawn(|| salt.salt(job));
+        // Published and running on the minion, which returns after the host is gone.
+        std::thread::sleep(Duration::from_secs(2));
+        drop(host);
+        running.join().unwrap()
+    });
+    assert_eq!(out.json(), json!({ MINION_ID: "finished" }), "the job's result reaches salt");
+    eventually("the minion's --return error naming the host", || {
+        salt.minion_log().lines().any(|l| l.contains("The return failed for job") && l.contains(&named)).then_some(())
+    });
+    eventually("the master's job cache error naming the host", || salt.master_log().contains(&named).then_some(()));
+
     let out = salt.salt(&[MINION_ID, "test.ping"]);
-    assert!(out.stdout.contains(&format!("returner-host at {}", socket.display())), "{out:?}");
+    assert!(out.stdout.contains(&named), "{out:?}");
     assert!(out.stdout.contains("unreachable"), "{out:?}");
     assert!(salt.running(), "the master and the minion stay up");
     let host = restart();
