@@ -33,7 +33,8 @@ Another Salt name for another host returner (``--return wasm_mysql``) is this
 file with its name and defaults changed:
 ``returner-host salt-returner wasm_mysql --returner mysql > _returners/wasm_mysql.py``.
 Such a returner reads its options as ``wasm_mysql.url`` etc. and falls back
-to the ``wasm.*`` options, so the host's address is configured once.
+to ``wasm.url``, ``wasm.token_file`` and ``wasm.timeout``, so the host's
+address is configured once (``wasm.returner`` stays the name ``wasm``'s).
 """
 
 import http.client
@@ -52,9 +53,11 @@ log = logging.getLogger(__name__)
 __virtualname__ = "wasm"
 DEFAULTS = {"returner": "local_cache", "timeout": 10, "token_file": None, "url": "/run/returner-host/sock"}
 
-# Options every Salt name falls back to, so the host's address is set once.
-SHARED_NAME = "wasm"
 OPTIONS = ("url", "token_file", "returner", "timeout")
+# Where another Salt name finds the host's address, so it is set once. Not
+# `returner`: `wasm.returner` picks the host returner of the name `wasm`.
+SHARED_NAME = "wasm"
+SHARED_OPTIONS = ("url", "token_file", "timeout")
 
 # prep_jid's passed_jid when the caller gave none at all.
 _NOT_PASSED = object()
@@ -83,9 +86,9 @@ def __virtual__():
 def _options(ret=None):
     """
     This returner's options: ``NAME.*`` (with ``--return_config`` and
-    ``--return_kwargs``), then ``wasm.*``, then the defaults.
+    ``--return_kwargs``), then ``wasm.url``, ``wasm.token_file`` and
+    ``wasm.timeout``, then the defaults.
     """
-    attrs = {option: option for option in OPTIONS}
     salt_funcs = globals().get("__salt__") or {}
     if "config.option" not in salt_funcs:
         # Without config.option, Salt's lookup falls back from `wasm.timeout`
@@ -93,15 +96,17 @@ def _options(ret=None):
         # only the returner's own keys instead.
         opts = globals().get("__opts__") or {}
         salt_funcs = {"config.option": lambda key, default=None, *a, **kw: opts.get(key, default)}
-    names = [__virtualname__] if __virtualname__ == SHARED_NAME else [__virtualname__, SHARED_NAME]
+    lookups = [(__virtualname__, OPTIONS)]
+    if __virtualname__ != SHARED_NAME:
+        lookups.append((SHARED_NAME, SHARED_OPTIONS))
     found = {}
-    for name in names:
-        for key, value in salt.returners.get_returner_options(
-            name, ret, attrs, __salt__=salt_funcs
-        ).items():
-            found.setdefault(key, value)
+    for name, options in lookups:
+        attrs = {option: option for option in options}
+        for key, value in salt.returners.get_returner_options(name, ret, attrs, __salt__=salt_funcs).items():
+            if value is not None and value != "":
+                found.setdefault(key, value)
     options = dict(DEFAULTS)
-    options.update({k: v for k, v in found.items() if v is not None and v != ""})
+    options.update(found)
     return options
 
 

@@ -119,8 +119,12 @@ fn salt_call_returns_land_in_every_backend() {
     let host = start_host(dir.path(), Some(&etcd), Some(&db));
     generate_shim(dir.path(), "wasm_etcd", "etcd");
     let generated = generate_shim(dir.path(), "wasm_mysql", "mysql");
-    let minion =
-        LocalMinion::new(dir.path(), &[&shim_dir(), &generated], &format!("wasm.url: {}\n", host.socket.display()));
+    // `wasm.returner` is the name `wasm`'s alone: wasm_etcd and wasm_mysql keep theirs.
+    let minion = LocalMinion::new(
+        dir.path(),
+        &[&shim_dir(), &generated],
+        &format!("wasm.url: {}\nwasm.returner: local_cache\n", host.socket.display()),
+    );
     let managed = dir.path().join("hello.txt");
     std::fs::write(
         minion.states().join("hello.sls"),
@@ -395,11 +399,12 @@ fn has_job_return_event(tags: &[String], jid: &str) -> bool {
 
 /// A master whose `master_job_cache` and `event_return` are `wasm_RETURNER`,
 /// made by `returner-host salt-returner`, served by the host's `returner`.
-/// Only `wasm.url` is set: the generated module falls back to it.
+/// Only `wasm.*` is set: the generated module takes the host's address from
+/// `wasm.url` and keeps its own returner despite `wasm.returner`.
 fn master_on_generated_shim(dir: &Path, host: &Daemon, returner: &str) -> SaltMaster {
     let name = format!("wasm_{returner}");
     let generated = generate_shim(dir, &name, returner);
-    let url = format!("wasm.url: {}\n", host.socket.display());
+    let url = format!("wasm.url: {}\nwasm.returner: local_cache\n", host.socket.display());
     SaltMaster::start(
         dir,
         &[&shim_dir(), &generated],
