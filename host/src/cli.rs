@@ -84,6 +84,9 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print Salt's returner module (salt/_returners/wasm.py) under the Salt
+    /// name NAME, e.g. `salt-returner wasm_mysql --returner mysql > _returners/wasm_mysql.py`.
+    SaltReturner(crate::salt_shim::ShimSettings),
 }
 
 /// Run the command line; the process's exit code.
@@ -195,6 +198,7 @@ async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode
             init_tracing(log_format, false, None)?;
             check(&config)
         }
+        Command::SaltReturner(settings) => crate::salt_shim::print(&settings),
     }
 }
 

@@ -585,7 +585,7 @@ fn check_profile(profiles: &BTreeMap<String, Profile>, name: &str, kind: &str) -
 }
 
 /// Returner names appear in URLs and logs: keep them plain.
-fn check_returner_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_returner_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');

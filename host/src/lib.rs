@@ -15,3 +15,4 @@ pub mod ingest;
 pub mod reload;
 pub mod metrics;
 pub mod runtime;
+pub mod salt_shim;

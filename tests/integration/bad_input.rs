@@ -1,10 +1,10 @@
 //! Bad input at the ingest API: each gets a 4xx naming the problem, the
 //! daemon keeps serving, and nothing already accepted is lost.
 
-use returner_host_tests::{Daemon, Response, http_tcp, http_unix, temp_dir};
+use returner_host_tests::{Response, http_tcp, http_unix, temp_dir};
 use serde_json::json;
 
-use super::{bin, config_daemon, toml_path};
+use super::{bin, config_daemon, tcp_daemon, toml_path};
 
 fn assert_error(r: &Response, status: u16, kind: &str, words: &str) {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
@@ -60,17 +60,7 @@ fn bad_requests_get_4xx_and_the_host_keeps_serving() {
 #[test]
 fn tcp_requires_the_bearer_token() {
     let dir = temp_dir();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret-token\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let data = dir.path().join("var");
-    let _d = Daemon::start_tcp(
-        &bin(),
-        &["--listen", &format!("tcp:{addr}"), "--token-file", token.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
-        &addr,
-        &dir.path().join("daemon.log"),
-    );
+    let (_d, addr) = tcp_daemon(dir.path(), "s3cret-token");
     let path = "/v1/returners/local_cache/get_load";
     let body = br#"{"jid": "20000101000000000000"}"#;
     assert_error(&http_tcp(&addr, "POST", path, &[], body), 401, "unauthorized", "missing `Authorization: Bearer <token>`");

@@ -27,15 +27,7 @@ endpoints = ["{endpoint}"]
 request_timeout_ms = 800
 connect_timeout_ms = 500
 
-[returners.etcd]
-module = {module}
-options = {{ ttl = 600 }}
-[returners.etcd.grants.etcd]
-profile = "main"
-root = "/salt/return"
-ops = ["read", "write", "delete"]
-max_ttl_seconds = 3600
-
+{etcd_returner}
 [returners.etcd_ro]
 module = {module}
 [returners.etcd_ro.grants.etcd]
@@ -59,8 +51,22 @@ dir = {jobs}
 mode = "rw"
 "#,
             endpoint = etcd.endpoint(),
+            etcd_returner = etcd_returner_toml("main"),
             jobs = toml_path(&jobs),
         ),
+    )
+}
+
+/// `[returners.etcd]`: the shipped returner with every op under
+/// `/salt/return` of `profile`, a 600 s lease per call.
+pub(crate) fn etcd_returner_toml(profile: &str) -> String {
+    format!(
+        r#"[returners.etcd]
+module = {}
+options = {{ ttl = 600 }}
+grants.etcd = {{ profile = "{profile}", root = "/salt/return", ops = ["read", "write", "delete"], max_ttl_seconds = 3600 }}
+"#,
+        toml_path(&guest("returner-etcd"))
     )
 }
 

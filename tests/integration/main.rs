@@ -10,6 +10,7 @@ mod inspect;
 mod local_cache_api;
 mod mysql;
 mod runtime;
+mod salt;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,23 @@ fn default_daemon(dir: &Path) -> Daemon {
         &data.join("returner-host.sock"),
         &dir.join("daemon.log"),
     )
+}
+
+/// `returner-host serve` of the embedded default on loopback TCP with
+/// `token` in `dir/token`, data in `dir/var`; the daemon and its address.
+fn tcp_daemon(dir: &Path, token: &str) -> (Daemon, String) {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let data = dir.join("var");
+    let daemon = Daemon::start_tcp(
+        &bin(),
+        &["--listen", &format!("tcp:{addr}"), "--token-file", token_file.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+        &addr,
+        &dir.join("daemon.log"),
+    );
+    (daemon, addr)
 }
 
 /// `returner-host serve --config FILE` where FILE holds `server_extra` in

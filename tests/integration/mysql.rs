@@ -18,9 +18,9 @@ use super::{config_daemon, toml_path};
 const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
 
 /// Verbs the shipped returner needs, archive tables included.
-const RETURNER_TABLES: &str = r#"{ jids = ["select", "insert", "delete"], salt_returns = ["select", "insert", "delete"], salt_events = ["select", "insert", "delete"], jids_archive = ["create", "insert"], salt_returns_archive = ["create", "insert"], salt_events_archive = ["create", "insert"] }"#;
+pub(crate) const RETURNER_TABLES: &str = r#"{ jids = ["select", "insert", "delete"], salt_returns = ["select", "insert", "delete"], salt_events = ["select", "insert", "delete"], jids_archive = ["create", "insert"], salt_returns_archive = ["create", "insert"], salt_events_archive = ["create", "insert"] }"#;
 
-fn database() -> TestDb {
+pub(crate) fn database() -> TestDb {
     let db = MariaDb::shared().database();
     db.sql(SCHEMA);
     db

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod etcd;
 pub mod mariadb;
+pub mod salt;
 
 /// A fixture guest component by crate name, e.g. `fixture-noop`.
 pub fn guest(name: &str) -> PathBuf {

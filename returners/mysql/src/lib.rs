@@ -152,6 +152,13 @@ impl Returner for MysqlReturner {
         Ok(passed_jid.unwrap_or_else(|| salt::gen_jid(SystemTime::now())))
     }
 
+    fn save_minions(_jid: &str, _minions: Vec<String>, _syndic_id: Option<String>) -> Result<()> {
+        // Salt's returner has it and stores nothing ("included for API
+        // consistency"); a master of syndics calls it for every job, and
+        // Salt treats a missing save_minions as a broken job cache.
+        Ok(())
+    }
+
     fn event_return(events: Vec<Event>) -> Result<()> {
         let master_id = config::get_as::<String>("master_id")?.unwrap_or_default();
         // One multi-row INSERT per batch: all of a batch's events or none.

@@ -1,0 +1,339 @@
+//! Real Salt for the tests, from the venvs `scripts/setup` makes: a local
+//! `salt-call`, a `salt-master` and `salt-minion` pair on free loopback
+//! ports in a temp dir (stopped on drop), and Salt's own returner modules
+//! called through Salt's loader.
+
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The minion id of every Salt minion here.
+pub const MINION_ID: &str = "minion1";
+
+/// The venv with Salt 3008, saltext.mysql and PyMySQL.
+pub fn venv() -> PathBuf {
+    find_venv("RETURNER_HOST_SALT_VENV", "salt-venv")
+}
+
+/// The venv with Salt 3007 (the last with `etcd_return`) and etcd3-py.
+pub fn venv_3007() -> PathBuf {
+    find_venv("RETURNER_HOST_SALT3007_VENV", "salt3007-venv")
+}
+
+fn find_venv(var: &str, default: &str) -> PathBuf {
+    let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/returner-host").join(default)
+    });
+    assert!(
+        dir.join("bin/salt-call").is_file(),
+        "no Salt venv at {} (${var}): run scripts/setup, which installs Salt from PyPI there",
+        dir.display()
+    );
+    dir
+}
+
+/// `salt/_returners` of this checkout: the shim.
+pub fn shim_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../salt/_returners")
+}
+
+/// What a Salt command printed, and how it ended.
+#[derive(Debug)]
+pub struct SaltOutput {
+    /// Exit code (-1 if killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl SaltOutput {
+    /// Stdout parsed as JSON (`--out json`); panics with both streams otherwise.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+fn run(mut cmd: Command) -> SaltOutput {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    SaltOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// YAML for the directories every Salt daemon needs, under `root`.
+fn dirs_yaml(root: &Path, log: &str) -> String {
+    let r = root.display();
+    format!(
+        "user: root\nroot_dir: {r}\npki_dir: {r}/pki\ncachedir: {r}/cache\nsock_dir: {r}/sock\n\
+         extension_modules: {r}/extmods\nlog_file: {r}/{log}\nlog_level_logfile: info\n"
+    )
+}
+
+/// A YAML list of paths.
+fn yaml_paths(paths: &[&Path]) -> String {
+    let items: Vec<String> = paths.iter().map(|p| Value::String(p.display().to_string()).to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A masterless minion for `salt-call --local`, its config in `dir/local`.
+pub struct LocalMinion {
+    config_dir: PathBuf,
+}
+
+impl LocalMinion {
+    /// Config with the shim and `returner_dirs` on the path, file_roots
+    /// in `dir/states`, and `extra` YAML (e.g. `wasm.url: ...`).
+    pub fn new(dir: &Path, returner_dirs: &[&Path], extra: &str) -> LocalMinion {
+        let config_dir = dir.join("local");
+        let states = dir.join("states");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::create_dir_all(&states).unwrap();
+        let config = format!(
+            "id: {MINION_ID}\nfile_client: local\n{}returner_dirs: {}\nfile_roots: {{base: [{}]}}\n{extra}\n",
+            dirs_yaml(&dir.join("local-root"), "minion.log"),
+            yaml_paths(returner_dirs),
+            states.display()
+        );
+        std::fs::write(config_dir.join("minion"), config).unwrap();
+        LocalMinion { config_dir }
+    }
+
+    /// The directory of its state files.
+    pub fn states(&self) -> PathBuf {
+        self.config_dir.parent().unwrap().join("states")
+    }
+
+    /// `salt-call --local --out json ARGS`.
+    pub fn call(&self, args: &[&str]) -> SaltOutput {
+        let mut cmd = Command::new(venv().join("bin/salt-call"));
+        cmd.arg("-c").arg(&self.config_dir).args(["--local", "--out", "json", "-l", "error"]).args(args);
+        run(cmd)
+    }
+}
+
+/// A `salt-master` and one `salt-minion` (`MINION_ID`) on loopback, both
+/// stopped (with every process they forked) on drop.
+pub struct SaltMaster {
+    master: Option<Child>,
+    minion: Option<Child>,
+    config_dir: PathBuf,
+    root: PathBuf,
+}
+
+impl SaltMaster {
+    /// Start both with the shim and `returner_dirs` on the path, `master`
+    /// and `minion` YAML added to their configs; wait until the minion answers.
+    pub fn start(dir: &Path, returner_dirs: &[&Path], master: &str, minion: &str) -> SaltMaster {
+        let (publish, ret) = (free_port(), free_port());
+        let config_dir = dir.join("master-config");
+        let minion_dir = dir.join("minion-config");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::create_dir_all(&minion_dir).unwrap();
+        let returner_dirs = yaml_paths(returner_dirs);
+        std::fs::write(
+            config_dir.join("master"),
+            format!(
+                "interface: 127.0.0.1\npublish_port: {publish}\nret_port: {ret}\nauto_accept: true\nworker_threads: 2\n\
+                 {}returner_dirs: {returner_dirs}\n{master}\n",
+                dirs_yaml(&dir.join("master-root"), "master.log")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            minion_dir.join("minion"),
+            format!(
+                "id: {MINION_ID}\nmaster: 127.0.0.1\nmaster_port: {ret}\npublish_port: {publish}\nacceptance_wait_time: 1\n\
+                 {}returner_dirs: {returner_dirs}\n{minion}\n",
+                dirs_yaml(&dir.join("minion-root"), "minion.log")
+            ),
+        )
+        .unwrap();
+        let daemon = |name: &str, config: &Path| {
+            Command::new(venv().join("bin").join(name))
+                .arg("-c")
+                .arg(config)
+                .args(["-l", "quiet"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group, so drop can stop every worker it forks.
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+        };
+        let mut salt = SaltMaster {
+            master: Some(daemon("salt-master", &config_dir)),
+            minion: None,
+            config_dir,
+            root: dir.to_owned(),
+        };
+        salt.minion = Some(daemon("salt-minion", &minion_dir));
+        salt.wait_for_minion();
+        salt
+    }
+
+    fn wait_for_minion(&mut self) {
+        let started = Instant::now();
+        loop {
+            let out = self.salt(&[MINION_ID, "test.ping", "-t", "5"]);
+            if out.stdout.contains("true") {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the Salt minion did not answer within 90 s: {out:?}\nmaster log:\n{}\nminion log:\n{}",
+                self.master_log(),
+                self.minion_log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// `salt --out json -t 60 ARGS`.
+    pub fn salt(&self, args: &[&str]) -> SaltOutput {
+        let mut cmd = Command::new(venv().join("bin/salt"));
+        cmd.arg("-c").arg(&self.config_dir).args(["--out", "json", "-t", "60"]).args(args);
+        run(cmd)
+    }
+
+    /// `salt-run --out json ARGS`.
+    pub fn run(&self, args: &[&str]) -> SaltOutput {
+        let mut cmd = Command::new(venv().join("bin/salt-run"));
+        cmd.arg("-c").arg(&self.config_dir).args(["--out", "json", "-l", "error"]).args(args);
+        run(cmd)
+    }
+
+    /// Run `args` with `salt`, and the jid it ran under.
+    pub fn job(&self, args: &[&str]) -> (String, Value) {
+        let mut all = vec!["--show-jid"];
+        all.extend_from_slice(args);
+        let out = self.salt(&all);
+        let (jid_line, rest) = out.stdout.split_once('\n').unwrap_or_else(|| panic!("no jid line: {out:?}"));
+        let jid = jid_line.strip_prefix("jid: ").unwrap_or_else(|| panic!("no jid line: {out:?}")).trim().to_owned();
+        let json = serde_json::from_str(rest).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+        (jid, json)
+    }
+
+    /// `salt-call --out json ARGS` on the minion's config: run there,
+    /// returned to the master.
+    pub fn minion_call(&self, args: &[&str]) -> SaltOutput {
+        let mut cmd = Command::new(venv().join("bin/salt-call"));
+        cmd.arg("-c").arg(self.root.join("minion-config")).args(["--out", "json", "-l", "error"]).args(args);
+        run(cmd)
+    }
+
+    /// What the master logged.
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("master-root/master.log")).unwrap_or_default()
+    }
+
+    /// What the minion logged.
+    pub fn minion_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("minion-root/minion.log")).unwrap_or_default()
+    }
+
+    /// Whether both daemons still run.
+    pub fn running(&mut self) -> bool {
+        [&mut self.master, &mut self.minion]
+            .into_iter()
+            .all(|c| c.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))))
+    }
+}
+
+impl Drop for SaltMaster {
+    fn drop(&mut self) {
+        for child in [self.minion.take(), self.master.take()].into_iter().flatten() {
+            stop_group(child);
+        }
+    }
+}
+
+/// TERM the process group led by `child`, KILL what is left after 5 s.
+fn stop_group(mut child: Child) {
+    let group = format!("-{}", child.id());
+    let signal = |sig: &str| {
+        let _ = Command::new("kill").args([sig, "--", &group]).stderr(Stdio::null()).status();
+    };
+    signal("-TERM");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Workers may outlive the leader; the group id stays theirs.
+    signal("-KILL");
+    let _ = child.wait();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Call functions of Salt returner modules through Salt's loader in the
+/// venv `venv`, with `opts` added to a minion config: each call is
+/// `["returner.function", args...]`; the results as JSON. Panics if one raises.
+pub fn salt_returner_calls(venv: &Path, opts: &Value, calls: &[Value]) -> Vec<Value> {
+    salt_returner_outcomes(venv, opts, calls)
+        .into_iter()
+        .zip(calls)
+        .map(|(outcome, call)| outcome.unwrap_or_else(|e| panic!("{call} raised {e}")))
+        .collect()
+}
+
+/// As [`salt_returner_calls`], with each call's exception (`Type: message`,
+/// and `KeyError` among the types when it is one) instead of a panic.
+pub fn salt_returner_outcomes(venv: &Path, opts: &Value, calls: &[Value]) -> Vec<Result<Value, String>> {
+    const DRIVER: &str = r#"
+import json, sys
+import salt.config, salt.loader
+request = json.load(sys.stdin)
+opts = salt.config.minion_config(None)
+opts.update(request["opts"])
+returners = salt.loader.returners(opts, {})
+results = []
+for call in request["calls"]:
+    try:
+        results.append({"ok": returners[call[0]](*call[1:])})
+    except Exception as exc:
+        kinds = " ".join(t.__name__ for t in type(exc).__mro__ if t.__name__ in ("KeyError",))
+        results.append({"raised": "{} {}: {}".format(type(exc).__name__, kinds, exc)})
+print(json.dumps(results, default=str))
+"#;
+    let mut child = Command::new(venv.join("bin/python"))
+        .args(["-c", DRIVER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}/bin/python: {e}", venv.display()));
+    let request = serde_json::json!({ "opts": opts, "calls": calls });
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Salt's returner calls {calls:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let results: Vec<Value> =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("Salt's returner calls printed no JSON ({e}): {stdout}"));
+    results
+        .into_iter()
+        .map(|r| match r.get("raised") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
+            None => Ok(r["ok"].clone()),
+        })
+        .collect()
+}
