@@ -1,14 +1,18 @@
 //! The WASI a returner gets: clocks, random, stdio, an empty environment and
-//! no arguments (what `wasm32-wasip2`'s standard library imports), and the
-//! filesystem, which holds only what an `fs` grant preopens. No sockets are
-//! linked, so a guest that imports them is refused at load.
+//! no arguments (what `wasm32-wasip2`'s standard library imports), the
+//! filesystem, which holds only what an `fs` grant preopens, and inert
+//! sockets: CPython's libc (componentize-py) imports `wasi:sockets` whether
+//! or not a returner uses them, so they are linked, but [`deny_network`]
+//! makes every socket creation and name lookup answer `access-denied`
+//! before any host socket exists.
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
-use wasmtime_wasi::WasiView;
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
+use wasmtime_wasi::{WasiCtxBuilder, WasiView};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
-use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sockets};
 use wasmtime_wasi::random::WasiRandom;
 
 /// The WASI interfaces [`add_to_linker`] links, without versions (any
@@ -34,7 +38,21 @@ pub const INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
 ];
+
+/// No network for a guest: TCP and UDP sockets cannot be created and names
+/// cannot be looked up (each answers `access-denied`), so no host socket is
+/// ever opened on a guest's behalf. Every call's WASI context goes through here.
+pub fn deny_network(wasi: &mut WasiCtxBuilder) {
+    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+}
 
 struct HasIo;
 impl HasData for HasIo {
@@ -63,5 +81,12 @@ pub fn add_to_linker<T: WasiView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
     cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    sockets::network::add_to_linker::<T, WasiSockets>(l, &Default::default(), T::sockets)?;
+    sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
     Ok(())
 }
