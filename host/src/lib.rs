@@ -14,3 +14,5 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod runtime;
+pub mod template;
+pub mod testkit;
