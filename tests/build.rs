@@ -15,6 +15,9 @@ const GUESTS: &[&str] = &[
     "fixture-escaper",
     "fixture-sockets",
     "fixture-sql-escaper",
+    "fixture-broken-get-load",
+    "fixture-broken-save-load",
+    "fixture-broken-get-jids",
 ];
 
 fn main() {

@@ -21,20 +21,7 @@ fn etcd_daemon(dir: &std::path::Path, etcd: &EtcdServer) -> Daemon {
         "",
         &format!(
             r#"
-[profiles.main]
-kind = "etcd"
-endpoints = ["{endpoint}"]
-request_timeout_ms = 800
-connect_timeout_ms = 500
-
-[returners.etcd]
-module = {module}
-options = {{ ttl = 600 }}
-[returners.etcd.grants.etcd]
-profile = "main"
-root = "/salt/return"
-ops = ["read", "write", "delete"]
-max_ttl_seconds = 3600
+{etcd_returner}
 
 [returners.etcd_ro]
 module = {module}
@@ -58,9 +45,33 @@ module = "builtin:local-cache"
 dir = {jobs}
 mode = "rw"
 "#,
-            endpoint = etcd.endpoint(),
+            etcd_returner = etcd_returner_toml(etcd),
             jobs = toml_path(&jobs),
         ),
+    )
+}
+
+/// The profile `main` of `etcd` and the shipped returner as `etcd` with a
+/// full grant on `/salt/return` and a `ttl` lease.
+pub(super) fn etcd_returner_toml(etcd: &EtcdServer) -> String {
+    format!(
+        r#"[profiles.main]
+kind = "etcd"
+endpoints = ["{endpoint}"]
+request_timeout_ms = 800
+connect_timeout_ms = 500
+
+[returners.etcd]
+module = {module}
+options = {{ ttl = 600 }}
+[returners.etcd.grants.etcd]
+profile = "main"
+root = "/salt/return"
+ops = ["read", "write", "delete"]
+max_ttl_seconds = 3600
+"#,
+        endpoint = etcd.endpoint(),
+        module = toml_path(&guest("returner-etcd")),
     )
 }
 

@@ -10,6 +10,7 @@ mod inspect;
 mod local_cache_api;
 mod mysql;
 mod runtime;
+mod testkit;
 
 use std::path::{Path, PathBuf};
 

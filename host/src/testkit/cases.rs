@@ -83,7 +83,7 @@ const GET_JIDS_FILTER_SHAPE: Rule = Rule {
 };
 const GET_FUN_LATEST: Rule = Rule {
     id: "get-fun-latest",
-    text: "get_fun answers {minion id: return} with each minion's return of its latest job of that function",
+    text: "get_fun(fun) answers an object keyed by minion id holding every minion whose latest job ran fun, with its return (or, as Salt's etcd_return, the function's name)",
 };
 const GET_MINIONS: Rule = Rule {
     id: "get-minions-lists-returners",
@@ -275,6 +275,13 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
         self.stored.returns.insert((jid.to_owned(), id.to_owned()), ret.clone());
     }
 
+    /// A load a later case may expect the module to list (if it stores loads at all).
+    fn remember_load(&mut self, jid: &str, load: &Value) {
+        if self.implements("save_load") {
+            self.stored.loads.insert(jid.to_owned(), load.clone());
+        }
+    }
+
     async fn master_replay(&mut self) {
         let calls = fixture(MASTER_CALLS, &mut self.jids);
         let mut later_loads: BTreeMap<String, usize> = BTreeMap::new();
@@ -365,7 +372,7 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
         let (h, jid) = (self.h.clone(), self.jids.next());
         let first = publish_load(&jid, "test.ping", "first");
         let second = publish_load(&jid, "test.echo", "second");
-        self.stored.loads.insert(jid.clone(), first.clone());
+        self.remember_load(&jid, &first);
         self.case(SAVE_LOAD_FIRST_WINS, "a second, different load of one job", &["save_load", "get_load"], async move {
             for load in [&first, &second] {
                 h.call("save_load", json!({"jid": jid, "load": load}))
@@ -397,7 +404,7 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
 
     async fn job_listings(&mut self) {
         let (h, loads) = (self.h.clone(), self.stored.loads.clone());
-        self.case(GET_JIDS_SHAPE, format!("get_jids lists the {} jobs saved", loads.len()), &["get_jids", "save_load"], async move {
+        self.case(GET_JIDS_SHAPE, format!("get_jids lists the {} jobs saved", loads.len()), &["get_jids"], async move {
             let jobs = h.call("get_jids", json!({})).await.map_err(|e| answered("get_jids", "", &e))?;
             let Value::Object(jobs) = jobs else {
                 return Err(format!(
@@ -420,7 +427,9 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
             (find_job.clone(), publish_load(&find_job, "saltutil.find_job", "n1")),
             (newest.clone(), publish_load(&newest, "test.echo", "n1")),
         ];
-        self.stored.loads.extend(loads.iter().cloned());
+        for (jid, load) in &loads {
+            self.remember_load(jid, load);
+        }
         let name = "get_jids_filter of the three newest jobs, one a saltutil.find_job";
         self.case(GET_JIDS_FILTER_SHAPE, name, &["get_jids_filter", "save_load"], async move {
             for (jid, load) in &loads {
@@ -449,29 +458,31 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
     }
 
     async fn get_fun_and_minions(&mut self) {
-        // Each minion's latest return of each function whose job has that function's load.
-        let mut latest: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
+        // Each minion's latest return, when its job's load ran the same
+        // function: every Salt returner with get_fun lists that minion.
+        let mut latest: BTreeMap<String, (String, Value)> = BTreeMap::new();
         for ((jid, id), ret) in &self.stored.returns {
-            let Some(fun) = ret["fun"].as_str() else { continue };
-            if self.stored.loads.get(jid).and_then(|l| l["fun"].as_str()) != Some(fun) {
-                continue;
-            }
-            let entry = latest.entry((fun.to_owned(), id.clone())).or_insert_with(|| (jid.clone(), ret.clone()));
-            if *jid > entry.0 {
-                *entry = (jid.clone(), ret.clone());
+            if latest.get(id).is_none_or(|(newest, _)| jid > newest) {
+                latest.insert(id.clone(), (jid.clone(), ret.clone()));
             }
         }
+        latest.retain(|_, (jid, ret)| {
+            let fun = ret["fun"].as_str();
+            fun.is_some() && self.stored.loads.get(jid.as_str()).and_then(|l| l["fun"].as_str()) == fun
+        });
         let h = self.h.clone();
-        let name = format!("get_fun of {} (function, minion) pairs", latest.len());
+        let name = format!("get_fun of the latest function of {} minions", latest.len());
         self.case(GET_FUN_LATEST, name, &["get_fun", "save_load", "returner"], async move {
-            for ((fun, id), (jid, ret)) in &latest {
+            for (id, (jid, ret)) in &latest {
+                let fun = ret["fun"].as_str().unwrap_or_default();
                 let answer = h.call("get_fun", json!({"fun": fun})).await.map_err(|e| answered("get_fun", fun, &e))?;
                 let Value::Object(map) = &answer else {
                     return Err(format!("get_fun({fun}) answered {}, not an object keyed by minion id", brief(&answer)));
                 };
                 let got = map.get(id).ok_or_else(|| format!("get_fun({fun}) has no entry for minion {id}, which returned it in job {jid}"))?;
-                // Salt's local_cache answers the return; its mysql and etcd returners the whole return.
-                if got != &ret["return"] && got.get("return") != Some(&ret["return"]) {
+                // The return (local_cache here), the whole return (Salt's
+                // mysql) or the function's name (Salt's etcd_return).
+                if got != &ret["return"] && got.get("return") != Some(&ret["return"]) && got != &ret["fun"] {
                     return Err(format!("get_fun({fun})[{id}] is {}, expected the return of job {jid}, {}", brief(got), brief(&ret["return"])));
                 }
             }
@@ -573,9 +584,7 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
         let load = publish_load(&jid, "test.echo", text);
         let can_load = self.implements("save_load") && self.implements("get_load");
         self.remember_return(&ret);
-        if can_load {
-            self.stored.loads.insert(jid.clone(), load.clone());
-        }
+        self.remember_load(&jid, &load);
         let h = self.h.clone();
         self.case(UNICODE, "a return and a load in many scripts", &["returner"], async move {
             store_and_read_back(&h, &ret, check_jid).await?;
