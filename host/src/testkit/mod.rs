@@ -47,14 +47,23 @@ pub struct TestOptions {
 /// Run the suite and print the report in `format`; the exit code is
 /// non-zero when any case failed.
 pub async fn run_cli(options: TestOptions, format: Format) -> anyhow::Result<ExitCode> {
-    let progress = report::Progress::new(format);
-    let report = run(&options, |case| progress.case(case)).await?;
+    let mut progress = report::Progress::new(format);
+    let report = run(&options, &mut progress).await?;
     report.print(format)?;
     Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Run the suite; `on_case` sees each result as it is known.
-pub async fn run(options: &TestOptions, on_case: impl FnMut(&report::CaseResult)) -> anyhow::Result<Report> {
+/// What the caller of [`run`] hears as the suite goes.
+pub trait Observer {
+    /// The module is loaded: what is tested, under which grants, and which
+    /// functions it implements.
+    fn start(&mut self, report: &Report, implemented: &[&str]);
+    /// A case finished.
+    fn case(&mut self, case: &CaseResult);
+}
+
+/// Run the suite, telling `observer` as it goes.
+pub async fn run(options: &TestOptions, observer: &mut impl Observer) -> anyhow::Result<Report> {
     let started = Instant::now();
     let target = Target::prepare(options)?;
     let runtime = Runtime::new(RuntimeOptions {
@@ -62,9 +71,7 @@ pub async fn run(options: &TestOptions, on_case: impl FnMut(&report::CaseResult)
         instance_slots: INSTANCE_SLOTS + target.config.limits.max_concurrency,
         max_memory_bytes: target.config.limits.memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
     })?;
-    let module = runtime
-        .load_module_file(&options.module)
-        .with_context(|| format!("loading {}", options.module.display()))?;
+    let module = runtime.load_module_file(&options.module)?;
     let sha256 = module.info().sha256.clone();
     let probe = Returner::new(
         dispatch::sandbox_config(&target.config.name, ModuleSource::File(options.module.clone())),
@@ -74,17 +81,20 @@ pub async fn run(options: &TestOptions, on_case: impl FnMut(&report::CaseResult)
     let returner = Returner::new(target.config.clone(), module, target.backends.clone());
     let harness = Arc::new(Harness { runtime, returner, probe });
     let implemented = harness.implemented().await;
-    let mut suite = cases::Suite::new(harness, implemented, on_case);
-    suite.run_all().await;
-    let cases = suite.into_results();
-    Ok(Report {
+    let mut report = Report {
         module: options.module.clone(),
         sha256,
         returner: target.config.name.clone(),
         grants: target.describe_grants(),
-        cases,
-        elapsed: started.elapsed(),
-    })
+        cases: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    observer.start(&report, &implemented);
+    let mut suite = cases::Suite::new(harness, implemented, |case: &CaseResult| observer.case(case));
+    suite.run_all().await;
+    report.cases = suite.into_results();
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// The returner under test, as configured, with what keeps its temporary grant alive.

@@ -103,13 +103,11 @@ impl Report {
     fn human(&self) -> String {
         let total = self.cases.len();
         let (failed, skipped) = (self.failed(), self.skipped());
-        let grants = if self.grants.is_empty() { "none".to_owned() } else { self.grants.join(", ") };
-        let mut s = format!("{} (sha256 {}), grants of `{}`: {grants}\n", self.module.display(), &self.sha256[..12.min(self.sha256.len())], self.returner);
-        s.push_str(&format!(
+        let mut s = format!(
             "{total} cases: {} passed, {failed} failed, {skipped} skipped in {:.1} s\n",
             total - failed - skipped,
             self.elapsed.as_secs_f64()
-        ));
+        );
         if failed > 0 {
             s.push_str(&format!("FAILED rules: {}\n", self.failed_rules().join(", ")));
         } else {
@@ -183,8 +181,8 @@ impl Report {
     }
 }
 
-/// Prints a line per case as it finishes: on stdout for humans, on stderr
-/// when stdout carries a document.
+/// Prints what is tested, then a line per case as it finishes: on stdout
+/// for humans, on stderr when stdout carries a document.
 pub(super) struct Progress {
     format: Format,
 }
@@ -194,7 +192,27 @@ impl Progress {
         Self { format }
     }
 
-    pub(super) fn case(&self, case: &CaseResult) {
+    fn say(&self, text: &str) {
+        let _ = match self.format {
+            Format::Human => std::io::stdout().lock().write_all(text.as_bytes()),
+            Format::Junit | Format::Json => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
+    }
+}
+
+impl super::Observer for Progress {
+    fn start(&mut self, report: &Report, implemented: &[&str]) {
+        let grants = if report.grants.is_empty() { "none".to_owned() } else { report.grants.join(", ") };
+        self.say(&format!(
+            "testing {} (sha256 {}) with the grants of `{}`: {grants}\nimplements: {}\n",
+            report.module.display(),
+            report.sha256.get(..12).unwrap_or(&report.sha256),
+            report.returner,
+            if implemented.is_empty() { "nothing".to_owned() } else { implemented.join(", ") }
+        ));
+    }
+
+    fn case(&mut self, case: &CaseResult) {
         let ms = case.elapsed.as_millis();
         let line = match &case.outcome {
             Outcome::Pass => format!("  ok    {:<30} {} ({ms} ms)\n", case.rule.id, case.name),
@@ -204,10 +222,7 @@ impl Progress {
                 case.rule.id, case.name, case.rule.text
             ),
         };
-        let _ = match self.format {
-            Format::Human => std::io::stdout().lock().write_all(line.as_bytes()),
-            Format::Junit | Format::Json => std::io::stderr().lock().write_all(line.as_bytes()),
-        };
+        self.say(&line);
     }
 }
 
