@@ -105,3 +105,59 @@ fn write(path: &Path, text: &str, executable: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(name: &str) -> NewArgs {
+        NewArgs { name: name.into(), dir: None, sdk_path: None, sdk_git: None, sdk_rev: None }
+    }
+
+    #[test]
+    fn a_git_sdk_is_pinned_and_named_in_the_ci_workflow() {
+        let mut a = args("x");
+        a.sdk_git = Some("https://git.example/returner-host.git".into());
+        a.sdk_rev = Some("v0.1.0".into());
+        let (dependency, git) = sdk_dependency(&a).unwrap();
+        assert_eq!(dependency, r#"returner-sdk = { git = "https://git.example/returner-host.git", rev = "v0.1.0" }"#);
+        assert_eq!(git, "https://git.example/returner-host.git");
+    }
+
+    #[test]
+    fn a_path_sdk_must_be_the_sdk() {
+        let mut a = args("x");
+        a.sdk_path = Some(PathBuf::from(BUILT_FROM_SDK));
+        let (dependency, _) = sdk_dependency(&a).unwrap();
+        assert!(dependency.starts_with("returner-sdk = { path = \"/") && dependency.ends_with("guest-sdk\" }"), "{dependency}");
+        a.sdk_path = Some(std::env::temp_dir());
+        assert!(sdk_dependency(&a).unwrap_err().to_string().contains("must name returner-host's guest-sdk/"));
+    }
+
+    #[test]
+    fn names_and_directories_are_checked_before_writing() {
+        let err = create(&args("1bad name")).unwrap_err().to_string();
+        assert!(err.contains("is not a crate name"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
+        let mut a = args("ok-name");
+        a.dir = Some(dir.path().to_owned());
+        assert!(create(&a).unwrap_err().to_string().contains("already exists and is not empty"));
+        assert_eq!(std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(), "mine");
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args("my-returner");
+        a.dir = Some(dir.path().join("my-returner"));
+        a.sdk_git = Some("https://git.example/returner-host.git".into());
+        create(&a).unwrap();
+        for (path, _, _) in FILES {
+            let text = std::fs::read_to_string(dir.path().join("my-returner").join(path)).unwrap();
+            assert!(!text.contains("{{"), "{path} keeps a placeholder");
+        }
+        let script = dir.path().join("my-returner/ci/contract-test.sh");
+        assert!(std::fs::read_to_string(&script).unwrap().contains("release/my_returner.wasm"));
+    }
+}

@@ -183,10 +183,9 @@ impl Harness {
         dispatch::output_to_json(self.returner.name(), function, output)
     }
 
-    /// The returner's concurrency limit and deadline, which bound the concurrency cases.
-    pub(crate) fn limits(&self) -> (u32, Duration) {
-        let limits = self.returner.limits();
-        (limits.max_concurrency, limits.deadline)
+    /// How many calls the returner may run at once.
+    pub(crate) fn max_concurrency(&self) -> u32 {
+        self.returner.limits().max_concurrency
     }
 
     /// Every function that does not answer `unsupported` in an empty sandbox.
