@@ -203,3 +203,28 @@ impl Harness {
         implemented
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grants_come_from_the_named_the_only_or_the_same_module_returner() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.wasm", "b.wasm"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let config = |text: &str| HostConfig::parse(text, Path::new("test.toml"), dir.path(), &Overrides::default()).unwrap();
+
+        let one = config("[returners.a]\nmodule = \"a.wasm\"\n");
+        assert_eq!(pick_returner(&one, Path::new("/elsewhere/x.wasm"), None).unwrap().name, "a");
+
+        let two = config("[returners.a]\nmodule = \"a.wasm\"\n[returners.b]\nmodule = \"b.wasm\"\n");
+        assert_eq!(pick_returner(&two, Path::new("x.wasm"), Some("b")).unwrap().name, "b");
+        assert_eq!(pick_returner(&two, &dir.path().join("./b.wasm"), None).unwrap().name, "b");
+        let err = pick_returner(&two, Path::new("/nonexistent/x.wasm"), None).unwrap_err().to_string();
+        assert!(err.contains("several returners (a, b)") && err.contains("--returner NAME"), "{err}");
+        let err = pick_returner(&two, Path::new("x.wasm"), Some("c")).unwrap_err().to_string();
+        assert!(err.contains("no returner `c`") && err.contains("a, b"), "{err}");
+    }
+}
