@@ -74,7 +74,11 @@ fn a_guest_opening_a_socket_loads_but_is_denied_the_connection() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the connection was allowed: {stderr}");
-    assert!(stderr.contains("denied") || stderr.contains("ermission"), "answers a denial, not a trap: {stderr}");
+    assert!(stderr.contains("error: denied: "), "answers a denial, not a trap: {stderr}");
+    assert!(
+        stderr.contains(r#"capability="network" operation="create-tcp-socket" target="ipv4" outcome="denied""#),
+        "the denial is audited: {stderr}"
+    );
     assert!(!stderr.contains("trap"), "{stderr}");
     assert!(
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
