@@ -150,7 +150,7 @@ pub fn probe_args(function: &str) -> Value {
 
 type CaseOutcome = Result<(), String>;
 
-/// What the replay of a master's calls stored, for the cases after it.
+/// What earlier cases had the module store, for the cases after them to read back.
 #[derive(Default)]
 struct Stored {
     /// jid -> the first load saved for it.
