@@ -16,6 +16,9 @@ const GUESTS: &[&str] = &[
     "fixture-sockets",
     "fixture-sql-escaper",
     "fixture-abuser",
+    "fixture-broken-get-load",
+    "fixture-broken-save-load",
+    "fixture-broken-get-jids",
 ];
 
 fn main() {

@@ -87,6 +87,23 @@ pub enum Command {
     /// Print Salt's returner module (salt/_returners/wasm.py) under the Salt
     /// name NAME, e.g. `salt-returner wasm_mysql --returner mysql > _returners/wasm_mysql.py`.
     SaltReturner(crate::salt_shim::ShimSettings),
+    /// Run the returner contract suite against a module; exit 1 if any case fails.
+    Test {
+        /// The `.wasm` component.
+        module: PathBuf,
+        /// Host config giving the grants, options, limits and profiles; without
+        /// it, a temporary directory is granted (rw) at /data.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The config's returner whose grants to use (when it has several).
+        #[arg(long)]
+        returner: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::testkit::Format,
+    },
+    /// Create a returner crate from the project template.
+    New(crate::template::NewArgs),
 }
 
 /// Run the command line; the process's exit code.
@@ -199,6 +216,11 @@ async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode
             check(&config)
         }
         Command::SaltReturner(settings) => crate::salt_shim::print(&settings),
+        Command::Test { module, config, returner, format } => {
+            init_tracing(log_format, false, None)?;
+            crate::testkit::run_cli(crate::testkit::TestOptions { module, config, returner }, format).await
+        }
+        Command::New(args) => crate::template::create(&args),
     }
 }
 
@@ -232,7 +254,7 @@ async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let returner = Returner::new(config, module, Default::default());
     let mut functions = Vec::new();
     for function in FUNCTIONS {
-        let call = dispatch::parse_call(function, probe_args(function).as_bytes())
+        let call = dispatch::parse_call(function, crate::testkit::probe_args(function).to_string().as_bytes())
             .map_err(|e| anyhow::anyhow!("probe arguments of {function}: {e}"))?;
         let status = match returner.call(&runtime, &call).await {
             Ok(_) => "implemented".to_owned(),
@@ -268,24 +290,6 @@ async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Harmless arguments for probing each function.
-fn probe_args(function: &str) -> String {
-    let jid = "20000101000000000000";
-    match function {
-        "returner" => json!({"ret": {"id": "inspect", "jid": jid, "fun": "test.ping", "return": true}}),
-        "save_load" => json!({"jid": jid, "load": {}}),
-        "get_load" | "get_jid" | "get_endtime" => json!({"jid": jid}),
-        "get_fun" => json!({"fun": "test.ping"}),
-        "get_jids_filter" => json!({"count": 1}),
-        "prep_jid" => json!({"passed_jid": jid}),
-        "save_minions" => json!({"jid": jid, "minions": []}),
-        "event_return" => json!({"events": []}),
-        "update_endtime" => json!({"jid": jid, "time": "2000, Jan 01 00:00:00.000000"}),
-        _ => json!({}),
-    }
-    .to_string()
 }
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {

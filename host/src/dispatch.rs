@@ -211,7 +211,7 @@ pub fn parse_call(function: &str, body: &[u8]) -> Result<Call, CallError> {
 }
 
 /// Salt's shape of a call's result.
-fn output_to_json(returner: &str, function: &str, output: Output) -> Result<Value, CallError> {
+pub fn output_to_json(returner: &str, function: &str, output: Output) -> Result<Value, CallError> {
     Ok(match output {
         Output::Unit => Value::Null,
         Output::Json(text) => serde_json::from_str(&text).map_err(|e| {

@@ -16,3 +16,5 @@ pub mod reload;
 pub mod metrics;
 pub mod runtime;
 pub mod salt_shim;
+pub mod template;
+pub mod testkit;

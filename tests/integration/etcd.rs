@@ -21,12 +21,7 @@ fn etcd_daemon(dir: &std::path::Path, etcd: &EtcdServer) -> Daemon {
         "",
         &format!(
             r#"
-[profiles.main]
-kind = "etcd"
-endpoints = ["{endpoint}"]
-request_timeout_ms = 800
-connect_timeout_ms = 500
-
+{profile}
 {etcd_returner}
 [returners.etcd_ro]
 module = {module}
@@ -50,10 +45,19 @@ module = "builtin:local-cache"
 dir = {jobs}
 mode = "rw"
 "#,
-            endpoint = etcd.endpoint(),
+            profile = etcd_profile_toml("main", etcd),
             etcd_returner = etcd_returner_toml("main"),
             jobs = toml_path(&jobs),
         ),
+    )
+}
+
+/// `[profiles.NAME]` for `etcd`, with short timeouts so a stopped etcd
+/// is an error quickly.
+pub(crate) fn etcd_profile_toml(name: &str, etcd: &EtcdServer) -> String {
+    format!(
+        "[profiles.{name}]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nrequest_timeout_ms = 800\nconnect_timeout_ms = 500\n",
+        etcd.endpoint()
     )
 }
 

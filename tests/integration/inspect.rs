@@ -51,11 +51,37 @@ fn inspect_refuses_what_is_not_a_returner_component() {
 }
 
 #[test]
-fn a_module_importing_sockets_is_refused_with_the_list() {
-    let out = Command::new(bin()).arg("inspect").arg(guest("fixture-sockets")).output().unwrap();
-    assert!(!out.status.success());
+fn a_guest_opening_a_socket_loads_but_is_denied_the_connection() {
+    // CPython's libc imports wasi:sockets, so the host links them, inert.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = temp_dir();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {}\n[returners.sockets]\nmodule = {}\n",
+            super::toml_path(&dir.path().join("var")),
+            super::toml_path(&guest("fixture-sockets"))
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["call", "--config", config.to_str().unwrap(), "sockets", "returner"])
+        .arg(format!(r#"{{"ret": {{"id": "{addr}", "jid": "20261123084300320186"}}}}"#))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("imports what this host does not provide"), "{stderr}");
-    assert!(stderr.contains("wasi:sockets/tcp@"), "names the offending imports: {stderr}");
-    assert!(!stderr.contains("salt:returner/types"), "lists only the offending imports: {stderr}");
+    assert!(!out.status.success(), "the connection was allowed: {stderr}");
+    assert!(stderr.contains("error: denied: "), "answers a denial, not a trap: {stderr}");
+    assert!(
+        stderr.contains(r#"capability="network" operation="create-tcp-socket" target="ipv4" outcome="denied""#),
+        "the denial is audited: {stderr}"
+    );
+    assert!(!stderr.contains("trap"), "{stderr}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the guest reached {addr}"
+    );
 }

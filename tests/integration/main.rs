@@ -11,6 +11,7 @@ mod local_cache_api;
 mod mysql;
 mod runtime;
 mod salt;
+mod testkit;
 
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,7 @@ use returner_host_tests::salt::{
 use returner_host_tests::{Daemon, guest, salt_fixture_lines, temp_dir};
 use serde_json::{Value, json};
 
-use super::etcd::etcd_returner_toml;
+use super::etcd::{etcd_profile_toml, etcd_returner_toml};
 use super::mysql::{RETURNER_TABLES, database};
 use super::{bin, config_daemon, tcp_daemon, toml_path};
 
@@ -33,12 +33,8 @@ fn host_config(dir: &Path, etcd: Option<&EtcdServer>, db: Option<&TestDb>) -> St
     }
     if let Some(etcd) = etcd {
         toml += &format!(
-            r#"
-[profiles.etcd_main]
-kind = "etcd"
-endpoints = ["{}"]
-{}"#,
-            etcd.endpoint(),
+            "\n{}{}",
+            etcd_profile_toml("etcd_main", etcd),
             etcd_returner_toml("etcd_main")
         );
     }

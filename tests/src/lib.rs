@@ -23,6 +23,14 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// A directory of this checkout's build for what tests build beside the
+/// Rust guests (kept between runs, so rebuilds are incremental).
+pub fn build_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("RETURNER_GUESTS_DIR")).join("../..").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
 /// The directory of real Salt payloads (`../shared/fixtures/salt` beside the checkout).
 pub fn salt_fixtures() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/salt");

@@ -65,6 +65,7 @@ pub struct CallCaps {
     log: log::LogCtx,
     etcd: etcd::EtcdCtx,
     mysql: mysql::MysqlCtx,
+    network: wasi::NetworkCtx,
 }
 
 impl CallCaps {
@@ -79,7 +80,8 @@ impl CallCaps {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
             etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
-            mysql: mysql::MysqlCtx::new(returner, grants.mysql.clone().map(Arc::new), &backends.mysql),
+            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.clone().map(Arc::new), &backends.mysql),
+            network: wasi::NetworkCtx::new(returner),
         }
     }
 }

@@ -1,14 +1,22 @@
 //! The WASI a returner gets: clocks, random, stdio, an empty environment and
-//! no arguments (what `wasm32-wasip2`'s standard library imports), and the
-//! filesystem, which holds only what an `fs` grant preopens. No sockets are
-//! linked, so a guest that imports them is refused at load.
+//! no arguments (what `wasm32-wasip2`'s standard library imports), the
+//! filesystem, which holds only what an `fs` grant preopens, and inert
+//! sockets: CPython's libc (componentize-py) imports `wasi:sockets` whether
+//! or not a returner uses them, so they are linked, but creating a TCP or
+//! UDP socket answers `access-denied` (audited) before any host socket
+//! exists, and [`deny_network`] turns name lookups off.
 
-use wasmtime::component::{HasData, Linker, ResourceTable};
-use wasmtime_wasi::WasiView;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
+use wasmtime_wasi::{WasiCtxBuilder, WasiView};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
-use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sockets};
+use wasmtime_wasi::p2::{SocketResult, TcpSocket, UdpSocket};
 use wasmtime_wasi::random::WasiRandom;
 
 /// The WASI interfaces [`add_to_linker`] links, without versions (any
@@ -34,7 +42,77 @@ pub const INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
 ];
+
+/// No network for a guest, also behind the denied socket creation below:
+/// TCP, UDP and name lookups are off in every call's WASI context.
+pub fn deny_network(wasi: &mut WasiCtxBuilder) {
+    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+}
+
+/// Whose socket creations to deny and audit.
+pub(super) struct NetworkCtx {
+    returner: Arc<str>,
+}
+
+impl NetworkCtx {
+    pub(super) fn new(returner: Arc<str>) -> Self {
+        Self { returner }
+    }
+
+    /// The guest asked for a socket: no grant gives one.
+    fn deny(&self, operation: &str, family: IpAddressFamily) -> wasmtime_wasi::p2::SocketError {
+        let family = match family {
+            IpAddressFamily::Ipv4 => "ipv4",
+            IpAddressFamily::Ipv6 => "ipv6",
+        };
+        super::audit::denied(&self.returner, "network", operation, family);
+        ErrorCode::AccessDenied.into()
+    }
+}
+
+struct HasNetwork;
+impl HasData for HasNetwork {
+    type Data<'a> = &'a mut NetworkCtx;
+}
+
+// The socket constructors' error type goes through `network`'s conversion;
+// the `network` interface itself is linked from wasmtime-wasi, so only the
+// conversion of this impl is ever called.
+impl sockets::network::Host for &mut NetworkCtx {
+    fn convert_error_code(&mut self, error: wasmtime_wasi::p2::SocketError) -> wasmtime::Result<ErrorCode> {
+        error.downcast()
+    }
+
+    fn network_error_code(&mut self, _: Resource<wasmtime::Error>) -> wasmtime::Result<Option<ErrorCode>> {
+        Err(wasmtime::Error::msg("network-error-code is linked from wasmtime-wasi"))
+    }
+}
+
+impl sockets::network::HostNetwork for &mut NetworkCtx {
+    fn drop(&mut self, _: Resource<sockets::network::Network>) -> wasmtime::Result<()> {
+        Err(wasmtime::Error::msg("network resources are linked from wasmtime-wasi"))
+    }
+}
+
+impl sockets::tcp_create_socket::Host for &mut NetworkCtx {
+    fn create_tcp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<TcpSocket>> {
+        Err(self.deny("create-tcp-socket", family))
+    }
+}
+
+impl sockets::udp_create_socket::Host for &mut NetworkCtx {
+    async fn create_udp_socket(&mut self, family: IpAddressFamily) -> SocketResult<Resource<UdpSocket>> {
+        Err(self.deny("create-udp-socket", family))
+    }
+}
 
 struct HasIo;
 impl HasData for HasIo {
@@ -42,7 +120,7 @@ impl HasData for HasIo {
 }
 
 /// Link the WASI interfaces above, asynchronously.
-pub fn add_to_linker<T: WasiView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: WasiView + super::CapsView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
     io::error::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     io::poll::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     io::streams::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
@@ -63,5 +141,12 @@ pub fn add_to_linker<T: WasiView + 'static>(l: &mut Linker<T>) -> wasmtime::Resu
     cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    sockets::network::add_to_linker::<T, WasiSockets>(l, &Default::default(), T::sockets)?;
+    sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<T, HasNetwork>(l, |t| &mut t.caps().network)?;
+    sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<T, HasNetwork>(l, |t| &mut t.caps().network)?;
     Ok(())
 }

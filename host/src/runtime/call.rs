@@ -261,6 +261,7 @@ impl Returner {
 
     fn new_store(&self, runtime: &super::Runtime) -> anyhow::Result<Store<CallState>> {
         let mut wasi = WasiCtxBuilder::new();
+        crate::caps::wasi::deny_network(&mut wasi);
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         wasi.stderr(stderr.clone());
         if let Some(fs) = &self.config.grants.fs {

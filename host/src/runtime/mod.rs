@@ -124,12 +124,16 @@ impl Runtime {
 /// the rest is released as before.
 const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 
+/// Core instances one call may use, on average over the slots: a Rust guest
+/// makes a handful (its module and wit-component's shims); a Python guest
+/// (componentize-py: libc, libpython, their dynamic-linking shims) about 40.
+const CORE_INSTANCES_PER_SLOT: u32 = 48;
+
 fn build_engine(opts: &RuntimeOptions, pagemap_scan: bool) -> anyhow::Result<Engine> {
     let slots = opts.instance_slots.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
-        // wit-component adds small shim modules beside the guest's own.
-        .total_core_instances(slots * 8)
+        .total_core_instances(slots * CORE_INSTANCES_PER_SLOT)
         .total_memories(slots * 2)
         .total_tables(slots * 8)
         .total_stacks(slots)

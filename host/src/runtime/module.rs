@@ -76,12 +76,12 @@ impl Runtime {
         let foreign: Vec<&str> = imports.iter().map(String::as_str).filter(|i| !crate::caps::is_linked(i)).collect();
         if !foreign.is_empty() {
             bail!(
-                "the component imports what this host does not provide (only the salt:returner interfaces and WASI without sockets): {}",
+                "the component imports what this host does not provide (only the salt:returner interfaces and WASI 0.2 are linked): {}",
                 foreign.join(", ")
             );
         }
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow!("the component imports something this host does not provide (only the salt:returner interfaces and WASI without sockets are linked): {e:#}")
+            anyhow!("the component imports something this host does not provide (only the salt:returner interfaces and WASI 0.2 are linked): {e:#}")
         })?;
         let pre = ReturnerComponentPre::new(pre)
             .map_err(anyhow::Error::from)
@@ -187,7 +187,7 @@ mod tests {
     fn linked_imports_are_recognised_by_name_and_version() {
         assert!(crate::caps::is_linked("salt:returner/log@0.1.0"));
         assert!(crate::caps::is_linked("wasi:filesystem/types@0.2.4"));
-        assert!(!crate::caps::is_linked("wasi:sockets/tcp@0.2.4"));
+        assert!(crate::caps::is_linked("wasi:sockets/tcp@0.2.9"));
         assert!(!crate::caps::is_linked("salt:returner/log@0.2.0"));
         assert!(!crate::caps::is_linked("wasi:http/outgoing-handler@0.2.0"));
     }

@@ -1,6 +1,7 @@
-//! A hostile fixture: its `returner` opens a TCP connection, so the
-//! component imports `wasi:sockets`, which the host does not link. The host
-//! must refuse it at load, naming those imports.
+//! A hostile fixture: its `returner` opens a TCP connection to the address
+//! in the return's `id`. The host links `wasi:sockets` (CPython's libc
+//! imports them) but denies every socket, so the connection must fail with
+//! an error value and never reach the address.
 
 use returner_sdk::{Error, JobReturn, Result, Returner};
 
