@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use returner_host::config::{Limits, ModuleSource};
 use returner_host::dispatch::{parse_call, sandbox_config};
 use returner_host::runtime::{Returner, Runtime, RuntimeOptions};
-use returner_host_tests::{Daemon, HttpConn, guest, rss_kib, temp_dir};
+use returner_host_tests::{Daemon, HttpConn, guest, rss_kib, temp_dir, toml_path};
 use serde_json::json;
 
 /// How long each throughput phase runs.
@@ -106,24 +106,11 @@ async fn runtime_calls(noop: &Path, tasks: usize) -> f64 {
 }
 
 fn bench_daemon(dir: &Path, noop: &Path) -> Daemon {
-    let socket = dir.join("bench.sock");
-    let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"unix:{}\"\ndata_dir = \"{}\"\n[returners.noop]\nmodule = \"{}\"\nlimits = {{ max_concurrency = 64, deadline_ms = 10000 }}\n",
-            socket.display(),
-            dir.join("var").display(),
-            noop.display()
-        ),
-    )
-    .unwrap();
-    Daemon::start(
-        Path::new(env!("CARGO_BIN_EXE_returner-host")),
-        &["--config", config.to_str().unwrap()],
-        &socket,
-        &dir.join("daemon.log"),
-    )
+    let returner = format!(
+        "[returners.noop]\nmodule = {}\nlimits = {{ max_concurrency = 64, deadline_ms = 10000 }}\n",
+        toml_path(noop)
+    );
+    Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &returner)
 }
 
 fn http_calls(daemon: &Daemon, clients: usize) -> f64 {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use returner_host_tests::{Daemon, guest, temp_dir};
+use returner_host_tests::{Daemon, guest, hostile_suite_toml, temp_dir};
 use serde_json::{Value, json};
 
 use super::{config_daemon, toml_path};
 
-/// Calls of the good returner in a loop until stopped; counts failures.
-struct GoodTraffic {
+/// Calls of a well-behaved local-cache returner in a loop until stopped:
+/// each stores a return and reads it back; counts failures.
+pub(crate) struct GoodTraffic {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     failed: Arc<std::sync::Mutex<Vec<String>>>,
@@ -22,7 +23,7 @@ struct GoodTraffic {
 }
 
 impl GoodTraffic {
-    fn start(socket: std::path::PathBuf) -> Self {
+    pub(crate) fn start(socket: std::path::PathBuf, returner: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -32,22 +33,22 @@ impl GoodTraffic {
             while !s.load(Ordering::Relaxed) {
                 n += 1;
                 let jid = format!("2026112312{n:010}");
-                let ret = json!({ "id": "good", "jid": jid, "fun": "test.ping", "return": true, "retcode": 0, "success": true });
+                let ret = json!({ "id": returner, "jid": jid, "fun": "test.ping", "return": true, "retcode": 0, "success": true });
                 let r = returner_host_tests::http_unix(
                     &socket,
                     "POST",
-                    "/v1/returners/good/returner",
+                    &format!("/v1/returners/{returner}/returner"),
                     &[],
                     json!({ "ret": ret }).to_string().as_bytes(),
                 );
                 let back = returner_host_tests::http_unix(
                     &socket,
                     "POST",
-                    "/v1/returners/good/get_jid",
+                    &format!("/v1/returners/{returner}/get_jid"),
                     &[],
                     json!({ "jid": jid }).to_string().as_bytes(),
                 );
-                if r.status == 200 && back.status == 200 && back.json["result"]["good"]["return"] == json!(true) {
+                if r.status == 200 && back.status == 200 && back.json["result"][returner]["return"] == json!(true) {
                     o.fetch_add(1, Ordering::Relaxed);
                 } else {
                     f.lock().unwrap().push(format!("{:?} / {:?}", r.json, back.json));
@@ -57,8 +58,8 @@ impl GoodTraffic {
         Self { stop, ok, failed, thread: Some(thread) }
     }
 
-    /// Stop and assert every good call succeeded.
-    fn finish(mut self) -> usize {
+    /// Stop and assert every call succeeded; the number of round trips.
+    pub(crate) fn finish(mut self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
         let failed = self.failed.lock().unwrap();
@@ -78,49 +79,14 @@ fn hostile_daemon(dir: &std::path::Path, server_extra: &str) -> Daemon {
     std::fs::write(dir.join("secret.txt"), "TOP SECRET behind a symlink").unwrap();
     std::fs::write(granted.join("inside.txt"), "inside, granted").unwrap();
     std::os::unix::fs::symlink(dir, granted.join("link-out")).unwrap();
-    let module = |name: &str| toml_path(&guest(name));
     config_daemon(
         dir,
         server_extra,
         &format!(
-            r#"
-[returners.good]
-module = "builtin:local-cache"
-[returners.good.grants.fs]
-dir = {jobs}
-mode = "rw"
-
-[returners.spin]
-module = {spin}
-limits = {{ deadline_ms = 300 }}
-
-[returners.memhog]
-module = {memhog}
-limits = {{ memory_mib = 32, deadline_ms = 20000 }}
-
-[returners.trapper]
-module = {trapper}
-
-[returners.abuser]
-module = {abuser}
-limits = {{ memory_mib = 640, deadline_ms = 2000 }}
-
-[returners.nogrant]
-module = {escaper}
-
-[returners.escaper]
-module = {escaper}
-[returners.escaper.grants.fs]
-dir = {granted}
-mode = "rw"
-"#,
-            jobs = toml_path(&jobs),
-            granted = toml_path(&granted),
-            spin = module("fixture-spin"),
-            memhog = module("fixture-memhog"),
-            trapper = module("fixture-trapper"),
-            escaper = module("fixture-escaper"),
-            abuser = module("fixture-abuser"),
+            "{}\n[returners.escaper]\nmodule = {}\n[returners.escaper.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+            hostile_suite_toml(&jobs),
+            toml_path(&guest("fixture-escaper")),
+            toml_path(&granted),
         ),
     )
 }
@@ -180,7 +146,7 @@ fn hostile_guests_fail_alone_audited_and_counted() {
     let dir = temp_dir();
     let audit_log = dir.path().join("audit.jsonl");
     let mut d = hostile_daemon(dir.path(), &format!("audit_log = {}", toml_path(&audit_log)));
-    let traffic = GoodTraffic::start(d.socket.clone());
+    let traffic = GoodTraffic::start(d.socket.clone(), "good");
 
     let cases = hostile_cases();
     for c in &cases {
@@ -330,4 +296,35 @@ fn a_returner_over_its_rate_gets_a_limit_error() {
     let r = d.call("noop", "get_load", &json!({ "jid": "1" }));
     assert_eq!((r.status, r.error().0), (429, "limit"), "{:?}", r.json);
     assert!(r.error().1.contains("rate limit of 0.5 calls/s (burst 2)"), "{:?}", r.json);
+}
+
+#[test]
+fn good_calls_succeed_while_hostile_guests_compute_on_every_core() {
+    let dir = temp_dir();
+    let d = hostile_daemon(dir.path(), "");
+    let traffic = GoodTraffic::start(d.socket.clone(), "good");
+    // Twice as many computing guests as cores, each until its deadline.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hostile: Vec<_> = (0..cores * 2)
+        .map(|i| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                let mut conn = returner_host_tests::HttpConn::connect(&socket);
+                for _ in 0..2 {
+                    let (path, args) = if i % 2 == 0 {
+                        ("/v1/returners/abuser/get_fun", json!({ "fun": "flood" }))
+                    } else {
+                        ("/v1/returners/spin/get_load", json!({ "jid": "1" }))
+                    };
+                    let r = conn.post(path, args.to_string().as_bytes());
+                    assert_eq!(r.error().0, "deadline", "{path}: {:?}", r.json);
+                }
+            })
+        })
+        .collect();
+    for h in hostile {
+        h.join().unwrap();
+    }
+    // Every good call beside them succeeded within its 2 s deadline.
+    assert!(traffic.finish() > 0);
 }

@@ -9,13 +9,14 @@ mod hostile;
 mod inspect;
 mod local_cache_api;
 mod mysql;
+mod reload;
 mod runtime;
 mod salt;
 mod testkit;
 
 use std::path::{Path, PathBuf};
 
-use returner_host_tests::Daemon;
+use returner_host_tests::{Daemon, toml_path};
 use serde_json::Value;
 
 /// The `returner-host` binary under test.
@@ -54,18 +55,6 @@ fn tcp_daemon(dir: &Path, token: &str) -> (Daemon, String) {
 /// `returner-host serve --config FILE` where FILE holds `server_extra` in
 /// its `[server]` table, then `config`; the socket is in `dir`.
 fn config_daemon(dir: &Path, server_extra: &str, config: &str) -> Daemon {
-    let socket = dir.join("host.sock");
-    let text = format!(
-        "[server]\nlisten = \"unix:{}\"\ndata_dir = \"{}\"\n{server_extra}\n{config}",
-        socket.display(),
-        dir.join("var").display()
-    );
-    let file = dir.join("host.toml");
-    std::fs::write(&file, text).unwrap();
-    Daemon::start(&bin(), &["--config", file.to_str().unwrap()], &socket, &dir.join("daemon.log"))
+    Daemon::with_config(&bin(), dir, server_extra, config)
 }
 
-/// A TOML string literal of a path.
-fn toml_path(p: &Path) -> String {
-    Value::String(p.display().to_string()).to_string()
-}

@@ -222,6 +222,21 @@ impl Daemon {
         daemon
     }
 
+    /// `binary serve --config FILE` where FILE, written to `dir/host.toml`,
+    /// holds a `[server]` table listening on `dir/host.sock` with data in
+    /// `dir/var` plus `server_extra`, then `config`.
+    pub fn with_config(binary: &Path, dir: &Path, server_extra: &str, config: &str) -> Daemon {
+        let socket = dir.join("host.sock");
+        let text = format!(
+            "[server]\nlisten = \"unix:{}\"\ndata_dir = {}\n{server_extra}\n{config}",
+            socket.display(),
+            toml_path(&dir.join("var"))
+        );
+        let file = dir.join("host.toml");
+        std::fs::write(&file, text).expect("writing the daemon config");
+        Daemon::start(binary, &["--config", file.to_str().unwrap()], &socket, &dir.join("daemon.log"))
+    }
+
     /// Start with a TCP listener at `addr` and wait until it accepts.
     pub fn start_tcp(binary: &Path, args: &[&str], addr: &str, log: &Path) -> Daemon {
         let log_file = std::fs::File::create(log).expect("creating the daemon log");
@@ -295,4 +310,51 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmRSS in /proc status")
+}
+
+/// A TOML string literal of a path.
+pub fn toml_path(p: &Path) -> String {
+    Value::String(p.display().to_string()).to_string()
+}
+
+/// `[returners.*]` of the hostile suite served beside a good returner:
+/// `good` (local-cache, `jobs` granted rw), `spin` (loops; 300 ms deadline),
+/// `memhog` (grows memory; 32 MiB cap), `trapper` (traps, panics), `abuser`
+/// (recurses, answers 100 MB, floods host calls; 640 MiB, 2 s) and `nogrant`
+/// (the escaper with no grant, trying every capability).
+pub fn hostile_suite_toml(jobs: &Path) -> String {
+    let module = |name: &str| toml_path(&guest(name));
+    format!(
+        r#"
+[returners.good]
+module = "builtin:local-cache"
+[returners.good.grants.fs]
+dir = {jobs}
+mode = "rw"
+
+[returners.spin]
+module = {spin}
+limits = {{ deadline_ms = 300 }}
+
+[returners.memhog]
+module = {memhog}
+limits = {{ memory_mib = 32, deadline_ms = 20000 }}
+
+[returners.trapper]
+module = {trapper}
+
+[returners.abuser]
+module = {abuser}
+limits = {{ memory_mib = 640, deadline_ms = 2000 }}
+
+[returners.nogrant]
+module = {escaper}
+"#,
+        jobs = toml_path(jobs),
+        spin = module("fixture-spin"),
+        memhog = module("fixture-memhog"),
+        trapper = module("fixture-trapper"),
+        abuser = module("fixture-abuser"),
+        escaper = module("fixture-escaper"),
+    )
 }

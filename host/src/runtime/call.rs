@@ -3,16 +3,16 @@
 //! any) turned into a [`CallError`] that names it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-use super::{CallState, EPOCH_TICK, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
+use super::{CallState, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
 use crate::bindings::{Event, JobReturn};
 use crate::caps::{Backends, CallCaps};
 use crate::config::{Limits, ReturnerConfig};
@@ -221,7 +221,7 @@ impl Returner {
             CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
         })?;
         let remaining = limits.deadline.saturating_sub(started.elapsed());
-        store.set_epoch_deadline(ticks(remaining));
+        time_slice(&mut store, started + limits.deadline);
 
         let outcome = tokio::time::timeout(remaining, self.run(&mut store, call)).await;
         match outcome {
@@ -276,7 +276,6 @@ impl Returner {
         };
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
         Ok(store)
     }
 
@@ -399,9 +398,22 @@ impl RateLimiter {
     }
 }
 
-/// Epoch ticks for a deadline, rounded up, at least one.
-fn ticks(d: Duration) -> u64 {
-    (d.as_micros() as u64).div_ceil(EPOCH_TICK.as_micros() as u64).max(1)
+/// Guest code runs for at most this many epoch ticks before it yields to
+/// the async executor, so a guest that computes cannot hold a worker thread
+/// (and starve the calls of other returners) until its deadline.
+const SLICE_TICKS: u64 = 2;
+
+/// Run the guest in time slices: at the end of each it yields to the
+/// executor; past `deadline` it traps with `Trap::Interrupt`. (Time spent in
+/// host calls is bounded by the caller's timeout.)
+fn time_slice(store: &mut Store<CallState>, deadline: Instant) {
+    store.set_epoch_deadline(SLICE_TICKS);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::YieldCustom(SLICE_TICKS, Box::pin(tokio::task::yield_now())))
+    });
 }
 
 /// What the guest wrote to stderr (a panic message, typically), on one line,
@@ -418,6 +430,8 @@ fn stderr_summary(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -427,13 +441,6 @@ mod tests {
         assert!(!r.try_take(), "the burst is spent");
         std::thread::sleep(Duration::from_millis(5));
         assert!(r.try_take(), "tokens refill at the rate");
-    }
-
-    #[test]
-    fn ticks_round_up() {
-        assert_eq!(ticks(Duration::from_millis(0)), 1);
-        assert_eq!(ticks(EPOCH_TICK), 1);
-        assert_eq!(ticks(EPOCH_TICK + Duration::from_micros(1)), 2);
     }
 
     #[test]

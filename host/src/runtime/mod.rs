@@ -24,6 +24,17 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::ReturnerComponentPre;
 use crate::caps::{self, CallCaps, CapsView};
 
+/// Async worker threads per core. Guest code that computes occupies a
+/// worker for its time slice; with several workers per core a call of a
+/// well-behaved returner still finds a free worker at once while guests of
+/// other returners compute, and the kernel shares the cores among them.
+pub const WORKERS_PER_CORE: usize = 4;
+
+/// Worker threads for the host's async runtime.
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * WORKERS_PER_CORE
+}
+
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 

@@ -1,0 +1,200 @@
+//! Hot reload while serving: a module file replaced under load is swapped in
+//! with no call failed or lost; calls in flight finish on the old module; a
+//! broken replacement and a hash mismatch are refused, audited and counted,
+//! and the old module keeps serving; SIGHUP takes a new pin from the config.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use returner_host_tests::{Daemon, guest, temp_dir};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::hostile::{GoodTraffic, metrics};
+use super::{config_daemon, toml_path};
+
+/// `bytes` with a custom section appended: the same component, another sha256.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"returner-host-test";
+    let mut payload = Vec::new();
+    leb128(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    leb128(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Replace `path` the way an admin should: write beside it, then rename.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("wasm.new");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The sha256 `returner` serves with now, from `GET /v1/returners`.
+fn serving(d: &Daemon, returner: &str) -> String {
+    let r = returner_host_tests::http_unix(&d.socket, "GET", "/v1/returners", &[], b"");
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    r.json["returners"][returner]["sha256"].as_str().unwrap().to_owned()
+}
+
+/// Wait until `check` holds, for at most a minute (a reload compiles).
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Audit events with `outcome = "refused"` for `returner`'s module.
+fn refusals(audit_log: &Path, returner: &str) -> Vec<Value> {
+    std::fs::read_to_string(audit_log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["fields"]["returner"] == returner && e["fields"]["outcome"] == "refused")
+        .collect()
+}
+
+/// A daemon serving `module` (copied to `dir/hot.wasm`) as `hot` with a job
+/// cache grant, watching module files every 100 ms; `pin` goes in `sha256`.
+fn hot_daemon(dir: &Path, module: &[u8], pin: Option<&str>, limits: &str) -> Daemon {
+    std::fs::write(dir.join("hot.wasm"), module).unwrap();
+    let jobs = dir.join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    config_daemon(
+        dir,
+        &format!("watch_interval_ms = 100\naudit_log = {}", toml_path(&dir.join("audit.jsonl"))),
+        &hot_config(dir, pin, limits),
+    )
+}
+
+fn hot_config(dir: &Path, pin: Option<&str>, limits: &str) -> String {
+    let pin = pin.map(|p| format!("sha256 = \"{p}\"\n")).unwrap_or_default();
+    format!(
+        "[returners.hot]\nmodule = {}\n{pin}limits = {{ {limits} }}\n[returners.hot.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+        toml_path(&dir.join("hot.wasm")),
+        toml_path(&dir.join("jobs"))
+    )
+}
+
+#[test]
+fn swaps_under_load_lose_no_call_and_broken_modules_are_refused() {
+    let dir = temp_dir();
+    let original = std::fs::read(guest("returner-local-cache")).unwrap();
+    let d = hot_daemon(dir.path(), &original, None, "deadline_ms = 5000");
+    assert_eq!(serving(&d, "hot"), sha256(&original));
+    let traffic = GoodTraffic::start(d.socket.clone(), "hot");
+
+    for n in 1..=3 {
+        let next = variant(&original, &format!("v{n}"));
+        replace(&dir.path().join("hot.wasm"), &next);
+        wait_for(&format!("v{n} to serve"), || serving(&d, "hot") == sha256(&next));
+    }
+    let last = serving(&d, "hot");
+
+    // Not a component at all, then a core module: each refused, the last good one serves on.
+    let audit_log = dir.path().join("audit.jsonl");
+    for (n, broken) in [b"this is not wasm".to_vec(), b"\0asm\x01\0\0\0".to_vec()].into_iter().enumerate() {
+        replace(&dir.path().join("hot.wasm"), &broken);
+        wait_for("the refusal to be audited", || refusals(&audit_log, "hot").len() == n + 1);
+        let refused = refusals(&audit_log, "hot");
+        let e = &refused[n];
+        assert_eq!(e["fields"]["module_sha256"], sha256(&broken), "{e}");
+        assert_eq!(e["fields"]["capability"], "module", "{e}");
+        assert!(e["fields"]["message"].as_str().unwrap().contains("hot.wasm"), "the message names the file: {e}");
+        assert_eq!(serving(&d, "hot"), last, "the old module keeps serving");
+    }
+    // Let the traffic run a while on the module that survived.
+    std::thread::sleep(Duration::from_millis(300));
+    let round_trips = traffic.finish();
+    assert!(round_trips > 10, "{round_trips} round trips across the swaps");
+
+    let m = metrics(&d);
+    assert_eq!(m[r#"returner_host_module_reloads_total{returner="hot",outcome="swapped"}"#], 3.0);
+    assert_eq!(m[r#"returner_host_module_reloads_total{returner="hot",outcome="refused"}"#], 2.0);
+    assert_eq!(
+        m[r#"returner_host_calls_total{returner="hot",function="returner",outcome="ok"}"#],
+        round_trips as f64,
+        "every return was stored"
+    );
+    assert!(d.log_text().contains("new module refused; the old one keeps serving"));
+}
+
+#[test]
+fn a_call_in_flight_finishes_on_the_module_it_started_on() {
+    let dir = temp_dir();
+    let original = std::fs::read(guest("fixture-noop")).unwrap();
+    let d = hot_daemon(dir.path(), &original, None, "deadline_ms = 30000");
+    let socket = d.socket.clone();
+    let slow = std::thread::spawn(move || {
+        let args = json!({ "fun": "sleep:6000" }).to_string();
+        returner_host_tests::http_unix(&socket, "POST", "/v1/returners/hot/get_fun", &[], args.as_bytes())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let next = variant(&original, "next");
+    replace(&dir.path().join("hot.wasm"), &next);
+    wait_for("the new module to serve", || serving(&d, "hot") == sha256(&next));
+    assert!(!slow.is_finished(), "the slow call is still running on the old module");
+    assert_eq!(d.call("hot", "get_load", &json!({ "jid": "1" })).result(), &json!({}), "new calls are served");
+    let r = slow.join().unwrap();
+    assert_eq!((r.status, r.json["result"].clone()), (200, json!({})), "{:?}", r.json);
+}
+
+#[test]
+fn a_pin_mismatch_is_refused_until_sighup_brings_the_new_pin() {
+    let dir = temp_dir();
+    let original = std::fs::read(guest("fixture-noop")).unwrap();
+    let pinned = sha256(&original);
+    let d = hot_daemon(dir.path(), &original, Some(&pinned), "deadline_ms = 5000");
+    let audit_log = dir.path().join("audit.jsonl");
+
+    let next = variant(&original, "next");
+    replace(&dir.path().join("hot.wasm"), &next);
+    wait_for("the pin mismatch to be refused", || refusals(&audit_log, "hot").len() == 1);
+    let e = &refusals(&audit_log, "hot")[0];
+    assert_eq!(e["fields"]["module_sha256"], sha256(&next), "{e}");
+    assert!(e["fields"]["message"].as_str().unwrap().contains(&format!("sha256 pins {pinned}")), "{e}");
+    assert_eq!(serving(&d, "hot"), pinned);
+    assert_eq!(d.call("hot", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+
+    // The admin pins the new module and sends SIGHUP.
+    let hangup = |d: &Daemon| {
+        let status = std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    let host_toml = dir.path().join("host.toml");
+    let text = std::fs::read_to_string(&host_toml).unwrap();
+    std::fs::write(&host_toml, text.replace(&pinned, &sha256(&next))).unwrap();
+    hangup(&d);
+    wait_for("the newly pinned module to serve", || serving(&d, "hot") == sha256(&next));
+
+    // A config whose pin matches no file: refused on SIGHUP, the module serves on.
+    let text = std::fs::read_to_string(&host_toml).unwrap();
+    std::fs::write(&host_toml, text.replace(&sha256(&next), &"0".repeat(64))).unwrap();
+    hangup(&d);
+    wait_for("the wrong pin to be refused", || refusals(&audit_log, "hot").len() == 2);
+    assert_eq!(serving(&d, "hot"), sha256(&next));
+    assert_eq!(d.call("hot", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+    let mut d = d;
+    assert!(d.is_running(), "SIGHUP does not end the host");
+}
