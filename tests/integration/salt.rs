@@ -353,10 +353,15 @@ fn master_job_cache_on_the_local_cache_returner() {
     let mut salt = SaltMaster::start(
         dir.path(),
         &[&shim_dir()],
-        &format!("master_job_cache: wasm\njob_cache_store_endtime: true\n{url}"),
+        // A maintenance loop every second, so clean_old_jobs is called while the test runs.
+        &format!("master_job_cache: wasm\njob_cache_store_endtime: true\nloop_interval: 1\n{url}"),
         &format!("{url}alt.wasm.returner: local_cache_alt\n"),
     );
     let (ping, run) = jobs_round_trip(&salt, &host, "local_cache");
+    let cleaned = r#"returner_host_calls_total{returner="local_cache",function="clean_old_jobs",outcome="ok"}"#;
+    eventually("the master's maintenance loop calls clean_old_jobs through the shim", || {
+        crate::hostile::metrics(&host).get(cleaned).copied().filter(|&n| n >= 1.0)
+    });
     let job = salt.run(&["jobs.list_job", &run]).json();
     assert!(job["EndTime"].as_str().is_some_and(|t| t.starts_with("20")), "update_endtime, get_endtime: {job}");
 
