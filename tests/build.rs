@@ -15,6 +15,7 @@ const GUESTS: &[&str] = &[
     "fixture-escaper",
     "fixture-sockets",
     "fixture-sql-escaper",
+    "fixture-etcd-escaper",
     "fixture-abuser",
     "fixture-broken-get-load",
     "fixture-broken-save-load",

@@ -133,7 +133,7 @@ fn hostile_cases() -> Vec<Case> {
 /// scheduling on a busy machine, not guest time.
 const MARGIN: Duration = Duration::from_millis(1_500);
 
-fn audit_events(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn audit_events(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()

@@ -2,20 +2,24 @@
 //! things they do with full keys, so tests can swap the backend, and its
 //! implementation with `etcd-client`, one per profile, shared by every call.
 //!
-//! The live client connects on first use and again after a failed connect;
-//! once connected, the gRPC channel reconnects by itself when a member comes
-//! back. Every request is bounded by the profile's timeouts, so an
-//! unreachable cluster is a `backend` error naming the endpoints, never a
-//! hang.
+//! The live client holds one connection per member endpoint, each made on
+//! first use and again after a failed connect; once connected, a member's
+//! gRPC channel reconnects by itself when the member comes back. A request
+//! that a member cannot serve is tried on the next one, so a cluster rides
+//! out the loss of any minority of its members, the leader included. Every
+//! request is bounded by the profile's request timeout, so an unreachable
+//! cluster is a `backend` error naming the endpoints, never a hang.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions, TlsOptions,
-    Txn, TxnOp,
+    Txn, TxnOp, TxnOpResponse,
 };
 use tokio::sync::Mutex;
 
@@ -58,15 +62,38 @@ pub trait EtcdClient: Send + Sync {
     fn delete(&self, key: Vec<u8>, end: Option<Vec<u8>>) -> BoxFuture<'_, Result<u64, BackendError>>;
 }
 
-/// An `etcd-client` connection for one profile, made on first use.
+/// An `etcd-client` connection to each member of one profile's cluster,
+/// each made on first use.
+///
+/// A request goes to the member that answered last. When that member is
+/// unreachable or cannot serve it (killed, partitioned, no leader, leader
+/// changing), the request is tried again on the next member, and round the
+/// members again after a short pause, until one answers or the profile's
+/// request timeout is spent. A failure that another member would repeat
+/// (bad credentials, a TLS mismatch, a request etcd refuses) ends at once.
 pub struct LiveClient {
     profile: String,
     endpoints: Vec<String>,
     options: ConnectOptions,
     connect_timeout: Duration,
     request_timeout: Duration,
-    client: Mutex<Option<Client>>,
+    tls_files: TlsFiles,
+    /// One lazily connected client per endpoint, in `endpoints` order.
+    members: Vec<Mutex<Option<Client>>>,
+    /// The member that answered last: where the next request goes first.
+    preferred: AtomicUsize,
 }
+
+/// The TLS files of a profile, for messages that tell the admin which to fix.
+#[derive(Clone, Debug, Default)]
+struct TlsFiles {
+    ca: Option<String>,
+    cert: Option<String>,
+}
+
+/// The first pause before going round the members again, and the longest.
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+const LONGEST_PAUSE: Duration = Duration::from_millis(250);
 
 impl fmt::Debug for LiveClient {
     // ConnectOptions' own Debug prints the password: never show it.
@@ -76,6 +103,14 @@ impl fmt::Debug for LiveClient {
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
+}
+
+/// How one attempt on one member failed.
+enum Failure {
+    /// Another member, or the same one a moment later, may serve it.
+    Retry(String),
+    /// Every member would answer the same.
+    Final(BackendError),
 }
 
 impl LiveClient {
@@ -89,7 +124,10 @@ impl LiveClient {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(profile.connect_timeout())
             .with_timeout(profile.request_timeout())
-            .with_auto_token_refresh(true);
+            .with_auto_token_refresh(true)
+            // A member that lost its leader says so at once instead of
+            // holding the request, so the next member can be tried.
+            .with_require_leader(true);
         if let Some(user) = &profile.username {
             let password = match &profile.password_file {
                 Some(path) => {
@@ -103,23 +141,29 @@ impl LiveClient {
             };
             options = options.with_user(user.clone(), password);
         }
+        let mut tls_files = TlsFiles::default();
         if profile.uses_tls() {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &profile.ca_file {
                 tls = tls.ca_certificate(Certificate::from_pem(read(ca, "the CA file")?));
+                tls_files.ca = Some(ca.display().to_string());
             }
             if let (Some(cert), Some(key)) = (&profile.cert_file, &profile.key_file) {
                 tls = tls.identity(Identity::from_pem(read(cert, "the client certificate")?, read(key, "the client key")?));
+                tls_files.cert = Some(cert.display().to_string());
             }
             options = options.with_tls(tls);
         }
+        let endpoints = profile.endpoint_urls();
         Ok(Self {
             profile: name.to_owned(),
-            endpoints: profile.endpoint_urls(),
+            members: endpoints.iter().map(|_| Mutex::new(None)).collect(),
+            endpoints,
             options,
             connect_timeout: profile.connect_timeout(),
             request_timeout: profile.request_timeout(),
-            client: Mutex::new(None),
+            tls_files,
+            preferred: AtomicUsize::new(0),
         })
     }
 
@@ -127,117 +171,265 @@ impl LiveClient {
         BackendError::Unavailable(format!("etcd profile `{}` at {}: {why}", self.profile, self.endpoints.join(", ")))
     }
 
-    /// The shared client, connecting first if no connect has succeeded yet.
-    async fn client(&self) -> Result<Client, BackendError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = &*slot {
-            return Ok(client.clone());
-        }
-        let connect = Client::connect(&self.endpoints, Some(self.options.clone()));
-        let client = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(client)) => client,
-            // Whatever fails while connecting (authenticating included) is the cluster's or the admin's.
-            Ok(Err(e)) => return Err(self.unavailable(e)),
-            Err(_) => {
-                return Err(self.unavailable(format_args!(
-                    "no connection within the connect timeout of {} ms",
-                    self.connect_timeout.as_millis()
-                )));
+    /// The client of member `index`, connecting first if no connect to it
+    /// has succeeded yet; waiting for another call's connect counts too.
+    async fn member(&self, index: usize, budget: Duration) -> Result<Client, Failure> {
+        let limit = self.connect_timeout.min(budget);
+        let endpoint = &self.endpoints[index];
+        let connected = tokio::time::timeout(limit, async {
+            let mut slot = self.members[index].lock().await;
+            if let Some(client) = &*slot {
+                return Ok(client.clone());
             }
-        };
-        tracing::info!(profile = %self.profile, endpoints = ?self.endpoints, "connected to etcd");
-        *slot = Some(client.clone());
-        Ok(client)
+            let client = Client::connect([endpoint], Some(self.options.clone())).await?;
+            tracing::info!(profile = %self.profile, endpoint = %endpoint, "connected to etcd");
+            *slot = Some(client.clone());
+            Ok::<_, etcd_client::Error>(client)
+        });
+        match connected.await {
+            Ok(Ok(client)) => Ok(client),
+            // Whatever fails while connecting (authenticating included) is the cluster's or the admin's.
+            Ok(Err(e)) => Err(self.failure(e)),
+            Err(_) => Err(Failure::Retry(format!("no connection within {} ms", limit.as_millis()))),
+        }
     }
 
-    /// Run one request on the shared client within the request timeout.
+    /// Run one request within the request timeout, on the member that
+    /// answered last, then on the others in turn while they cannot serve
+    /// it. `op` gets the client and whether this is a retry (an earlier
+    /// attempt may have been applied without its answer arriving).
     async fn request<T, F, Fut>(&self, op: F) -> Result<T, BackendError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client, bool) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let client = self.client().await?;
-        match tokio::time::timeout(self.request_timeout, op(client)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.classify(e)),
-            Err(_) => Err(self.unavailable(format_args!(
-                "no answer within the request timeout of {} ms",
-                self.request_timeout.as_millis()
-            ))),
+        let started = Instant::now();
+        let members = self.members.len();
+        // With several members, one that hangs must leave time for the others.
+        let attempt_limit = if members > 1 { self.request_timeout / 2 } else { self.request_timeout };
+        let first = self.preferred.load(Ordering::Relaxed) % members;
+        let mut pause = FIRST_PAUSE;
+        let mut errors: Vec<Option<String>> = vec![None; members];
+        let mut attempt = 0usize;
+        loop {
+            let index = (first + attempt) % members;
+            let remaining = self.request_timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(self.timed_out(&errors));
+            }
+            let failure = match self.member(index, remaining).await {
+                Err(failure) => failure,
+                Ok(client) => {
+                    let limit = attempt_limit.min(self.request_timeout.saturating_sub(started.elapsed()));
+                    match tokio::time::timeout(limit, op(client, attempt > 0)).await {
+                        Ok(Ok(value)) => {
+                            self.preferred.store(index, Ordering::Relaxed);
+                            return Ok(value);
+                        }
+                        Ok(Err(e)) => self.failure(e),
+                        Err(_) => Failure::Retry(format!("no answer within {} ms", limit.as_millis())),
+                    }
+                }
+            };
+            match failure {
+                Failure::Final(e) => return Err(e),
+                Failure::Retry(why) => {
+                    tracing::debug!(profile = %self.profile, endpoint = %self.endpoints[index], error = %why, "etcd member failed a request; trying the next");
+                    errors[index] = Some(why);
+                }
+            }
+            attempt += 1;
+            if attempt % members == 0 {
+                // Every member failed: wait a little (a leader election, a restart) and go round again.
+                let remaining = self.request_timeout.saturating_sub(started.elapsed());
+                tokio::time::sleep(pause.min(remaining)).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
         }
     }
 
-    /// etcd's refusals of the request itself are the guest's; the rest is the cluster's.
-    fn classify(&self, e: etcd_client::Error) -> BackendError {
+    /// The error after the request timeout, with each member's last failure.
+    fn timed_out(&self, errors: &[Option<String>]) -> BackendError {
+        let last: Vec<String> = self
+            .endpoints
+            .iter()
+            .zip(errors)
+            .filter_map(|(endpoint, error)| error.as_ref().map(|e| format!("{endpoint}: {e}")))
+            .collect();
+        self.unavailable(format_args!(
+            "no member answered within the request timeout of {} ms (last errors: {})",
+            self.request_timeout.as_millis(),
+            if last.is_empty() { "none".to_owned() } else { last.join("; ") }
+        ))
+    }
+
+    /// Whose fault a failed attempt is, and whether another attempt may help.
+    fn failure(&self, e: etcd_client::Error) -> Failure {
+        let text = describe(&e);
+        if let Some(problem) = self.tls_problem(&text) {
+            return Failure::Final(self.unavailable(format_args!("{problem} ({text})")));
+        }
         if let etcd_client::Error::GRpcStatus(status) = &e {
             let message = status.message();
             let too_large = message.contains("too large") || message.contains("larger than max");
             if too_large {
-                return BackendError::Refused(format!(
+                return Failure::Final(BackendError::Refused(format!(
                     "etcd refused the request as too large ({message}); etcd's --max-request-bytes is 1.5 MiB unless its admin raised it"
-                ));
+                )));
             }
             let credentials = message.contains("authentication") || message.contains("permission denied");
-            if !credentials && matches!(status.code() as i32, GRPC_INVALID_ARGUMENT | GRPC_RESOURCE_EXHAUSTED) {
-                return BackendError::Refused(format!("etcd refused the request: {message}"));
+            let code = status.code() as i32;
+            if !credentials && matches!(code, GRPC_INVALID_ARGUMENT | GRPC_RESOURCE_EXHAUSTED) {
+                return Failure::Final(BackendError::Refused(format!("etcd refused the request: {message}")));
             }
-            return self.unavailable(format_args!("{:?}: {message}", status.code()));
+            if credentials || !RETRIED_CODES.contains(&code) {
+                return Failure::Final(self.unavailable(text));
+            }
+            return Failure::Retry(text);
         }
-        self.unavailable(e)
+        match e {
+            etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => {
+                Failure::Final(self.unavailable(text))
+            }
+            _ => Failure::Retry(text),
+        }
     }
+
+    /// A TLS failure, said in terms of the profile's files: every member
+    /// would fail the same way, so it is not retried.
+    fn tls_problem(&self, text: &str) -> Option<String> {
+        let ca = self.tls_files.ca.as_deref().unwrap_or("none");
+        let problem = if text.contains("UnknownIssuer") {
+            format!("TLS: the member's certificate is not signed by the CA in ca_file ({ca})")
+        } else if text.contains("NotValidForName") {
+            "TLS: the member's certificate is not valid for the endpoint's host name".to_owned()
+        } else if text.contains("Expired") {
+            "TLS: a certificate has expired".to_owned()
+        } else if text.contains("CertificateRequired") || text.contains("certificate required") || text.contains("BadCertificate") || text.contains("bad certificate") || text.contains("UnknownCA") {
+            // Members built with Go answer a missing client certificate with `bad certificate`.
+            match self.tls_files.cert.as_deref() {
+                None => "TLS: the member requires a client certificate; set cert_file and key_file".to_owned(),
+                Some(cert) => format!(
+                    "TLS: the member refused the client certificate in cert_file ({cert}); is it signed by a CA the member trusts?"
+                ),
+            }
+        } else if text.contains("InvalidContentType") || text.contains("CorruptMessage") {
+            "TLS: the member does not speak TLS; use an http:// endpoint or enable TLS on it".to_owned()
+        } else {
+            return None;
+        };
+        Some(problem)
+    }
+}
+
+/// An etcd-client error with the chain of causes under it, which is where
+/// transport and TLS errors say what happened.
+fn describe(e: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    let (mut text, mut source) = match e {
+        etcd_client::Error::GRpcStatus(status) => (format!("{:?}: {}", status.code(), status.message()), status.source()),
+        etcd_client::Error::TransportError(t) => (t.to_string(), t.source()),
+        other => (other.to_string(), None),
+    };
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// gRPC status codes (etcd-client does not re-export tonic's `Code`).
 const GRPC_INVALID_ARGUMENT: i32 = 3;
 const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
+/// Codes another member, or the same one a moment later, may answer
+/// differently: Cancelled, Unknown (a dropped connection), DeadlineExceeded,
+/// Aborted and Unavailable (etcd's "no leader", "leader changed", "request
+/// timed out", a member stopping).
+const RETRIED_CODES: [i32; 5] = [1, 2, 4, 10, 14];
 
 impl EtcdClient for LiveClient {
     fn get(&self, key: Vec<u8>) -> BoxFuture<'_, Result<Option<Vec<u8>>, BackendError>> {
-        Box::pin(self.request(move |mut c| async move {
-            let resp = c.get(key, None).await?;
-            Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        Box::pin(self.request(move |mut c, _| {
+            let key = key.clone();
+            async move {
+                let resp = c.get(key, None).await?;
+                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+            }
         }))
     }
 
     fn range(&self, start: Vec<u8>, end: Vec<u8>, limit: u32) -> BoxFuture<'_, Result<Pairs, BackendError>> {
-        Box::pin(self.request(move |c| async move {
-            let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-            let options = GetOptions::new().with_range(end).with_limit(i64::from(limit));
-            let resp = kv.get(start, Some(options)).await?;
-            Ok(resp.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect())
+        Box::pin(self.request(move |c, _| {
+            let (start, end) = (start.clone(), end.clone());
+            async move {
+                let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                let options = GetOptions::new().with_range(end).with_limit(i64::from(limit));
+                let resp = kv.get(start, Some(options)).await?;
+                Ok(resp.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect())
+            }
         }))
     }
 
     fn put_many(&self, items: Pairs, ttl: Option<u32>) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(self.request(move |mut c| async move {
-            let options = match ttl {
-                Some(ttl) => Some(PutOptions::new().with_lease(c.lease_grant(i64::from(ttl), None).await?.id())),
-                None => None,
-            };
-            let ops: Vec<TxnOp> = items.into_iter().map(|(k, v)| TxnOp::put(k, v, options.clone())).collect();
-            c.txn(Txn::new().and_then(ops)).await?;
-            Ok(())
+        // A retry after a lost answer writes the same values again, under a
+        // lease of its own; the first attempt's lease, if it was granted,
+        // holds no key once the retry lands and expires after `ttl`.
+        let items = Arc::new(items);
+        Box::pin(self.request(move |mut c, _| {
+            let items = items.clone();
+            async move {
+                let options = lease(&mut c, ttl).await?;
+                let ops: Vec<TxnOp> = items.iter().map(|(k, v)| TxnOp::put(k.clone(), v.clone(), options.clone())).collect();
+                c.txn(Txn::new().and_then(ops)).await?;
+                Ok(())
+            }
         }))
     }
 
     fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, ttl: Option<u32>) -> BoxFuture<'_, Result<bool, BackendError>> {
-        Box::pin(self.request(move |mut c| async move {
-            let options = match ttl {
-                Some(ttl) => Some(PutOptions::new().with_lease(c.lease_grant(i64::from(ttl), None).await?.id())),
-                None => None,
-            };
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key, value, options)]);
-            Ok(c.txn(txn).await?.succeeded())
+        Box::pin(self.request(move |mut c, retry| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let options = lease(&mut c, ttl).await?;
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), options)])
+                    .or_else([TxnOp::get(key, None)]);
+                let resp = c.txn(txn).await?;
+                if resp.succeeded() {
+                    return Ok(true);
+                }
+                // A retry finding exactly this value most likely finds the
+                // earlier attempt's write, whose answer was lost.
+                let holds_ours = resp.op_responses().iter().any(|r| match r {
+                    TxnOpResponse::Get(get) => get.kvs().first().is_some_and(|kv| kv.value() == value.as_slice()),
+                    _ => false,
+                });
+                Ok(retry && holds_ours)
+            }
         }))
     }
 
     fn delete(&self, key: Vec<u8>, end: Option<Vec<u8>>) -> BoxFuture<'_, Result<u64, BackendError>> {
-        Box::pin(self.request(move |mut c| async move {
-            let options = end.map(|end| DeleteOptions::new().with_range(end));
-            let deleted = c.delete(key, options).await?.deleted();
-            Ok(u64::try_from(deleted).unwrap_or(0))
+        Box::pin(self.request(move |mut c, _| {
+            let (key, end) = (key.clone(), end.clone());
+            async move {
+                let options = end.map(|end| DeleteOptions::new().with_range(end));
+                let deleted = c.delete(key, options).await?.deleted();
+                Ok(u64::try_from(deleted).unwrap_or(0))
+            }
         }))
+    }
+}
+
+/// A new lease of `ttl` seconds as put options, or none without a TTL.
+async fn lease(c: &mut Client, ttl: Option<u32>) -> Result<Option<PutOptions>, etcd_client::Error> {
+    match ttl {
+        Some(ttl) => Ok(Some(PutOptions::new().with_lease(c.lease_grant(i64::from(ttl), None).await?.id()))),
+        None => Ok(None),
     }
 }

@@ -113,6 +113,10 @@ impl EtcdProfile {
             if self.uses_tls() && !tls_url {
                 return Err(("endpoints", format!("`{url}`: TLS options need https:// endpoints")));
             }
+            if tls_url && self.ca_file.is_none() {
+                // The host trusts no CA of its own, so nothing would verify.
+                return Err(("ca_file", format!("`{url}` needs `ca_file`, the CA that signed the members' certificates")));
+            }
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
             return Err(("cert_file", "a client certificate needs both `cert_file` and `key_file`".into()));
@@ -194,5 +198,33 @@ impl EtcdGrant {
             EtcdOp::Write | EtcdOp::Delete => &self.write_profile,
         };
         split.as_deref().unwrap_or(&self.profile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(toml_text: &str) -> EtcdProfile {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn salt_names_build_the_endpoint() {
+        let p = profile("\"etcd.host\" = \"10.0.0.5\"\n\"etcd.ca\" = \"ca.pem\"\n");
+        assert_eq!(p.endpoint_urls(), ["https://10.0.0.5:2379"]);
+        assert_eq!(p.validate(), Ok(()));
+        let p = profile("\"etcd.host\" = \"10.0.0.5\"\n\"etcd.port\" = 4001\n");
+        assert_eq!(p.endpoint_urls(), ["http://10.0.0.5:4001"]);
+    }
+
+    #[test]
+    fn tls_shapes_are_checked() {
+        let err = |t: &str| profile(t).validate().unwrap_err();
+        assert_eq!(err("endpoints = [\"https://a:2379\"]\n").0, "ca_file");
+        assert_eq!(err("endpoints = [\"http://a:2379\"]\nca_file = \"ca.pem\"\n").0, "endpoints");
+        assert_eq!(err("endpoints = [\"https://a:2379\"]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\n").0, "cert_file");
+        let ok = "endpoints = [\"https://a:2379\", \"https://b:2379\"]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"c.key\"\n";
+        assert_eq!(profile(ok).validate(), Ok(()));
     }
 }

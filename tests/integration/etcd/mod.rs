@@ -1,5 +1,12 @@
 //! The shipped etcd returner through the real daemon into a real etcd: Salt's
 //! layout on the real payloads, leases, denials with audit, and etcd going away.
+//! The submodules: a hostile guest's escapes, lease expiry, a cluster losing
+//! its leader, and TLS.
+
+mod cluster;
+mod escapes;
+mod leases;
+mod tls;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,111 @@
+//! A three-member etcd cluster on loopback losing its leader, the member the
+//! host talks to, while returns stream through the daemon: every return lands.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use returner_host_tests::etcd::EtcdCluster;
+use returner_host_tests::{guest, salt_fixture_lines, temp_dir};
+use serde_json::json;
+
+use super::super::{config_daemon, toml_path};
+
+/// Clients sending returns at once, and how many each sends.
+const CLIENTS: usize = 2;
+const RETURNS_PER_CLIENT: usize = 120;
+/// Returns that land before the leader is killed.
+const BEFORE_KILL: usize = 40;
+
+#[test]
+fn every_return_lands_while_the_leader_is_killed() {
+    let mut cluster = EtcdCluster::start(3);
+    // The host sends to the first endpoint first: make that member the leader, then kill it.
+    cluster.move_leader(0);
+    let dir = temp_dir();
+    let endpoints = cluster.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            r#"
+[profiles.cluster]
+kind = "etcd"
+endpoints = [{endpoints}]
+connect_timeout_ms = 500
+request_timeout_ms = 8000
+
+[returners.etcd]
+module = {module}
+options = {{ ttl = 600 }}
+limits = {{ deadline_ms = 12000 }}
+grants.etcd = {{ profile = "cluster", root = "/salt/return", ops = ["read", "write"], max_ttl_seconds = 600 }}
+"#,
+            module = toml_path(&guest("returner-etcd")),
+        ),
+    );
+
+    let fixtures = salt_fixture_lines("minion-returns.jsonl");
+    let landed = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (socket, fixtures, landed) = (d.socket.clone(), fixtures.clone(), landed.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for n in 0..RETURNS_PER_CLIENT {
+                    let mut ret = fixtures[n % fixtures.len()].clone();
+                    ret["jid"] = json!(format!("2026112312{client}{n:09}"));
+                    ret["id"] = json!(format!("m{client}"));
+                    let r = returner_host_tests::http_unix(
+                        &socket,
+                        "POST",
+                        "/v1/returners/etcd/returner",
+                        &[],
+                        json!({ "ret": ret }).to_string().as_bytes(),
+                    );
+                    if r.status == 200 {
+                        landed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.push(format!("{}: {}", ret["jid"], String::from_utf8_lossy(&r.body)));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    while landed.load(Ordering::Relaxed) < BEFORE_KILL {
+        assert!(started.elapsed() < Duration::from_secs(120), "returns did not start landing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let leader = cluster.leader();
+    assert_eq!(leader, 0, "the member the host talks to leads");
+    cluster.members[leader].stop();
+    let at_kill = landed.load(Ordering::Relaxed);
+
+    let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(failures.is_empty(), "returns failed while the leader died:\n{}", failures.join("\n"));
+    let total = CLIENTS * RETURNS_PER_CLIENT;
+    assert!(total - at_kill >= total / 2, "most returns went after the kill ({at_kill} of {total} before)");
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader, "a new leader was elected");
+
+    // Every return is in etcd, read through a surviving member.
+    let stored = cluster.any().dump("/salt/return/jobs/");
+    for client in 0..CLIENTS {
+        for n in 0..RETURNS_PER_CLIENT {
+            let key = format!("/salt/return/jobs/2026112312{client}{n:09}/m{client}/return");
+            let expected = &fixtures[n % fixtures.len()]["return"];
+            let value = stored.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+            let value: serde_json::Value = serde_json::from_str(value.unwrap_or_else(|| panic!("{key} missing"))).unwrap();
+            assert_eq!(&value, expected, "{key}");
+        }
+    }
+    let log = d.log_text();
+    let others = &cluster.endpoints()[1..];
+    assert!(
+        log.lines().any(|l| l.contains("connected to etcd") && others.iter().any(|e| l.contains(e.as_str()))),
+        "the host moved to another member:\n{log}"
+    );
+}
