@@ -83,10 +83,10 @@ pub mod wit {
         // returner uses for files, these bindings merely satisfy the world.
         generate_all,
         additional_type_attributes: {
-            "salt:returner/etcd@0.1.0/key-value": [#[derive(PartialEq, Eq)]],
-            "salt:returner/mysql@0.1.0/value": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.0/rows": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.0/exec-result": [#[derive(PartialEq, Eq)]],
+            "salt:returner/etcd@0.1.1/key-value": [#[derive(PartialEq, Eq)]],
+            "salt:returner/mysql@0.1.1/value": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.1/rows": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.1/exec-result": [#[derive(PartialEq, Eq)]],
         },
         pub_export_macro: true,
         default_bindings_module: "returner_sdk::wit",

@@ -23,4 +23,4 @@ pub use salt::returner::types::{Error as GuestError, Event, JobReturn};
 pub const RETURNER_INTERFACE: &str = "salt:returner/returner";
 
 /// Version of the `salt:returner` WIT package this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";

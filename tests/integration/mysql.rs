@@ -216,19 +216,28 @@ fn master_job_cache_and_events_round_trip() {
     assert_eq!(db.sql("SELECT tag, data, master_id FROM salt_events ORDER BY id"), want);
 }
 
+/// The recorded master's jobs and events, replayed through `d`, then the
+/// returns of the first job and the first five events made two days old:
+/// past the default keep_jobs_seconds (a day) and the archive returner's
+/// hour. The old job's jid.
+fn master_jobs_with_an_old_one(d: &Daemon, db: &TestDb) -> &'static str {
+    replay_master(d);
+    let old_jid = "20261123084332485602";
+    db.sql(&format!(
+        "UPDATE salt_returns SET alter_time = NOW() - INTERVAL 2 DAY WHERE jid = '{old_jid}'; \
+         UPDATE salt_events SET alter_time = NOW() - INTERVAL 2 DAY WHERE id <= 5;"
+    ));
+    old_jid
+}
+
 #[test]
 fn clean_old_jobs_purges_and_archives() {
     let dir = temp_dir();
     let db = database();
     let d = daemon(dir.path(), &db);
-    replay_master(&d);
-    let returns = db.sql("SELECT COUNT(*) FROM salt_returns")[0][0].parse::<usize>().unwrap();
-    let (old_jid, new_jid) = ("20261123084332485602", "20261123084333091357");
-    // Two days old: past the default keep_jobs_seconds (a day) and the archive returner's hour.
-    db.sql(&format!(
-        "UPDATE salt_returns SET alter_time = NOW() - INTERVAL 2 DAY WHERE jid = '{old_jid}'; \
-         UPDATE salt_events SET alter_time = NOW() - INTERVAL 2 DAY WHERE id <= 5;"
-    ));
+    let old_jid = master_jobs_with_an_old_one(&d, &db);
+    let new_jid = "20261123084333091357";
+    let returns = count(&db, "SELECT COUNT(*) FROM salt_returns");
     let old_returns = db.sql(&format!("SELECT COUNT(*) FROM salt_returns WHERE jid = '{old_jid}'"))[0][0].parse::<usize>().unwrap();
     let events = db.sql("SELECT COUNT(*) FROM salt_events")[0][0].parse::<usize>().unwrap();
 
@@ -260,11 +269,17 @@ fn snapshot(db: &TestDb) -> Vec<Vec<String>> {
     all
 }
 
+/// Salt's tables and a `secret` table no grant names.
+fn database_with_secret() -> TestDb {
+    let db = database();
+    db.sql("CREATE TABLE secret (password varchar(64)); INSERT INTO secret VALUES ('hunter2');");
+    db
+}
+
 #[test]
 fn hostile_sql_is_denied_audited_and_changes_nothing() {
     let dir = temp_dir();
-    let db = database();
-    db.sql("CREATE TABLE secret (password varchar(64)); INSERT INTO secret VALUES ('hunter2');");
+    let db = database_with_secret();
     let d = daemon(dir.path(), &db);
     let before = snapshot(&db);
 
@@ -392,4 +407,161 @@ fn mariadb_stopped_mid_stream_gives_errors_then_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns WHERE jid LIKE '202611230843%'")[0][0], "2");
+}
+
+/// Every event of the recorded master calls, as `event_return` receives them.
+fn fixture_events() -> Vec<Value> {
+    salt_fixture_lines("master-job-cache-calls.jsonl")
+        .iter()
+        .filter(|c| c["call"] == "event_return")
+        .flat_map(|c| c["events"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn count(db: &TestDb, sql: &str) -> usize {
+    db.sql(sql)[0][0].parse().unwrap()
+}
+
+#[test]
+fn an_event_batch_is_stored_whole_or_not_at_all() {
+    let dir = temp_dir();
+    let db = database();
+    let d = daemon(dir.path(), &db);
+    let events = fixture_events();
+
+    // The last event's tag is over salt_events.tag's 255 characters: the
+    // server refuses that INSERT after accepting the others of the batch.
+    let mut batch = events.clone();
+    batch.push(json!({ "tag": format!("salt/job/{}", "9".repeat(300)), "data": {} }));
+    let r = d.call("mysql", "event_return", &json!({ "events": batch }));
+    let (kind, message) = r.error();
+    assert_eq!((r.status, kind), (502, "backend"), "{:?}", r.json);
+    assert!(message.starts_with("MySQL error 1406 "), "{message}");
+    assert!(message.contains(&format!("statement {n} of {n}; the transaction was rolled back", n = batch.len())), "{message}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM salt_events"), 0, "a failed batch stored some of its events");
+
+    // A batch far larger than one statement's SQL text could carry (64 KiB,
+    // about 6,000 rows of a multi-row INSERT) and than one transaction
+    // (1,000 statements) lands whole, in order.
+    let big: Vec<Value> = (0..7000).map(|i| json!({ "tag": format!("bulk/{i}"), "data": events[i % events.len()]["data"] })).collect();
+    assert_eq!(d.call("mysql", "event_return", &json!({ "events": big })).result(), &Value::Null);
+    let tags: Vec<String> = db.sql("SELECT tag FROM salt_events ORDER BY id").into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(tags, (0..7000).map(|i| format!("bulk/{i}")).collect::<Vec<_>>());
+}
+
+/// `get_endtime` of the escaper runs its argument as a transaction.
+fn transaction(d: &Daemon, statements: Value) -> returner_host_tests::Response {
+    d.call("escaper", "get_endtime", &json!({ "jid": statements.to_string() }))
+}
+
+#[test]
+fn a_transaction_commits_every_statement_or_none() {
+    let dir = temp_dir();
+    let db = database_with_secret();
+    let d = daemon(dir.path(), &db);
+    let load = "INSERT INTO jids (jid, `load`) VALUES (?, ?)";
+    let event = "INSERT INTO salt_events (tag, data, master_id) VALUES (?, ?, ?)";
+
+    let done = transaction(&d, json!([[load, ["j1", "{}"]], [event, ["e1", "x'); DROP TABLE jids; --", "m"]], [event, ["e2", "{}", "m"]]]));
+    let outcomes: Value = serde_json::from_str(done.result().as_str().unwrap()).unwrap();
+    assert_eq!(outcomes[0], json!({ "affected_rows": 1, "last_insert_id": null }));
+    assert_eq!(outcomes[1]["affected_rows"], 1);
+    let ids: Vec<u64> = db.sql("SELECT id FROM salt_events ORDER BY id").iter().map(|r| r[0].parse().unwrap()).collect();
+    assert_eq!([&outcomes[1]["last_insert_id"], &outcomes[2]["last_insert_id"]], [&json!(ids[0]), &json!(ids[1])]);
+    assert_eq!(db.sql("SELECT data FROM salt_events WHERE tag = 'e1'"), [["x'); DROP TABLE jids; --"]]);
+    let before = snapshot(&db);
+
+    // A server error in the last statement (j1 exists) undoes the first two.
+    let r = transaction(&d, json!([[load, ["j2", "{}"]], [event, ["e3", "{}", "m"]], [load, ["j1", "{}"]]]));
+    let (kind, message) = r.error();
+    assert_eq!(kind, "backend", "{:?}", r.json);
+    assert!(message.starts_with("MySQL error 1062 "), "{message}");
+    assert!(message.contains("(statement 3 of 3; the transaction was rolled back)"), "{message}");
+    assert_eq!(snapshot(&db), before, "a failed transaction left rows behind");
+
+    // Refused before anything runs: a statement outside the grant (denied,
+    // audited once), a SELECT or CREATE TABLE (invalid), too many statements (limit).
+    let refusals = [
+        (json!([[load, ["j3", "{}"]], ["INSERT INTO secret (password) VALUES (?)", ["x"]]]), 403, "denied", "statement 2: table `secret` is not granted `insert`", 1),
+        (json!([[load, ["j3", "{}"]], ["DROP TABLE jids", []]]), 403, "denied", "statement 2: `DROP` statements are not allowed", 1),
+        (json!([[load, ["j3", "{}"]], ["SELECT password FROM secret", []]]), 422, "invalid", "statement 2: a transaction runs INSERT, UPDATE and DELETE only", 0),
+        (json!([["CREATE TABLE jids_archive LIKE jids", []]]), 422, "invalid", "statement 1: a transaction runs INSERT, UPDATE and DELETE only", 0),
+        (Value::Array(vec![json!([event, ["e", "{}", "m"]]); 1001]), 429, "limit", "a transaction of 1001 statements is over the most, 1000", 0),
+    ];
+    for (statements, status, want_kind, names, audits) in refusals {
+        let audited = audit_lines(&d);
+        let r = transaction(&d, statements);
+        assert_eq!((r.status, r.error().0), (status, want_kind), "{names}: {:?}", r.json);
+        assert!(r.error().1.contains(names), "{names}: {}", r.error().1);
+        assert_eq!(audit_lines(&d), audited + audits, "{names}: audit events");
+    }
+    assert_eq!(snapshot(&db), before, "a refused transaction changed the database");
+
+    // Without a grant nothing runs either.
+    let r = d.call("nogrant", "get_endtime", &json!({ "jid": json!([[load, ["j4", "{}"]]]).to_string() }));
+    assert!(r.error().1.contains("no mysql grant"), "{:?}", r.json);
+    let empty = transaction(&d, json!([]));
+    assert_eq!(empty.result(), &json!("[]"));
+    assert_eq!(snapshot(&db), before);
+}
+
+#[test]
+fn clean_old_jobs_archives_and_deletes_in_one_transaction() {
+    let dir = temp_dir();
+    let db = database();
+    let d = daemon(dir.path(), &db);
+    let old_jid = master_jobs_with_an_old_one(&d, &db);
+    let old_returns = db.sql(&format!("SELECT fun, jid, `return`, id, success, full_ret, alter_time FROM salt_returns WHERE jid = '{old_jid}' ORDER BY full_ret"));
+    let old_events = db.sql("SELECT id, tag, data, alter_time, master_id FROM salt_events WHERE id <= 5 ORDER BY id");
+    let old_load = db.sql(&format!("SELECT jid, `load` FROM jids WHERE jid = '{old_jid}'"));
+    assert!(!old_returns.is_empty() && old_events.len() == 5 && old_load.len() == 1);
+
+    // An archive table the copy cannot fill (another shape): the copies
+    // made before it are undone and nothing is deleted.
+    db.sql("CREATE TABLE jids_archive LIKE jids; CREATE TABLE salt_returns_archive LIKE salt_returns; CREATE TABLE salt_events_archive (id BIGINT);");
+    let live = snapshot(&db);
+    let r = d.call("mysql_archive", "clean_old_jobs", &json!({}));
+    let (kind, message) = r.error();
+    assert_eq!(kind, "backend", "{:?}", r.json);
+    assert!(message.starts_with("MySQL error 1136 "), "{message}");
+    assert!(message.contains("(statement 3 of 6; the transaction was rolled back)"), "{message}");
+    assert_eq!(snapshot(&db), live, "a failed clean_old_jobs archived or deleted part of the old jobs");
+
+    db.sql("DROP TABLE salt_events_archive");
+    assert_eq!(d.call("mysql_archive", "clean_old_jobs", &json!({})).result(), &Value::Null);
+    // The archive holds exactly the deleted rows, column for column.
+    assert_eq!(db.sql("SELECT fun, jid, `return`, id, success, full_ret, alter_time FROM salt_returns_archive ORDER BY full_ret"), old_returns);
+    assert_eq!(db.sql("SELECT id, tag, data, alter_time, master_id FROM salt_events_archive ORDER BY id"), old_events);
+    assert_eq!(db.sql("SELECT jid, `load` FROM jids_archive"), old_load);
+    assert_eq!(count(&db, &format!("SELECT COUNT(*) FROM salt_returns WHERE jid = '{old_jid}'")), 0);
+    assert_eq!(count(&db, &format!("SELECT COUNT(*) FROM jids WHERE jid = '{old_jid}'")), 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM salt_events WHERE id <= 5"), 0);
+    // Again: nothing old is left, so nothing more is archived.
+    let archived = snapshot(&db);
+    assert_eq!(d.call("mysql_archive", "clean_old_jobs", &json!({})).result(), &Value::Null);
+    assert_eq!(snapshot(&db), archived);
+}
+
+#[test]
+fn a_query_result_over_max_result_bytes_is_refused_naming_the_limit() {
+    let dir = temp_dir();
+    let db = database();
+    db.sql(&format!("INSERT INTO jids VALUES ('a', '{0}'), ('b', '{0}'), ('c', '{0}')", "x".repeat(2000)));
+    let profile = db.profile_toml("small", &dir.path().join("mysql.pass"));
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            "{profile}max_result_bytes = 4096\n[returners.escaper]\nmodule = {}\n[returners.escaper.grants.mysql]\nprofile = \"small\"\ntables = {{ jids = [\"select\"] }}\n",
+            toml_path(&guest("fixture-sql-escaper"))
+        ),
+    );
+    let r = d.call("escaper", "get_jid", &json!({ "jid": "SELECT `load` FROM jids" }));
+    assert_eq!((r.status, r.error().0), (429, "limit"), "{:?}", r.json);
+    assert!(r.error().1.contains("over max_result_bytes (4096 bytes) of MySQL profile `small`"), "{:?}", r.json);
+    // Under the limit: answered whole.
+    let r = d.call("escaper", "get_jid", &json!({ "jid": "SELECT `load` FROM jids LIMIT 1" }));
+    assert_eq!(r.result()["rows"][0][0].as_str().map(str::len), Some(2000));
+    let r = d.call("escaper", "get_jid", &json!({ "jid": "SELECT jid, LENGTH(`load`) FROM jids ORDER BY jid" }));
+    assert_eq!(r.result(), &json!({ "rows": [["a", 2000], ["b", 2000], ["c", 2000]] }));
 }

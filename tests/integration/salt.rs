@@ -588,3 +588,33 @@ fn salt_3007_etcd_return_and_ours_read_each_others_keys() {
     assert_eq!(host.call("etcd", "get_load", &json!({ "jid": jid })).result(), &their_load);
     assert_eq!(host.call("etcd", "get_jids", &json!({})).result()[jid]["Function"], theirs["fun"]);
 }
+
+#[test]
+fn return_config_sends_a_job_to_another_mysql_profile() {
+    let (db, alt_db) = (database(), database());
+    let dir = temp_dir();
+    // Two host returners, one module, each granted its own profile: Salt's
+    // alternative configuration picks one by name and supplies no credentials.
+    let mut toml = db.profile_toml("salt_db", &dir.path().join("mysql.pass"));
+    toml += &alt_db.profile_toml("salt_db_alt", &dir.path().join("mysql-alt.pass"));
+    for (name, profile) in [("mysql", "salt_db"), ("mysql_alt", "salt_db_alt")] {
+        toml += &format!(
+            "[returners.{name}]\nmodule = {}\nlimits = {{ deadline_ms = 10000 }}\n[returners.{name}.grants.mysql]\nprofile = \"{profile}\"\ntables = {RETURNER_TABLES}\n",
+            toml_path(&guest("returner-mysql"))
+        );
+    }
+    let host = config_daemon(dir.path(), "", &toml);
+    let minion = format!("wasm.url: {}\nwasm.returner: mysql\nalt.wasm.returner: mysql_alt\n", host.socket.display());
+    let salt = SaltMaster::start(dir.path(), &[&shim_dir()], "", &minion);
+    let stored = |db: &TestDb, jid: &str| db.sql(&format!("SELECT `return` FROM salt_returns WHERE jid = '{jid}'"));
+
+    let (alt_jid, out) = salt.job(&[MINION_ID, "test.echo", "to the alt database", "--return", "wasm", "--return_config", "alt"]);
+    assert_eq!(out, json!({ MINION_ID: "to the alt database" }));
+    let (main_jid, _) = salt.job(&[MINION_ID, "test.echo", "to the main database", "--return", "wasm"]);
+    eventually("--return_config alt lands in the alt database", || (!stored(&alt_db, &alt_jid).is_empty()).then_some(()));
+    eventually("the default config lands in the main database", || (!stored(&db, &main_jid).is_empty()).then_some(()));
+    assert_eq!(stored(&alt_db, &alt_jid), [["\"to the alt database\""]]);
+    assert_eq!(stored(&db, &main_jid), [["\"to the main database\""]]);
+    assert!(stored(&db, &alt_jid).is_empty(), "the alt job also reached the main database");
+    assert!(stored(&alt_db, &main_jid).is_empty(), "the main job also reached the alt database");
+}

@@ -42,7 +42,7 @@ pub struct Module {
 pub struct ModuleInfo {
     /// sha256 of the `.wasm` bytes, hex.
     pub sha256: String,
-    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.0`.
+    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.1`.
     pub exports: String,
     /// Every interface the component imports, sorted.
     pub imports: Vec<String>,
@@ -197,7 +197,7 @@ mod tests {
         let ok = vec!["salt:returner/returner@0.1.7".to_owned()];
         assert_eq!(check_world(&ok).unwrap(), "salt:returner/returner@0.1.7");
         let newer = vec!["salt:returner/returner@0.2.0".to_owned()];
-        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.0"));
+        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.1"));
         let other = vec!["wasi:http/incoming-handler@0.2.0".to_owned()];
         let msg = check_world(&other).unwrap_err().to_string();
         assert!(msg.contains("not a returner component") && msg.contains("wasi:http"), "{msg}");

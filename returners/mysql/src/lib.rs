@@ -12,12 +12,11 @@
 //! - `archive_jobs` (default false): `clean_old_jobs` first copies old rows
 //!   to `<table>_archive`, creating those tables like the originals.
 
-
 mod pyjson;
 
 use std::time::SystemTime;
 
-use returner_sdk::mysql::{self, Value as Sql};
+use returner_sdk::mysql::{self, MAX_TRANSACTION_STATEMENTS, Statement, Value as Sql};
 use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, config, log};
 
 use returner_sdk::salt;
@@ -26,10 +25,9 @@ use crate::pyjson::dumps;
 
 /// MySQL's code for a duplicate key, which `save_load` ignores as Salt does.
 const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
-/// Events per INSERT: three parameters each, under MySQL's 65535 per statement.
-const EVENTS_PER_INSERT: usize = 20_000;
 /// The three tables Salt's returner writes, in the order it archives them.
 const TABLES: [&str; 3] = ["jids", "salt_returns", "salt_events"];
+const INSERT_EVENT: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES (?, ?, ?)";
 
 /// The `mysql` returner.
 pub struct MysqlReturner;
@@ -161,16 +159,16 @@ impl Returner for MysqlReturner {
 
     fn event_return(events: Vec<Event>) -> Result<()> {
         let master_id = config::get_as::<String>("master_id")?.unwrap_or_default();
-        // One multi-row INSERT per batch: all of a batch's events or none.
-        for batch in events.chunks(EVENTS_PER_INSERT) {
-            let rows = vec!["(?, ?, ?)"; batch.len()].join(", ");
-            let mut params = Vec::with_capacity(batch.len() * 3);
-            for event in batch {
-                params.push(event.tag.as_str().into());
-                params.push(dumps(&event.data).into());
-                params.push(master_id.as_str().into());
-            }
-            mysql::execute(&format!("INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES {rows}"), &params)?;
+        // One INSERT per event, a batch in one transaction: all of its
+        // events or none, and no statement grows with the batch.
+        for batch in events.chunks(MAX_TRANSACTION_STATEMENTS) {
+            let inserts: Vec<Statement> = batch
+                .iter()
+                .map(|event| {
+                    Statement::new(INSERT_EVENT, vec![event.tag.as_str().into(), dumps(&event.data).into(), master_id.as_str().into()])
+                })
+                .collect();
+            mysql::transaction(&inserts)?;
         }
         Ok(())
     }
@@ -183,41 +181,46 @@ impl Returner for MysqlReturner {
         let rows = mysql::query("SELECT DATE_SUB(NOW(), INTERVAL ? SECOND) AS stamp", &[keep.as_secs().into()])?;
         let stamp = rows.rows.first().and_then(|r| r.first()).ok_or_else(|| shape("clean_old_jobs"))?;
         let stamp = text_column(stamp, "stamp")?;
+        let mut statements = Vec::new();
         if config::get_as::<bool>("archive_jobs")?.unwrap_or(false) {
-            archive_jobs(&stamp)?;
+            // DDL commits on its own in MySQL: the tables exist before the
+            // transaction starts.
+            for table in TABLES {
+                mysql::execute(&format!("CREATE TABLE IF NOT EXISTS `{table}_archive` LIKE `{table}`"), &[])?;
+            }
+            statements.extend(archive_jobs(&stamp));
         }
-        purge_jobs(&stamp)
+        statements.extend(purge_jobs(&stamp));
+        // The copies and the deletes in one transaction: a row is archived
+        // and deleted, or neither.
+        mysql::transaction(&statements)?;
+        Ok(())
     }
 }
 
 /// Salt's `_archive_jobs`: copy what `purge_jobs` is about to delete.
-fn archive_jobs(stamp: &str) -> Result<()> {
-    for table in TABLES {
-        mysql::execute(&format!("CREATE TABLE IF NOT EXISTS `{table}_archive` LIKE `{table}`"), &[])?;
-    }
-    mysql::execute(
-        "INSERT INTO `jids_archive` SELECT * FROM `jids` WHERE `jid` IN \
-         (SELECT DISTINCT `jid` FROM `salt_returns` WHERE `alter_time` < ?)",
-        &[stamp.into()],
-    )?;
-    for table in ["salt_returns", "salt_events"] {
-        mysql::execute(
-            &format!("INSERT INTO `{table}_archive` SELECT * FROM `{table}` WHERE `alter_time` < ?"),
-            &[stamp.into()],
-        )?;
-    }
-    Ok(())
+fn archive_jobs(stamp: &str) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "INSERT INTO `jids_archive` SELECT * FROM `jids` WHERE `jid` IN \
+             (SELECT DISTINCT `jid` FROM `salt_returns` WHERE `alter_time` < ?)",
+            vec![stamp.into()],
+        ),
+        Statement::new("INSERT INTO `salt_returns_archive` SELECT * FROM `salt_returns` WHERE `alter_time` < ?", vec![stamp.into()]),
+        Statement::new("INSERT INTO `salt_events_archive` SELECT * FROM `salt_events` WHERE `alter_time` < ?", vec![stamp.into()]),
+    ]
 }
 
 /// Salt's `_purge_jobs`: jobs with an old return, then old returns and events.
-fn purge_jobs(stamp: &str) -> Result<()> {
-    mysql::execute(
-        "DELETE FROM `jids` WHERE `jid` IN (SELECT DISTINCT `jid` FROM `salt_returns` WHERE `alter_time` < ?)",
-        &[stamp.into()],
-    )?;
-    mysql::execute("DELETE FROM `salt_returns` WHERE `alter_time` < ?", &[stamp.into()])?;
-    mysql::execute("DELETE FROM `salt_events` WHERE `alter_time` < ?", &[stamp.into()])?;
-    Ok(())
+fn purge_jobs(stamp: &str) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "DELETE FROM `jids` WHERE `jid` IN (SELECT DISTINCT `jid` FROM `salt_returns` WHERE `alter_time` < ?)",
+            vec![stamp.into()],
+        ),
+        Statement::new("DELETE FROM `salt_returns` WHERE `alter_time` < ?", vec![stamp.into()]),
+        Statement::new("DELETE FROM `salt_events` WHERE `alter_time` < ?", vec![stamp.into()]),
+    ]
 }
 
 /// What Salt stores in `success`: the driver's rendering of `ret["success"]`

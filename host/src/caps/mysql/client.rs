@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
-use mysql_async::{ClientIdentity, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, SslOpts};
+use mysql_async::{ClientIdentity, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, SslOpts, TxOpts};
 use tokio::sync::OnceCell;
 
 use super::MysqlProfile;
@@ -26,6 +26,9 @@ pub trait SqlClient: Send + Sync {
     fn query(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<Rows, GuestError>>;
     /// Run one checked INSERT, UPDATE, DELETE or CREATE TABLE.
     fn execute(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<ExecResult, GuestError>>;
+    /// Run checked INSERT, UPDATE and DELETE statements in one transaction:
+    /// all committed, or, on any error, none.
+    fn transaction(&self, statements: Vec<(String, Vec<Value>)>) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>>;
 }
 
 /// The pool of one `mysql` profile.
@@ -97,6 +100,10 @@ impl MysqlPool {
         }
     }
 
+    fn statement_time(&self) -> Duration {
+        Duration::from_millis(self.profile.statement_timeout_ms)
+    }
+
     fn statement_timeout(&self) -> GuestError {
         GuestError::Backend(format!(
             "MySQL profile `{}`: the statement ran past {} ms",
@@ -137,7 +144,7 @@ impl SqlClient for MysqlPool {
                 }
                 Ok::<_, mysql_async::Error>(Ok(Rows { columns: names, rows }))
             };
-            match tokio::time::timeout(Duration::from_millis(self.profile.statement_timeout_ms), run).await {
+            match tokio::time::timeout(self.statement_time(), run).await {
                 Err(_) => Err(self.statement_timeout()),
                 Ok(Err(e)) => Err(backend_error(&self.name, &e, password)),
                 Ok(Ok(result)) => result,
@@ -148,19 +155,67 @@ impl SqlClient for MysqlPool {
     fn execute(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
         Box::pin(async move {
             let (mut conn, password) = self.conn().await?;
-            let run = async {
-                let result = conn.exec_iter(sql, to_params(params)).await?;
-                let done = ExecResult { affected_rows: result.affected_rows(), last_insert_id: result.last_insert_id() };
-                result.drop_result().await?;
-                Ok::<_, mysql_async::Error>(done)
-            };
-            match tokio::time::timeout(Duration::from_millis(self.profile.statement_timeout_ms), run).await {
+            match tokio::time::timeout(self.statement_time(), exec(&mut conn, sql, params)).await {
                 Err(_) => Err(self.statement_timeout()),
                 Ok(Err(e)) => Err(backend_error(&self.name, &e, password)),
                 Ok(Ok(done)) => Ok(done),
             }
         })
     }
+
+    fn transaction(&self, statements: Vec<(String, Vec<Value>)>) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
+        Box::pin(async move {
+            let (mut conn, password) = self.conn().await?;
+            let count = statements.len();
+            let failed = |e: GuestError, at: &str| match e {
+                GuestError::Backend(m) => GuestError::Backend(format!("{m} ({at}; the transaction was rolled back)")),
+                other => other,
+            };
+            let mut tx = match tokio::time::timeout(self.statement_time(), conn.start_transaction(TxOpts::default())).await {
+                Err(_) => return Err(self.statement_timeout()),
+                Ok(Err(e)) => return Err(backend_error(&self.name, &e, password)),
+                Ok(Ok(tx)) => tx,
+            };
+            let mut results = Vec::with_capacity(count);
+            for (i, (sql, params)) in statements.into_iter().enumerate() {
+                let at = format!("statement {} of {count}", i + 1);
+                match tokio::time::timeout(self.statement_time(), exec(&mut tx, sql, params)).await {
+                    Ok(Ok(done)) => results.push(done),
+                    Ok(Err(e)) => {
+                        // A clean rollback keeps the connection for the pool;
+                        // if even that fails, the server rolls back when the
+                        // pool drops the broken connection.
+                        let _ = tokio::time::timeout(self.statement_time(), tx.rollback()).await;
+                        return Err(failed(backend_error(&self.name, &e, password), &at));
+                    }
+                    Err(_) => {
+                        // The statement may still be running: close the
+                        // connection, which ends it and rolls back, rather
+                        // than hand the pool a connection mid-statement.
+                        drop(tx);
+                        let _ = tokio::time::timeout(self.statement_time(), conn.disconnect()).await;
+                        return Err(failed(self.statement_timeout(), &at));
+                    }
+                }
+            }
+            match tokio::time::timeout(self.statement_time(), tx.commit()).await {
+                Ok(Ok(())) => Ok(results),
+                Ok(Err(e)) => Err(failed(backend_error(&self.name, &e, password), "at commit")),
+                Err(_) => Err(GuestError::Backend(format!(
+                    "MySQL profile `{}`: the commit ran past {} ms; whether it committed is unknown",
+                    self.name, self.profile.statement_timeout_ms
+                ))),
+            }
+        })
+    }
+}
+
+/// Run one checked statement that changes data, on a connection or in a transaction.
+async fn exec<Q: Queryable>(conn: &mut Q, sql: String, params: Vec<Value>) -> Result<ExecResult, mysql_async::Error> {
+    let result = conn.exec_iter(sql, to_params(params)).await?;
+    let done = ExecResult { affected_rows: result.affected_rows(), last_insert_id: result.last_insert_id() };
+    result.drop_result().await?;
+    Ok(done)
 }
 
 /// The driver's error as the guest sees it: a server error with its code

@@ -49,6 +49,8 @@ pub enum Function {
     Query,
     /// `execute`: INSERT, UPDATE, DELETE, CREATE TABLE.
     Execute,
+    /// One statement of `transaction`: INSERT, UPDATE, DELETE.
+    Transaction,
 }
 
 impl Function {
@@ -57,6 +59,7 @@ impl Function {
         match self {
             Function::Query => "query",
             Function::Execute => "execute",
+            Function::Transaction => "transaction",
         }
     }
 }
@@ -96,24 +99,49 @@ fn deny<T>(target: impl Into<String>, reason: impl Into<String>) -> Result<T, De
     Err(Denial { target: target.into(), reason: reason.into() })
 }
 
+/// Why a statement does not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Outside the grant, or never allowed: `denied`, and an audit event.
+    Denied(Denial),
+    /// A statement the grant may allow, sent to the wrong function (SELECT
+    /// or CREATE TABLE in a transaction): `invalid`, the returner's bug.
+    Misplaced(String),
+}
+
+impl From<Denial> for Refusal {
+    fn from(denial: Denial) -> Self {
+        Refusal::Denied(denial)
+    }
+}
+
 /// Check `sql` for `function` against `access`. On success, the statement
 /// to send to the server (the parsed statement printed back).
-pub fn check(sql: &str, function: Function, access: Access<'_>) -> Result<String, Denial> {
+pub fn check(sql: &str, function: Function, access: Access<'_>) -> Result<String, Refusal> {
     if sql.len() > MAX_SQL_BYTES {
-        return deny("statement", format!("the statement is {} bytes, over the most, {MAX_SQL_BYTES}", sql.len()));
+        return Err(Refusal::Denied(Denial {
+            target: "statement".into(),
+            reason: format!("the statement is {} bytes, over the most, {MAX_SQL_BYTES}", sql.len()),
+        }));
     }
     check_tokens(sql)?;
     let statement = parse_one(sql)?;
+    if function == Function::Transaction && matches!(statement, Statement::Query(_) | Statement::CreateTable(_)) {
+        return Err(Refusal::Misplaced(
+            "a transaction runs INSERT, UPDATE and DELETE only: run SELECT with `query` and CREATE TABLE with `execute`, outside it"
+                .into(),
+        ));
+    }
     let mut needs = Needs::default();
     needs.statement(&statement, function, access)?;
     check_expressions(&statement)?;
     for (table, verb) in &needs.required {
         let granted = access.tables.get(table).is_some_and(|verbs| verbs.contains(verb));
         if !granted {
-            return deny(
-                format!("table {table} ({})", verb.as_str()),
-                format!("table `{table}` is not granted `{}`", verb.as_str()),
-            );
+            return Err(Refusal::Denied(Denial {
+                target: format!("table {table} ({})", verb.as_str()),
+                reason: format!("table `{table}` is not granted `{}`", verb.as_str()),
+            }));
         }
     }
     Ok(statement.to_string())
@@ -189,6 +217,7 @@ impl Needs {
         if !is_query && function == Function::Query {
             return deny("statement", "`query` runs SELECT only; use `execute` for other statements");
         }
+
         check_queries(statement)?;
         // Names the statement writes, each taken once off the names it reads.
         let mut targets: Vec<String> = Vec::new();
@@ -452,7 +481,10 @@ mod tests {
 
     fn run(sql: &str, function: Function) -> Result<String, Denial> {
         let tables = grant();
-        check(sql, function, Access { tables: &tables, database: "salt" })
+        check(sql, function, Access { tables: &tables, database: "salt" }).map_err(|refusal| match refusal {
+            Refusal::Denied(denial) => denial,
+            Refusal::Misplaced(m) => panic!("{sql}: misplaced, not denied: {m}"),
+        })
     }
 
     fn ok_query(sql: &str) -> String {
@@ -542,7 +574,7 @@ mod tests {
         let tables = BTreeMap::from([("jids".to_owned(), vec![SqlVerb::Update]), ("secret".to_owned(), vec![SqlVerb::Select])]);
         let access = Access { tables: &tables, database: "salt" };
         let d = check("UPDATE jids j JOIN secret s ON s.a = j.jid SET j.jid = s.a", Function::Execute, access).unwrap_err();
-        assert_eq!(d.reason, "table `secret` is not granted `update`");
+        assert!(matches!(d, Refusal::Denied(d) if d.reason == "table `secret` is not granted `update`"));
     }
 
     #[test]
@@ -659,6 +691,26 @@ mod tests {
     fn query_and_execute_keep_to_their_statements() {
         assert!(denied_exec("SELECT 1").reason.contains("use `query`"));
         assert!(denied_query("INSERT INTO jids (jid) VALUES (?)").reason.contains("use `execute`"));
+    }
+
+    #[test]
+    fn a_transaction_runs_writes_only() {
+        assert_eq!(
+            run("insert into salt_events (tag, data) values (?, ?)", Function::Transaction).unwrap(),
+            "INSERT INTO salt_events (tag, data) VALUES (?, ?)"
+        );
+        run("DELETE FROM jids WHERE jid IN (SELECT jid FROM salt_returns WHERE alter_time < ?)", Function::Transaction).unwrap();
+        run("INSERT INTO jids_archive SELECT * FROM jids", Function::Transaction).unwrap();
+        let tables = grant();
+        let access = Access { tables: &tables, database: "salt" };
+        for sql in ["SELECT jid FROM jids", "CREATE TABLE IF NOT EXISTS jids_archive LIKE jids"] {
+            let refusal = check(sql, Function::Transaction, access).unwrap_err();
+            assert!(matches!(&refusal, Refusal::Misplaced(m) if m.contains("INSERT, UPDATE and DELETE only")), "{sql}: {refusal:?}");
+        }
+        // What is outside the grant stays a denial, in a transaction too.
+        assert_eq!(run("DELETE FROM salt_events", Function::Transaction).unwrap_err().reason, "table `salt_events` is not granted `delete`");
+        assert_eq!(run("DROP TABLE jids", Function::Transaction).unwrap_err().target, "statement DROP");
+        assert!(run("INSERT INTO jids (jid) VALUES (?); DROP TABLE jids", Function::Transaction).unwrap_err().reason.contains("exactly one"));
     }
 
     #[test]

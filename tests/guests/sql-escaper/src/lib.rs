@@ -3,12 +3,15 @@
 //! - `get_jid(sql)` runs `mysql::query(sql)` and answers the rows as JSON;
 //! - `get_fun(sql)` runs `mysql::execute(sql)` and answers the result;
 //! - `get_load(sql)` runs `mysql::execute(sql, ["';DROP TABLE jids;--"])`,
-//!   an injection payload bound as a parameter.
+//!   an injection payload bound as a parameter;
+//! - `get_endtime(json)` runs `mysql::transaction` of a JSON array of
+//!   `[sql, [params...]]` (strings, integers or null) and answers the
+//!   outcomes as a JSON array of `{affected_rows, last_insert_id}`.
 //!
 //! Errors (denied, backend) are the call's error, as the host reported them.
 
-use returner_sdk::mysql::{self, Value as Sql};
-use returner_sdk::{Result, Returner, Value, json};
+use returner_sdk::mysql::{self, Statement, Value as Sql};
+use returner_sdk::{Error, Result, Returner, Value, json};
 
 struct SqlEscaper;
 
@@ -39,6 +42,31 @@ impl Returner for SqlEscaper {
         let done = mysql::execute(sql, &["x'); DROP TABLE jids; -- ".into(), "{\"a\": \"' OR 1=1 --\"}".into()])?;
         Ok(json!({ "affected_rows": done.affected_rows }))
     }
+
+    fn get_endtime(statements: &str) -> Result<Option<String>> {
+        let list: Vec<Value> = returner_sdk::serde_json::from_str(statements)?;
+        let statements = list.iter().map(statement).collect::<Result<Vec<_>>>()?;
+        let done = mysql::transaction(&statements)?;
+        let done: Vec<Value> =
+            done.iter().map(|d| json!({ "affected_rows": d.affected_rows, "last_insert_id": d.last_insert_id })).collect();
+        Ok(Some(Value::Array(done).to_string()))
+    }
+}
+
+fn param(v: &Value) -> Result<Sql> {
+    match v {
+        Value::Null => Ok(Sql::Null),
+        Value::String(s) => Ok(s.as_str().into()),
+        Value::Number(n) => n.as_i64().map(Sql::Int).ok_or_else(|| Error::Invalid(format!("not an integer: {n}"))),
+        other => Err(Error::Invalid(format!("not a parameter: {other}"))),
+    }
+}
+
+fn statement(v: &Value) -> Result<Statement> {
+    let (Some(sql), Some(params)) = (v[0].as_str(), v[1].as_array()) else {
+        return Err(Error::Invalid(format!("expected [sql, [params...]], got {v}")));
+    };
+    Ok(Statement::new(sql, params.iter().map(param).collect::<Result<_>>()?))
 }
 
 returner_sdk::export_returner!(SqlEscaper);
