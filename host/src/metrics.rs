@@ -45,7 +45,7 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DenialLabels {
+struct CapabilityLabels {
     returner: String,
     capability: String,
 }
@@ -62,9 +62,10 @@ pub struct Metrics {
     latency: Family<FunctionLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<ReturnerLabels, Gauge>,
     faults: Family<KindLabels, Counter>,
-    denials: Family<DenialLabels, Counter>,
+    denials: Family<CapabilityLabels, Counter>,
     limited: Family<KindLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    backend_errors: Family<CapabilityLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -81,9 +82,10 @@ impl Metrics {
         let latency = Family::<FunctionLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let in_flight = Family::<ReturnerLabels, Gauge>::default();
         let faults = Family::<KindLabels, Counter>::default();
-        let denials = Family::<DenialLabels, Counter>::default();
+        let denials = Family::<CapabilityLabels, Counter>::default();
         let limited = Family::<KindLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let backend_errors = Family::<CapabilityLabels, Counter>::default();
         registry.register("calls", "Returner calls by returner, function and outcome (ok or the error kind)", calls.clone());
         registry.register("call_duration_seconds", "Time from a call's arrival at the runtime to its answer", latency.clone());
         registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
@@ -91,7 +93,12 @@ impl Metrics {
         registry.register("denials", "Capability operations refused by a grant check", denials.clone());
         registry.register("limited", "Calls refused by a limit: concurrency or rate", limited.clone());
         registry.register("module_reloads", "Module reloads by outcome: swapped or refused", reloads.clone());
-        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads }
+        registry.register(
+            "backend_errors",
+            "Capability operations that failed in the backend (unreachable, timed out, refused by the server)",
+            backend_errors.clone(),
+        );
+        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors }
     }
 
     /// The metrics in Prometheus text format.
@@ -125,7 +132,14 @@ impl Metrics {
     /// A capability denial.
     pub fn denial(&self, returner: &str, capability: &str) {
         self.denials
-            .get_or_create(&DenialLabels { returner: returner.into(), capability: capability.into() })
+            .get_or_create(&CapabilityLabels { returner: returner.into(), capability: capability.into() })
+            .inc();
+    }
+
+    /// A capability operation failed in its backend (etcd, MySQL).
+    pub fn backend_error(&self, returner: &str, capability: &str) {
+        self.backend_errors
+            .get_or_create(&CapabilityLabels { returner: returner.into(), capability: capability.into() })
             .inc();
     }
 
@@ -150,9 +164,11 @@ mod tests {
         m.call_done("lc", "get_load", "ok", Duration::from_millis(1));
         m.denial("lc", "etcd");
         m.in_flight("lc", 1);
+        m.backend_error("lc", "mysql");
         let text = m.encode();
         assert!(text.contains(r#"returner_host_calls_total{returner="lc",function="get_load",outcome="ok"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_denials_total{returner="lc",capability="etcd"} 1"#), "{text}");
+        assert!(text.contains(r#"returner_host_backend_errors_total{returner="lc",capability="mysql"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_calls_in_flight{returner="lc"} 1"#), "{text}");
         assert!(text.contains("returner_host_call_duration_seconds_bucket"), "{text}");
     }

@@ -12,6 +12,7 @@ use super::{EtcdCtx, EtcdOp};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::etcd::{self, KeyValue};
 use crate::caps::audit;
+use crate::metrics::metrics;
 
 type GuestResult<T> = wasmtime::Result<Result<T, GuestError>>;
 
@@ -87,22 +88,30 @@ impl EtcdCtx {
     }
 }
 
-fn to_guest(e: BackendError) -> GuestError {
-    match e {
-        BackendError::Unavailable(m) => GuestError::Backend(m),
-        BackendError::Refused(m) => GuestError::Invalid(m),
+impl EtcdCtx {
+    /// A backend failure as the guest's error; an unavailable etcd is counted.
+    fn to_guest(&self, e: BackendError) -> GuestError {
+        match e {
+            BackendError::Unavailable(m) => {
+                metrics().backend_error(&self.returner, "etcd");
+                GuestError::Backend(m)
+            }
+            BackendError::Refused(m) => GuestError::Invalid(m),
+        }
     }
 }
 
 impl etcd::Host for EtcdCtx {
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn get(&mut self, key: String) -> GuestResult<Option<Vec<u8>>> {
         let (client, full) = match self.check_key("get", EtcdOp::Read, &key, None) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(client.get(full).await.map_err(to_guest))
+        Ok(client.get(full).await.map_err(|e| self.to_guest(e)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn get_prefix(&mut self, prefix: String, limit: u32) -> GuestResult<Vec<KeyValue>> {
         let (client, (start, end)) = match self.check_range("get-prefix", EtcdOp::Read, &prefix) {
             Ok(checked) => checked,
@@ -112,19 +121,21 @@ impl etcd::Host for EtcdCtx {
         if limit == 0 {
             return Ok(Ok(Vec::new()));
         }
-        Ok(client.range(start, end, limit).await.map_err(to_guest).map(|pairs| {
+        Ok(client.range(start, end, limit).await.map_err(|e| self.to_guest(e)).map(|pairs| {
             pairs.into_iter().map(|(k, value)| KeyValue { key: self.relative(&k), value }).collect()
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn put(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> GuestResult<()> {
         let (client, full) = match self.check_key("put", EtcdOp::Write, &key, ttl_seconds) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(client.put_many(vec![(full, value)], ttl_seconds).await.map_err(to_guest))
+        Ok(client.put_many(vec![(full, value)], ttl_seconds).await.map_err(|e| self.to_guest(e)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn put_many(&mut self, items: Vec<KeyValue>, ttl_seconds: Option<u32>) -> GuestResult<()> {
         let (client, pairs) = match self.check_items(items, ttl_seconds) {
             Ok(checked) => checked,
@@ -133,17 +144,19 @@ impl etcd::Host for EtcdCtx {
         if pairs.is_empty() {
             return Ok(Ok(()));
         }
-        Ok(client.put_many(pairs, ttl_seconds).await.map_err(to_guest))
+        Ok(client.put_many(pairs, ttl_seconds).await.map_err(|e| self.to_guest(e)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn put_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> GuestResult<bool> {
         let (client, full) = match self.check_key("put-if-absent", EtcdOp::Write, &key, ttl_seconds) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(client.put_if_absent(full, value, ttl_seconds).await.map_err(to_guest))
+        Ok(client.put_if_absent(full, value, ttl_seconds).await.map_err(|e| self.to_guest(e)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn delete(&mut self, key: String, prefix: bool) -> GuestResult<u64> {
         let checked = if prefix {
             self.check_range("delete", EtcdOp::Delete, &key).map(|(c, (start, end))| (c, (start, Some(end))))
@@ -154,7 +167,7 @@ impl etcd::Host for EtcdCtx {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(client.delete(start, end).await.map_err(to_guest))
+        Ok(client.delete(start, end).await.map_err(|e| self.to_guest(e)))
     }
 }
 

@@ -8,6 +8,7 @@ use super::sql::{self, Access, Denial, Function, Refusal};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::mysql::{ExecResult, Host, Rows, Statement, Value};
 use crate::caps::audit;
+use crate::metrics::metrics;
 
 /// Most statements in one transaction. Stops a guest from holding a
 /// connection and its row locks for an unbounded batch, and bounds the
@@ -74,6 +75,14 @@ impl MysqlCtx {
         }
     }
 
+    /// `result`, with a failure in the backend counted.
+    fn counted<T>(&self, result: Result<T, GuestError>) -> Result<T, GuestError> {
+        if let Err(GuestError::Backend(_)) = &result {
+            metrics().backend_error(&self.returner, "mysql");
+        }
+        result
+    }
+
     fn deny(&self, op: &str, denial: Denial) -> GuestError {
         audit::denied(&self.returner, "mysql", op, &denial.target);
         GuestError::Denied(format!("mysql {op} denied for returner `{}`: {}", self.returner, denial.reason))
@@ -92,7 +101,7 @@ impl Host for MysqlCtx {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(client.query(statement, params).await)
+        Ok(self.counted(client.query(statement, params).await))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
@@ -101,7 +110,7 @@ impl Host for MysqlCtx {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(client.execute(statement, params).await)
+        Ok(self.counted(client.execute(statement, params).await))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, statements = statements.len()))]
@@ -113,7 +122,7 @@ impl Host for MysqlCtx {
         if statements.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        Ok(client.transaction(statements).await)
+        Ok(self.counted(client.transaction(statements).await))
     }
 }
 
