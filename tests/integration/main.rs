@@ -17,7 +17,6 @@ mod testkit;
 use std::path::{Path, PathBuf};
 
 use returner_host_tests::{Daemon, toml_path};
-use serde_json::Value;
 
 /// The `returner-host` binary under test.
 fn bin() -> PathBuf {

@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use returner_host_tests::mariadb::{MariaDb, TestDb};
-use returner_host_tests::{Daemon, guest, salt_fixture_lines, temp_dir};
+use returner_host_tests::{Daemon, good_returner_toml, guest, salt_fixture_lines, temp_dir};
 use serde_json::{Value, json};
 
+use super::hostile::GoodTraffic;
 use super::{config_daemon, toml_path};
 
 const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
@@ -33,6 +34,7 @@ fn daemon(dir: &Path, db: &TestDb) -> Daemon {
     let profile = db.profile_toml("salt_db", &dir.join("mysql.pass"));
     let mysql = toml_path(&guest("returner-mysql"));
     let escaper = toml_path(&guest("fixture-sql-escaper"));
+    let good = good_returner_toml(&dir.join("good"));
     config_daemon(
         dir,
         "",
@@ -64,7 +66,7 @@ tables = {{ jids = ["select", "insert"], salt_events = ["insert"] }}
 
 [returners.nogrant]
 module = {escaper}
-"#
+{good}"#
         ),
     )
 }
@@ -280,8 +282,9 @@ fn database_with_secret() -> TestDb {
 fn hostile_sql_is_denied_audited_and_changes_nothing() {
     let dir = temp_dir();
     let db = database_with_secret();
-    let d = daemon(dir.path(), &db);
+    let mut d = daemon(dir.path(), &db);
     let before = snapshot(&db);
+    let traffic = GoodTraffic::start(d.socket.clone(), "good");
 
     // (host function, SQL, what the denial must name)
     let attempts: &[(&str, &str, &str)] = &[
@@ -328,6 +331,8 @@ fn hostile_sql_is_denied_audited_and_changes_nothing() {
         assert_eq!(audit_lines(&d), audits + 1, "{sql}: exactly one audit event");
     }
     assert_eq!(snapshot(&db), before, "denied statements changed the database");
+    traffic.finish();
+    assert!(d.is_running(), "the host is up");
 
     // No grant: everything denied, audited.
     let audits = audit_lines(&d);

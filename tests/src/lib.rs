@@ -317,6 +317,13 @@ pub fn toml_path(p: &Path) -> String {
     Value::String(p.display().to_string()).to_string()
 }
 
+/// `[returners.good]`: the local-cache returner with `jobs` granted rw, the
+/// well-behaved neighbour hostile guests are run beside.
+pub fn good_returner_toml(jobs: &Path) -> String {
+    std::fs::create_dir_all(jobs).expect("creating the good returner's directory");
+    format!("\n[returners.good]\nmodule = \"builtin:local-cache\"\n[returners.good.grants.fs]\ndir = {}\nmode = \"rw\"\n", toml_path(jobs))
+}
+
 /// `[returners.*]` of the hostile suite served beside a good returner:
 /// `good` (local-cache, `jobs` granted rw), `spin` (loops; 300 ms deadline),
 /// `memhog` (grows memory; 32 MiB cap), `trapper` (traps, panics), `abuser`
@@ -325,13 +332,7 @@ pub fn toml_path(p: &Path) -> String {
 pub fn hostile_suite_toml(jobs: &Path) -> String {
     let module = |name: &str| toml_path(&guest(name));
     format!(
-        r#"
-[returners.good]
-module = "builtin:local-cache"
-[returners.good.grants.fs]
-dir = {jobs}
-mode = "rw"
-
+        r#"{good}
 [returners.spin]
 module = {spin}
 limits = {{ deadline_ms = 300 }}
@@ -350,7 +351,7 @@ limits = {{ memory_mib = 640, deadline_ms = 2000 }}
 [returners.nogrant]
 module = {escaper}
 "#,
-        jobs = toml_path(jobs),
+        good = good_returner_toml(jobs),
         spin = module("fixture-spin"),
         memhog = module("fixture-memhog"),
         trapper = module("fixture-trapper"),

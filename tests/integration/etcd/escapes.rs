@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use returner_host_tests::etcd::EtcdServer;
-use returner_host_tests::{Daemon, guest, temp_dir};
+use returner_host_tests::{Daemon, good_returner_toml, guest, temp_dir};
 use serde_json::{Value, json};
 
-use super::super::hostile::{audit_events, metrics};
+use super::super::hostile::{GoodTraffic, audit_events, metrics};
 use super::super::{config_daemon, toml_path};
 
 /// Keys around the root that the guest must never read, write or delete.
@@ -48,6 +48,7 @@ fn shown(key: &str) -> String {
 /// (`escaper_ro`) and with no etcd grant (`escaper_nogrant`), on `profile`.
 fn escaper_daemon(dir: &std::path::Path, profile: &str, server_extra: &str) -> Daemon {
     let module = toml_path(&guest("fixture-etcd-escaper"));
+    let good = good_returner_toml(&dir.join("good"));
     config_daemon(
         dir,
         server_extra,
@@ -65,7 +66,7 @@ grants.etcd = {{ profile = "main", root = "/salt/return/", ops = ["read"] }}
 
 [returners.escaper_nogrant]
 module = {module}
-"#
+{good}"#
         ),
     )
 }
@@ -112,12 +113,13 @@ fn every_escape_from_an_etcd_grant_is_denied_once_and_writes_nothing_outside() {
     let seeded: Vec<(String, String)> = OUTSIDE.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let dir = temp_dir();
     let audit_log = dir.path().join("audit.jsonl");
-    let d = escaper_daemon(dir.path(), &super::etcd_profile_toml("main", &etcd), &format!("audit_log = {}", toml_path(&audit_log)));
+    let mut d = escaper_daemon(dir.path(), &super::etcd_profile_toml("main", &etcd), &format!("audit_log = {}", toml_path(&audit_log)));
 
     // The control: a well-formed key goes through and lands under the root.
     assert_eq!(d.call("escaper", "get_load", &json!({ "jid": "control/ok" })).result(), &json!({ "read": "inside" }));
     assert_eq!(etcd.dump("/salt/return/control/"), [("/salt/return/control/ok".to_owned(), "inside".to_owned())]);
 
+    let traffic = GoodTraffic::start(d.socket.clone(), "good");
     let answer = d.call("escaper", "get_jids", &json!({}));
     let attempts = answer.result().as_array().unwrap().clone();
     let denials = with_outcome(&attempts, "denied");
@@ -180,6 +182,8 @@ fn every_escape_from_an_etcd_grant_is_denied_once_and_writes_nothing_outside() {
     // The allowed range deletes stay inside: afterwards only what was outside is left.
     d.call("escaper", "clean_old_jobs", &json!({})).result();
     assert_eq!(etcd.dump(""), seeded, "the root is empty and everything outside untouched");
+    traffic.finish();
+    assert!(d.is_running(), "the host is up");
 
     // Exactly one audit event per denial, naming the same operation and key; none for the invalid TTL.
     let events = audit_events(&audit_log);
