@@ -296,8 +296,8 @@ impl EtcdCluster {
         let started = Instant::now();
         while self.leader() != index {
             let target = format!("{:x}", self.members[index].member_id());
-            let (ok, text) = self.members[self.leader()].ctl(&["move-leader", &target]);
-            assert!(ok || started.elapsed() < START_TIMEOUT, "etcdctl move-leader {target}: {text}");
+            let (_, text) = self.members[self.leader()].ctl(&["move-leader", &target]);
+            assert!(started.elapsed() < START_TIMEOUT, "member {index} does not lead: etcdctl move-leader {target}: {text}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }

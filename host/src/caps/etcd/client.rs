@@ -298,14 +298,19 @@ impl LiveClient {
     /// A TLS failure, said in terms of the profile's files: every member
     /// would fail the same way, so it is not retried.
     fn tls_problem(&self, text: &str) -> Option<String> {
-        let ca = self.tls_files.ca.as_deref().unwrap_or("none");
-        let problem = if text.contains("UnknownIssuer") {
+        // rustls says what failed in these words; etcd's own messages never use them.
+        if !["peer certificate", "alert", "corrupt message"].iter().any(|m| text.contains(m)) {
+            return None;
+        }
+        let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        let problem = if has(&["UnknownIssuer"]) {
+            let ca = self.tls_files.ca.as_deref().unwrap_or("none");
             format!("TLS: the member's certificate is not signed by the CA in ca_file ({ca})")
-        } else if text.contains("NotValidForName") {
+        } else if has(&["NotValidForName"]) {
             "TLS: the member's certificate is not valid for the endpoint's host name".to_owned()
-        } else if text.contains("Expired") {
+        } else if has(&["Expired"]) {
             "TLS: a certificate has expired".to_owned()
-        } else if text.contains("CertificateRequired") || text.contains("certificate required") || text.contains("BadCertificate") || text.contains("bad certificate") || text.contains("UnknownCA") {
+        } else if has(&["CertificateRequired", "BadCertificate", "UnknownCA"]) {
             // Members built with Go answer a missing client certificate with `bad certificate`.
             match self.tls_files.cert.as_deref() {
                 None => "TLS: the member requires a client certificate; set cert_file and key_file".to_owned(),
@@ -313,10 +318,10 @@ impl LiveClient {
                     "TLS: the member refused the client certificate in cert_file ({cert}); is it signed by a CA the member trusts?"
                 ),
             }
-        } else if text.contains("InvalidContentType") || text.contains("CorruptMessage") {
+        } else if has(&["InvalidContentType", "CorruptMessage"]) {
             "TLS: the member does not speak TLS; use an http:// endpoint or enable TLS on it".to_owned()
         } else {
-            return None;
+            "TLS: the handshake failed".to_owned()
         };
         Some(problem)
     }
@@ -431,5 +436,37 @@ async fn lease(c: &mut Client, ttl: Option<u32>) -> Result<Option<PutOptions>, e
     match ttl {
         Some(ttl) => Ok(Some(PutOptions::new().with_lease(c.lease_grant(i64::from(ttl), None).await?.id()))),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(ca: Option<&str>, cert: Option<&str>) -> LiveClient {
+        let profile: EtcdProfile = toml::from_str("endpoints = [\"http://127.0.0.1:2379\"]").unwrap();
+        let mut client = LiveClient::new("main", &profile).unwrap();
+        client.tls_files = TlsFiles { ca: ca.map(str::to_owned), cert: cert.map(str::to_owned) };
+        client
+    }
+
+    #[test]
+    fn tls_failures_name_the_file_to_fix() {
+        let c = client(Some("/etc/ca.pem"), Some("/etc/client.pem"));
+        let unknown = "Unknown: transport error: invalid peer certificate: UnknownIssuer";
+        assert_eq!(c.tls_problem(unknown).unwrap(), "TLS: the member's certificate is not signed by the CA in ca_file (/etc/ca.pem)");
+        let refused = "Unknown: transport error: connection error: received fatal alert: BadCertificate";
+        assert!(c.tls_problem(refused).unwrap().contains("refused the client certificate in cert_file (/etc/client.pem)"));
+        let without_cert = client(Some("/etc/ca.pem"), None);
+        assert!(without_cert.tls_problem(refused).unwrap().contains("requires a client certificate; set cert_file and key_file"));
+        assert!(c.tls_problem("transport error: received corrupt message of type InvalidContentType").unwrap().contains("does not speak TLS"));
+    }
+
+    #[test]
+    fn other_failures_are_not_taken_for_tls() {
+        let c = client(None, None);
+        for text in ["Unavailable: etcdserver: request timed out", "Unavailable: etcdserver: no leader", "lease Expired", "tcp connect error: Connection refused"] {
+            assert_eq!(c.tls_problem(text), None, "{text}");
+        }
     }
 }

@@ -1,0 +1,294 @@
+//! Benchmark (not a test): Salt job returns per second into one freshly
+//! started etcd, in one run, by three writers storing the same real returns
+//! (from ../shared/fixtures/salt) in Salt's layout:
+//! - **host**: the release `returner-host serve` binary running the shipped
+//!   etcd returner, called over its unix socket with kept-alive connections;
+//! - **native**: Rust with `etcd-client` directly, doing the same work per
+//!   return (parse the request, `json.dumps` each field, one lease, one
+//!   transaction of the same keys and values);
+//! - **salt**: Salt 3007's own `etcd_return` (v3 API through etcd3-py, one
+//!   round trip and one lease per key) in Python processes, one per client.
+//!
+//! Each writer runs with 1 client, then with 8 at once; every return gets a
+//! lease of one hour. Host and native then run again without the one large
+//! return (126 KiB of `cmd.run` output), which shows what the host adds when
+//! the JSON is small.
+//!
+//! `cargo bench -p returner-host --bench etcd` (see BENCHMARKS.md);
+//! `-- no-salt` leaves Salt's leg out.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use returner_host_tests::etcd::EtcdServer;
+use returner_host_tests::salt::venv_3007;
+use returner_host_tests::{Daemon, HttpConn, guest, salt_fixture_lines, temp_dir, toml_path};
+use returner_sdk::salt::json_dumps;
+use serde_json::{Value, json};
+
+/// How long each writer runs at a time, and how many times host and native
+/// take turns (the median counts).
+const PHASE: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+/// How long Salt's writer runs (it is slow enough to be steady).
+const SALT_PHASE: Duration = Duration::from_secs(5);
+/// Clients at once: one (each return waits for the previous), then several.
+const CONCURRENCY: [usize; 2] = [1, 8];
+/// The lease of every return, in seconds.
+const TTL: u32 = 3600;
+/// A return under this size is "small" for the second round.
+const SMALL_BYTES: usize = 10_000;
+/// The root every writer writes under (Salt's default `etcd.returner_root`).
+const ROOT: &str = "/salt/return";
+
+fn main() {
+    // `cargo bench --bench etcd -- no-salt` leaves Salt's leg out.
+    let with_salt = !std::env::args().any(|a| a == "no-salt");
+    let etcd = EtcdServer::start();
+    let fixtures = salt_storable_fixtures();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "returner-host etcd benchmark ({cores} cores, etcd {}; host and native: median of {ROUNDS} turns of {} s; salt: one of {} s)",
+        etcd_version(),
+        PHASE.as_secs(),
+        SALT_PHASE.as_secs()
+    );
+    println!(
+        "returns: {} of the {} real Salt minion returns (Salt 3007's etcd_return cannot store the others), {} to {} bytes",
+        fixtures.len(),
+        salt_fixture_lines("minion-returns.jsonl").len(),
+        fixtures.iter().map(|f| f.to_string().len()).min().unwrap_or(0),
+        fixtures.iter().map(|f| f.to_string().len()).max().unwrap_or(0),
+    );
+    println!("etcd data dir: {} (on disk; every commit waits for etcd's fsync)", etcd.dir().display());
+
+    let dir = temp_dir();
+    let daemon = host_daemon(dir.path(), &etcd);
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().unwrap();
+    let native_client = tokio.block_on(etcd_client::Client::connect([etcd.endpoint()], None)).expect("connecting to etcd");
+
+    // Warm up each writer (compile caches, connections, etcd's first pages).
+    host_rate(&daemon, &fixtures, 1, "9000", Duration::from_millis(500));
+    tokio.block_on(native_rate(&native_client, &fixtures, 1, "9001", Duration::from_millis(500)));
+    same_keys_and_values(&etcd);
+
+    // Whatever else runs on the machine weighs on both: alternate them and take medians.
+    let compare = |set: &[Value], clients: usize, tag: &str| -> (f64, f64) {
+        let (mut host, mut native) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            host.push(host_rate(&daemon, set, clients, &format!("{tag}{round}0"), PHASE));
+            native.push(tokio.block_on(native_rate(&native_client, set, clients, &format!("{tag}{round}1"), PHASE)));
+        }
+        (median(host), median(native))
+    };
+    let mut lines = Vec::new();
+    for (run, clients) in CONCURRENCY.into_iter().enumerate() {
+        let (host, native) = compare(&fixtures, clients, &format!("1{run}"));
+        let salt = if with_salt { salt_rate(&etcd, &fixtures, clients, &format!("1{run}99")) } else { f64::NAN };
+        println!("{clients} client(s):  host {host:>8.0} returns/s   native {native:>8.0} returns/s   salt {salt:>8.1} returns/s");
+        lines.push(format!("{clients} client(s):  host / native {:.3}   host / salt {:.1}", host / native, host / salt));
+    }
+    // Without the one large return: what the host adds per return when JSON is small.
+    let small: Vec<Value> = fixtures.iter().filter(|f| f.to_string().len() < SMALL_BYTES).cloned().collect();
+    println!("the {} returns under {SMALL_BYTES} bytes:", small.len());
+    for (run, clients) in CONCURRENCY.into_iter().enumerate() {
+        let (host, native) = compare(&small, clients, &format!("2{run}"));
+        println!("{clients} client(s):  host {host:>8.0} returns/s   native {native:>8.0} returns/s");
+        lines.push(format!("{clients} client(s), small returns:  host / native {:.3}", host / native));
+    }
+    println!();
+    for line in lines {
+        println!("ratios    {line}");
+    }
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// The fixture returns Salt 3007's `etcd_return` can store: etcd3-py
+/// encodes keys and values as Latin-1 and fails on other characters.
+fn salt_storable_fixtures() -> Vec<Value> {
+    salt_fixture_lines("minion-returns.jsonl").into_iter().filter(|ret| json_dumps(ret).chars().all(|c| (c as u32) < 256)).collect()
+}
+
+fn etcd_version() -> String {
+    let out = Command::new("etcd").arg("--version").output().expect("etcd --version");
+    String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim_start_matches("etcd Version: ").to_owned()
+}
+
+/// The return `n` of client `client` in the run `tag`: a fixture with a jid of its own.
+fn nth_return(fixtures: &[Value], tag: &str, client: usize, n: u64) -> Value {
+    let mut ret = fixtures[n as usize % fixtures.len()].clone();
+    ret["jid"] = json!(format!("2026112{tag}{client:02}{n:07}"));
+    ret["id"] = json!(format!("bench{client}"));
+    ret
+}
+
+fn host_daemon(dir: &Path, etcd: &EtcdServer) -> Daemon {
+    let config = format!(
+        r#"
+[profiles.main]
+kind = "etcd"
+endpoints = ["{endpoint}"]
+
+[returners.etcd]
+module = {module}
+options = {{ ttl = {TTL} }}
+limits = {{ max_concurrency = 64, deadline_ms = 10000 }}
+grants.etcd = {{ profile = "main", root = "{ROOT}", ops = ["read", "write"], max_ttl_seconds = {TTL} }}
+"#,
+        endpoint = etcd.endpoint(),
+        module = toml_path(&guest("returner-etcd")),
+    );
+    Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &config)
+}
+
+/// Returns per second through the host's HTTP API.
+fn host_rate(daemon: &Daemon, fixtures: &[Value], clients: usize, tag: &str, phase: Duration) -> f64 {
+    assert_eq!(tag.len(), 4, "a tag is 4 digits of the jid");
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|client| {
+            let (socket, fixtures, tag) = (daemon.socket.clone(), fixtures.to_vec(), tag.to_owned());
+            std::thread::spawn(move || {
+                let mut conn = HttpConn::connect(&socket);
+                let mut n = 0u64;
+                while started.elapsed() < phase {
+                    let body = json!({ "ret": nth_return(&fixtures, &tag, client, n) }).to_string();
+                    let r = conn.post("/v1/returners/etcd/returner", body.as_bytes());
+                    assert_eq!(r.status, 200, "{:?}", r.json);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Returns per second written by Rust with etcd-client: the host's work
+/// without HTTP and WebAssembly.
+async fn native_rate(client: &etcd_client::Client, fixtures: &[Value], clients: usize, tag: &str, phase: Duration) -> f64 {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (mut client, fixtures, tag) = (client.clone(), fixtures.to_vec(), tag.to_owned());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while started.elapsed() < phase {
+                    // What arrives: the request body, as text.
+                    let body = json!({ "ret": nth_return(&fixtures, &tag, c, n) }).to_string();
+                    store_natively(&mut client, body.as_bytes()).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One return as the shipped returner stores it: `minions/<id>` and every
+/// field under `jobs/<jid>/<id>/`, in one transaction under one new lease.
+async fn store_natively(client: &mut etcd_client::Client, body: &[u8]) {
+    use etcd_client::{PutOptions, Txn, TxnOp};
+    let args: Value = serde_json::from_slice(body).unwrap();
+    let ret = args["ret"].as_object().unwrap();
+    let (id, jid) = (ret["id"].as_str().unwrap(), ret["jid"].as_str().unwrap());
+    let lease = client.lease_grant(i64::from(TTL), None).await.unwrap().id();
+    let options = Some(PutOptions::new().with_lease(lease));
+    let mut ops = Vec::with_capacity(ret.len() + 1);
+    ops.push(TxnOp::put(format!("{ROOT}/minions/{id}"), jid, options.clone()));
+    for (field, value) in ret {
+        ops.push(TxnOp::put(format!("{ROOT}/jobs/{jid}/{id}/{field}"), json_dumps(value), options.clone()));
+    }
+    client.txn(Txn::new().and_then(ops)).await.unwrap();
+}
+
+/// The warm-up returns of host and native hold the same keys and values
+/// (but for the jid), so the two do the same work.
+fn same_keys_and_values(etcd: &EtcdServer) {
+    let stored = |tag: &str| -> Vec<(String, String)> {
+        let prefix = format!("{ROOT}/jobs/2026112{tag}000000000/");
+        // Each holds its own jid; everything else must match.
+        etcd.dump(&prefix).into_iter().map(|(k, v)| (k[prefix.len()..].to_owned(), v)).filter(|(k, _)| !k.ends_with("/jid")).collect()
+    };
+    let (host, native) = (stored("9000"), stored("9001"));
+    assert!(!host.is_empty(), "the host stored its warm-up return");
+    assert_eq!(host, native, "host and native writers store the same return alike");
+}
+
+/// Returns per second by Salt 3007's `etcd_return`, `clients` Python
+/// processes at once, each started and warmed up before the clock starts.
+fn salt_rate(etcd: &EtcdServer, fixtures: &[Value], clients: usize, tag: &str) -> f64 {
+    const DRIVER: &str = r#"
+import json, sys, time
+import salt.config, salt.loader
+request = json.loads(sys.stdin.readline())
+opts = salt.config.minion_config(None)
+opts.update(request["opts"])
+store = salt.loader.returners(opts, {})["etcd.returner"]
+fixtures, tag, client = request["fixtures"], request["tag"], request["client"]
+def ret(n):
+    r = dict(fixtures[n % len(fixtures)])
+    r["jid"] = "2026112%s%02d%07d" % (tag, client, n)
+    r["id"] = "bench%d" % client
+    return r
+store(ret(9999999))
+print("ready", flush=True)
+sys.stdin.readline()
+started, n = time.monotonic(), 0
+while time.monotonic() - started < request["seconds"]:
+    store(ret(n))
+    n += 1
+print(json.dumps({"returns": n, "seconds": time.monotonic() - started}), flush=True)
+"#;
+    let (host, port) = etcd.endpoint()["http://".len()..].split_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())).unwrap();
+    let opts = json!({
+        "etcd.returner": "bench_profile",
+        "etcd.returner_root": ROOT,
+        "etcd.ttl": TTL,
+        "bench_profile": {
+            "etcd.host": host, "etcd.port": port.parse::<u16>().unwrap(),
+            "etcd.require_v2": false, "etcd.encode_values": false, "etcd.ttl": TTL,
+        },
+    });
+    let mut children: Vec<_> = (0..clients)
+        .map(|client| {
+            let mut child = Command::new(venv_3007().join("bin/python"))
+                .args(["-c", DRIVER])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("Salt 3007's python: run scripts/setup");
+            let request = json!({ "opts": opts, "fixtures": fixtures, "tag": tag, "client": client, "seconds": SALT_PHASE.as_secs_f64() });
+            writeln!(child.stdin.as_mut().unwrap(), "{request}").unwrap();
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "ready", "Salt's etcd_return did not start (see its output above)");
+            (child, out)
+        })
+        .collect();
+    for (child, _) in &mut children {
+        writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+    let mut rate = 0.0;
+    for (mut child, mut out) in children {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let done: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("Salt's driver printed {line:?}: {e}"));
+        rate += done["returns"].as_f64().unwrap() / done["seconds"].as_f64().unwrap();
+        child.wait().unwrap();
+    }
+    rate
+}
