@@ -1,0 +1,343 @@
+//! Benchmark (not a test): Salt job returns and events per second into one
+//! freshly started MariaDB, with the real payloads of ../shared/fixtures/salt,
+//! three ways in the same run:
+//! - through the host: the `returner-host serve` binary of this build (release
+//!   under `cargo bench`) over its unix socket, the shipped mysql returner;
+//! - natively: a Rust writer doing the same INSERTs with `mysql_async` and the
+//!   pool settings the host uses for the profile;
+//! - Salt's own mysql returner (`saltext.mysql` with PyMySQL, from the Salt
+//!   venv), called in a loop by Python processes through Salt's loader;
+//!
+//! and what the SQL grant check costs per statement, alone, against the time
+//! a statement takes to run.
+//!
+//! `cargo bench -p returner-host --bench mysql` (see BENCHMARKS.md).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
+use returner_host::caps::mysql::sql::{self, Access, Function};
+use returner_host::caps::mysql::{DEFAULT_POOL_SIZE, SqlVerb};
+use returner_host_tests::mariadb::{MariaDb, TestDb};
+use returner_host_tests::{Daemon, HttpConn, guest, salt_fixture_lines, temp_dir, toml_path};
+use serde_json::{Value, json};
+
+/// How long each phase runs.
+const PHASE: Duration = Duration::from_secs(5);
+/// Writers at once in the concurrent phases (connections, clients or processes).
+const WRITERS: usize = 8;
+/// Events per `event_return` call in the event phases.
+const EVENT_BATCH: usize = 100;
+
+const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
+/// The statements of the shipped returner's `returner` and `event_return`.
+const INSERT_RETURN: &str =
+    "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)";
+const INSERT_EVENT: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES (?, ?, ?)";
+
+fn main() {
+    println!("returner-host MySQL benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let server = MariaDb::start();
+    let db = server.database();
+    db.sql(SCHEMA);
+    let version = server.root_sql("", "SELECT VERSION()").map(|r| r[0][0].clone()).unwrap_or_default();
+    println!("server    MariaDB {version}, fresh, innodb_flush_log_at_trx_commit=2, on loopback TCP");
+
+    let returns = salt_fixture_lines("minion-returns.jsonl");
+    let events: Vec<Value> = salt_fixture_lines("master-job-cache-calls.jsonl")
+        .iter()
+        .filter(|c| c["call"] == "event_return")
+        .flat_map(|c| c["events"].as_array().unwrap().clone())
+        .collect();
+    let batch: Vec<Value> = (0..EVENT_BATCH).map(|i| events[i % events.len()].clone()).collect();
+    println!("payloads  {} real job returns, {} real events (batches of {EVENT_BATCH})", returns.len(), events.len());
+    println!();
+
+    let dir = temp_dir();
+    let host = host_daemon(dir.path(), &db);
+    let host1 = host_phase(&db, &host, "returner", &returns, 1, "salt_returns");
+    let hostn = host_phase(&db, &host, "returner", &returns, WRITERS, "salt_returns");
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pool = native_pool(&db);
+    let native1 = tokio.block_on(native_phase(&db, &pool, &returns, 1));
+    let nativen = tokio.block_on(native_phase(&db, &pool, &returns, WRITERS));
+
+    let salt1 = salt_phase(&db, "returner", &returns, 1, "salt_returns", SaltConnection::Kept);
+    let saltn = salt_phase(&db, "returner", &returns, WRITERS, "salt_returns", SaltConnection::Kept);
+    let salt_fresh1 = salt_phase(&db, "returner", &returns, 1, "salt_returns", SaltConnection::Fresh);
+    let salt_freshn = salt_phase(&db, "returner", &returns, WRITERS, "salt_returns", SaltConnection::Fresh);
+
+    let events_host = host_phase(&db, &host, "event_return", &[json!(batch)], WRITERS, "salt_events") * EVENT_BATCH as f64;
+    let events_native = tokio.block_on(native_events_phase(&db, &pool, &batch, WRITERS)) * EVENT_BATCH as f64;
+    let events_salt = salt_phase(&db, "event_return", &[json!(batch)], WRITERS, "salt_events", SaltConnection::Kept) * EVENT_BATCH as f64;
+    tokio.block_on(pool.disconnect()).ok();
+
+    let check = check_cost(&db);
+    let statement = 1e6 / native1;
+
+    println!("returns   host, 1 client:                  {host1:>8.0} returns/s");
+    println!("returns   native mysql_async, 1 task:      {native1:>8.0} returns/s");
+    println!("returns   Salt's returner, 1 process:      {salt1:>8.0} returns/s (connection kept)");
+    println!("returns   Salt's returner, 1 process:      {salt_fresh1:>8.0} returns/s (a connection per return)");
+    println!("returns   host, {WRITERS} clients:                 {hostn:>8.0} returns/s");
+    println!("returns   native mysql_async, {WRITERS} tasks:     {nativen:>8.0} returns/s");
+    println!("returns   Salt's returner, {WRITERS} processes:    {saltn:>8.0} returns/s (connection kept)");
+    println!("returns   Salt's returner, {WRITERS} processes:    {salt_freshn:>8.0} returns/s (a connection per return)");
+    println!("events    host, {WRITERS} clients:                 {events_host:>8.0} events/s (one transaction per batch)");
+    println!("events    native mysql_async, {WRITERS} tasks:     {events_native:>8.0} events/s (one transaction per batch)");
+    println!("events    Salt's returner, {WRITERS} processes:    {events_salt:>8.0} events/s (one transaction per batch)");
+    println!("check     grant check of the returner's INSERT: {check:.1} µs; one INSERT run natively: {statement:.0} µs ({:.1}%)", 100.0 * check / statement);
+    println!("overhead  host per return over native, 1 writer: {:.0} µs", 1e6 / host1 - 1e6 / native1);
+    println!();
+    println!("ratios    host / native, 1 writer:   {:.3}", host1 / native1);
+    println!("ratios    host / native, {WRITERS} writers:  {:.3}", hostn / nativen);
+    println!("ratios    host / native, events:     {:.3}", events_host / events_native);
+    println!("ratios    host / Salt, 1 writer:     {:.2} (connection kept), {:.2} (a connection per return)", host1 / salt1, host1 / salt_fresh1);
+    println!("ratios    host / Salt, {WRITERS} writers:    {:.2} (connection kept), {:.2} (a connection per return)", hostn / saltn, hostn / salt_freshn);
+    println!("ratios    host / Salt, events:       {:.2}", events_host / events_salt);
+}
+
+fn rows(db: &TestDb, table: &str) -> u64 {
+    db.sql(&format!("SELECT COUNT(*) FROM `{table}`"))[0][0].parse().unwrap()
+}
+
+/// Calls per second of `run` on `writers` threads for one phase, checked
+/// against the rows that landed in `table` (`per_call` rows per call).
+fn measured(db: &TestDb, table: &str, per_call: u64, writers: usize, run: impl Fn(Instant) -> u64 + Sync) -> f64 {
+    let before = rows(db, table);
+    let started = Instant::now();
+    let calls: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers).map(|_| s.spawn(|| run(started))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(rows(db, table) - before, calls * per_call, "every call's rows are stored");
+    rate
+}
+
+fn host_daemon(dir: &Path, db: &TestDb) -> Daemon {
+    let profile = db.profile_toml("salt_db", &dir.join("mysql.pass"));
+    let config = format!(
+        "{profile}\n[returners.mysql]\nmodule = {}\noptions = {{ master_id = \"bench\" }}\n\
+         limits = {{ max_concurrency = 32, deadline_ms = 30000 }}\n[returners.mysql.grants.mysql]\nprofile = \"salt_db\"\n\
+         tables = {{ salt_returns = [\"insert\"], salt_events = [\"insert\"] }}\n",
+        toml_path(&guest("returner-mysql"))
+    );
+    Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &config)
+}
+
+/// `function` calls per second through the host with `args` (each a
+/// `returner`'s `ret` or an `event_return`'s `events`) in turn.
+fn host_phase(db: &TestDb, host: &Daemon, function: &str, args: &[Value], clients: usize, table: &str) -> f64 {
+    let key = if function == "returner" { "ret" } else { "events" };
+    let bodies: Vec<Vec<u8>> = args.iter().map(|a| json!({ key: a }).to_string().into_bytes()).collect();
+    let per_call = args[0].as_array().map_or(1, |a| a.len() as u64);
+    let path = format!("/v1/returners/mysql/{function}");
+    let mut warm = HttpConn::connect(&host.socket);
+    assert_eq!(warm.post(&path, &bodies[0]).status, 200);
+    measured(db, table, per_call, clients, |started| {
+        let mut conn = HttpConn::connect(&host.socket);
+        let mut n = 0u64;
+        while started.elapsed() < PHASE {
+            let r = conn.post(&path, &bodies[n as usize % bodies.len()]);
+            assert_eq!(r.status, 200, "{:?}", r.json);
+            n += 1;
+        }
+        n
+    })
+}
+
+/// A pool as the host builds one for the profile (`caps/mysql/client.rs`).
+fn native_pool(db: &TestDb) -> Pool {
+    let constraints = PoolConstraints::new(0, DEFAULT_POOL_SIZE).unwrap();
+    Pool::new(
+        OptsBuilder::default()
+            .user(Some(db.user.clone()))
+            .pass(Some(db.password.clone()))
+            .db_name(Some(db.name.clone()))
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(db.port)
+            .prefer_socket(false)
+            .pool_opts(PoolOpts::default().with_constraints(constraints))
+            .stmt_cache_size(64),
+    )
+}
+
+/// What the shipped returner binds for one return (JSON as compact text).
+fn return_params(ret: &Value) -> Vec<mysql_async::Value> {
+    let text = |s: String| mysql_async::Value::Bytes(s.into_bytes());
+    let success = match ret.get("success") {
+        Some(Value::Bool(b)) => if *b { "1" } else { "0" }.to_owned(),
+        _ => "None".to_owned(),
+    };
+    vec![
+        text(ret["fun"].as_str().unwrap_or_default().to_owned()),
+        text(ret["jid"].as_str().unwrap_or_default().to_owned()),
+        text(ret["return"].to_string()),
+        text(ret["id"].as_str().unwrap_or_default().to_owned()),
+        text(success),
+        text(ret.to_string()),
+    ]
+}
+
+fn event_params(event: &Value) -> Vec<mysql_async::Value> {
+    let text = |s: String| mysql_async::Value::Bytes(s.into_bytes());
+    vec![text(event["tag"].as_str().unwrap_or_default().to_owned()), text(event["data"].to_string()), text("bench".to_owned())]
+}
+
+async fn native_tasks<F, Fut>(db: &TestDb, table: &str, per_call: u64, tasks: usize, task: F) -> f64
+where
+    F: Fn(Instant) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let before = rows(db, table);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks).map(|_| tokio::spawn(task(started))).collect();
+    let mut calls = 0;
+    for h in handles {
+        calls += h.await.unwrap();
+    }
+    let rate = calls as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(rows(db, table) - before, calls * per_call, "every call's rows are stored");
+    rate
+}
+
+/// Returns per second written natively, one INSERT per return, as the host does.
+async fn native_phase(db: &TestDb, pool: &Pool, returns: &[Value], tasks: usize) -> f64 {
+    let returns = Arc::new(returns.to_vec());
+    native_tasks(db, "salt_returns", 1, tasks, |started| {
+        let (pool, returns) = (pool.clone(), returns.clone());
+        async move {
+            let mut n = 0u64;
+            while started.elapsed() < PHASE {
+                let mut conn = pool.get_conn().await.unwrap();
+                let ret = &returns[n as usize % returns.len()];
+                conn.exec_drop(INSERT_RETURN, return_params(ret)).await.unwrap();
+                n += 1;
+            }
+            n
+        }
+    })
+    .await
+}
+
+/// Batches per second written natively, one INSERT per event in one transaction.
+async fn native_events_phase(db: &TestDb, pool: &Pool, batch: &[Value], tasks: usize) -> f64 {
+    let batch = Arc::new(batch.to_vec());
+    native_tasks(db, "salt_events", batch.len() as u64, tasks, |started| {
+        let (pool, batch) = (pool.clone(), batch.clone());
+        async move {
+            let mut n = 0u64;
+            while started.elapsed() < PHASE {
+                let mut conn = pool.get_conn().await.unwrap();
+                let mut tx = conn.start_transaction(TxOpts::default()).await.unwrap();
+                for event in batch.iter() {
+                    tx.exec_drop(INSERT_EVENT, event_params(event)).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                n += 1;
+            }
+            n
+        }
+    })
+    .await
+}
+
+/// Salt's mysql returner in a loop: `returner(ret)` or `event_return(events)`
+/// with each argument in turn until `end`; prints the calls made. Its
+/// connection lives in the loader's `__context__`: kept and pinged before
+/// each call as in a long-lived master, or, with `fresh`, closed after each
+/// call, as a minion's job process (forked per job) ends with it.
+const SALT_DRIVER: &str = r#"
+import json, sys, time
+import salt.config, salt.loader
+request = json.load(sys.stdin)
+opts = salt.config.minion_config(None)
+opts.update(request["opts"])
+context = {}
+function = salt.loader.returners(opts, {}, context=context)["mysql." + request["function"]]
+args = request["args"]
+while time.time() < request["start"]:
+    time.sleep(0.001)
+n = 0
+while time.time() < request["end"]:
+    function(args[n % len(args)])
+    if request["fresh"]:
+        context.pop("mysql_returner_conn").close()
+    n += 1
+print(n)
+"#;
+
+/// How Salt's returner holds its connection between calls.
+#[derive(Clone, Copy, PartialEq)]
+enum SaltConnection {
+    /// One connection per process, pinged before each call (a master).
+    Kept,
+    /// A new connection per call (a minion's job process).
+    Fresh,
+}
+
+/// `function` calls per second of Salt's own returner in `processes` Python
+/// processes at once (imports done before the clock starts).
+fn salt_phase(db: &TestDb, function: &str, args: &[Value], processes: usize, table: &str, connection: SaltConnection) -> f64 {
+    let venv = returner_host_tests::salt::venv();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    // Salt's imports take a few seconds per process, more with several starting at once.
+    let start = now + 5.0 + processes as f64;
+    let request = json!({
+        "opts": {
+            "mysql.host": "127.0.0.1", "mysql.port": db.port, "mysql.user": db.user,
+            "mysql.pass": db.password, "mysql.db": db.name, "id": "bench",
+        },
+        "function": function,
+        "args": args,
+        "start": start,
+        "end": start + PHASE.as_secs_f64(),
+        "fresh": connection == SaltConnection::Fresh,
+    })
+    .to_string();
+    let per_call = args[0].as_array().map_or(1, |a| a.len() as u64);
+    let before = rows(db, table);
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            let mut child = Command::new(venv.join("bin/python"))
+                .args(["-c", SALT_DRIVER])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("running the Salt venv's python");
+            child.stdin.take().unwrap().write_all(request.as_bytes()).unwrap();
+            child
+        })
+        .collect();
+    let mut calls = 0u64;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "Salt's returner failed");
+        calls += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().expect("the driver prints its count");
+    }
+    assert_eq!(rows(db, table) - before, calls * per_call, "every call's rows are stored");
+    calls as f64 / PHASE.as_secs_f64()
+}
+
+/// Microseconds per grant check of the returner's INSERT (the host checks
+/// every `execute`; a transaction checks each distinct SQL text once).
+fn check_cost(db: &TestDb) -> f64 {
+    let tables = [("salt_returns".to_owned(), vec![SqlVerb::Insert]), ("salt_events".to_owned(), vec![SqlVerb::Insert])].into();
+    let access = Access { tables: &tables, database: &db.name };
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        for _ in 0..100 {
+            std::hint::black_box(sql::check(std::hint::black_box(INSERT_RETURN), Function::Execute, access).unwrap());
+        }
+        n += 100;
+    }
+    started.elapsed().as_secs_f64() * 1e6 / n as f64
+}
