@@ -233,10 +233,23 @@ fn host_stopped_then_back(salt: &mut SaltMaster, host: Daemon, restart: impl FnO
     let socket = host.socket.clone();
     let named = format!("returner-host at {}", socket.display());
     let job = &["--return", "wasm", MINION_ID, "cmd.run", "sleep 4; echo finished"];
+    // Loads the master saved through the host: the job is published right after its save_load.
+    let saved = |host: &Daemon| -> f64 {
+        crate::hostile::metrics(host)
+            .iter()
+            .filter(|(series, _)| {
+                series.starts_with("returner_host_calls_total{")
+                    && series.contains(r#"function="save_load""#)
+                    && series.contains(r#"outcome="ok""#)
+            })
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let before = saved(&host);
     let out = std::thread::scope(|s| {
         let running = s.spawn(|| salt.salt(job));
         // Published and running on the minion, which returns after the host is gone.
-        std::thread::sleep(Duration::from_secs(2));
+        eventually("the master saves the job's load", || (saved(&host) > before).then_some(()));
         drop(host);
         running.join().unwrap()
     });
