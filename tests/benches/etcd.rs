@@ -116,9 +116,9 @@ fn salt_storable_fixtures() -> Vec<Value> {
     salt_fixture_lines("minion-returns.jsonl").into_iter().filter(|ret| json_dumps(ret).chars().all(|c| (c as u32) < 256)).collect()
 }
 
-/// The type of the filesystem holding `path` (`ext2/ext3`, `tmpfs`, ...).
+/// The type of the filesystem holding `path` (`ext4`, `tmpfs`, ...).
 fn filesystem(path: &Path) -> String {
-    let out = Command::new("stat").args(["-f", "-c", "%T"]).arg(path).output().expect("stat -f");
+    let out = Command::new("findmnt").args(["-n", "-o", "FSTYPE", "--target"]).arg(path).output().expect("findmnt");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
