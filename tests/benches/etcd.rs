@@ -62,7 +62,8 @@ fn main() {
         fixtures.iter().map(|f| f.to_string().len()).min().unwrap_or(0),
         fixtures.iter().map(|f| f.to_string().len()).max().unwrap_or(0),
     );
-    println!("etcd data dir: {} (on disk; every commit waits for etcd's fsync)", etcd.dir().display());
+    // On a disk every commit waits for etcd's fsync; on tmpfs (TMPDIR=/dev/shm) it does not.
+    println!("etcd data dir: {} ({})", etcd.dir().display(), filesystem(etcd.dir()));
 
     let dir = temp_dir();
     let daemon = host_daemon(dir.path(), &etcd);
@@ -113,6 +114,12 @@ fn median(mut rates: Vec<f64>) -> f64 {
 /// encodes keys and values as Latin-1 and fails on other characters.
 fn salt_storable_fixtures() -> Vec<Value> {
     salt_fixture_lines("minion-returns.jsonl").into_iter().filter(|ret| json_dumps(ret).chars().all(|c| (c as u32) < 256)).collect()
+}
+
+/// The type of the filesystem holding `path` (`ext4`, `tmpfs`, ...).
+fn filesystem(path: &Path) -> String {
+    let out = Command::new("findmnt").args(["-n", "-o", "FSTYPE", "--target"]).arg(path).output().expect("findmnt");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn etcd_version() -> String {
