@@ -404,15 +404,7 @@ fn mariadb_stopped_mid_stream_gives_errors_then_recovers() {
 
     server.run();
     // The pool drops its dead connections and opens new ones.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = d.call("mysql", "returner", &ret(4));
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery: {:?}", r.json);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    d.call_until_ok("mysql", "returner", &ret(4), Duration::from_secs(20));
     assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns WHERE jid LIKE '202611230843%'")[0][0], "2");
 }
 

@@ -292,6 +292,20 @@ impl Daemon {
             args.to_string().as_bytes(),
         )
     }
+
+    /// Call until the answer is 200, every 200 ms for at most `within`
+    /// (a backend coming back); panics with the last answer after that.
+    pub fn call_until_ok(&self, returner: &str, function: &str, args: &Value, within: Duration) -> Response {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.call(returner, function, args);
+            if r.status == 200 {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{returner}.{function} did not recover within {within:?}: {:?}", r.json);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 impl Drop for Daemon {

@@ -207,15 +207,7 @@ fn etcd_down_is_a_backend_error_and_calls_recover_after_restart() {
     let errors = crate::hostile::metrics(&d)[r#"returner_host_backend_errors_total{returner="etcd",capability="etcd"}"#];
     assert_eq!(errors, 1.0, "the failed put is counted as a backend error");
     etcd.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = d.call("etcd", "returner", &ret(4));
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery after restart: {:?}", r.json);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    d.call_until_ok("etcd", "returner", &ret(4), Duration::from_secs(15));
     assert_eq!(d.call("etcd", "get_jid", &json!({ "jid": "20261123084300320004" })).result()["n1"]["return"], json!(true));
 }
 
