@@ -138,7 +138,5 @@ fn phase(daemon: &Daemon, bodies: &[Vec<u8>], hostile_clients: usize) -> Phase {
 }
 
 fn daemon(dir: &Path) -> Daemon {
-    let jobs = dir.join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &hostile_suite_toml(&jobs))
+    Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &hostile_suite_toml(&dir.join("jobs")))
 }

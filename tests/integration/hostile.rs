@@ -73,7 +73,6 @@ impl GoodTraffic {
 fn hostile_daemon(dir: &std::path::Path, server_extra: &str) -> Daemon {
     let jobs = dir.join("jobs");
     let granted = dir.join("granted");
-    std::fs::create_dir_all(&jobs).unwrap();
     std::fs::create_dir_all(&granted).unwrap();
     std::fs::write(dir.join("outside.txt"), "TOP SECRET outside").unwrap();
     std::fs::write(dir.join("secret.txt"), "TOP SECRET behind a symlink").unwrap();
@@ -207,7 +206,7 @@ fn hostile_guests_fail_alone_audited_and_counted() {
     assert!(!events.iter().any(|e| e["fields"]["returner"] == "good"), "the good returner did nothing to audit");
 
     // The counters moved by exactly what happened.
-    let m = metrics(&d);
+    let m = d.metrics();
     let get = |series: &str| *m.get(series).unwrap_or_else(|| panic!("no series {series} in {m:#?}"));
     let mut faults: std::collections::HashMap<(&str, &str), f64> = Default::default();
     for ((returner, _, kind), n) in &expected {
@@ -263,20 +262,6 @@ fn filesystem_escapes_are_refused() {
 
     // No environment.
     assert_eq!(d.call("escaper", "get_fun", &json!({ "fun": "HOME" })).result(), &json!({ "value": null }));
-}
-
-/// `name{labels} value` lines of `GET /metrics`.
-pub(crate) fn metrics(d: &Daemon) -> std::collections::HashMap<String, f64> {
-    let r = returner_host_tests::http_unix(&d.socket, "GET", "/metrics", &[], b"");
-    assert_eq!(r.status, 200);
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 #[test]

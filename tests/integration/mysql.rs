@@ -398,7 +398,7 @@ fn mariadb_stopped_mid_stream_gives_errors_then_recovers() {
     assert_eq!(r.error().0, "backend", "{:?}", r.json);
     assert!(started.elapsed() < Duration::from_secs(8), "the error took {:?}", started.elapsed());
     assert_eq!(d.call("mysql", "returner", &ret(3)).error().0, "backend");
-    let errors = crate::hostile::metrics(&d)[r#"returner_host_backend_errors_total{returner="mysql",capability="mysql"}"#];
+    let errors = d.metrics()[r#"returner_host_backend_errors_total{returner="mysql",capability="mysql"}"#];
     assert_eq!(errors, 2.0, "each failed insert is counted as a backend error");
     assert_eq!(returner_host_tests::http_unix(&d.socket, "GET", "/healthz", &[], b"").status, 200);
 

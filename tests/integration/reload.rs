@@ -10,7 +10,7 @@ use returner_host_tests::{Daemon, guest, temp_dir};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::hostile::{GoodTraffic, metrics};
+use super::hostile::GoodTraffic;
 use super::{config_daemon, toml_path};
 
 /// `bytes` with a custom section appended: the same component, another sha256.
@@ -129,7 +129,7 @@ fn swaps_under_load_lose_no_call_and_broken_modules_are_refused() {
     let round_trips = traffic.finish();
     assert!(round_trips > 10, "{round_trips} round trips across the swaps");
 
-    let m = metrics(&d);
+    let m = d.metrics();
     assert_eq!(m[r#"returner_host_module_reloads_total{returner="hot",outcome="swapped"}"#], 3.0);
     assert_eq!(m[r#"returner_host_module_reloads_total{returner="hot",outcome="refused"}"#], 2.0);
     assert_eq!(

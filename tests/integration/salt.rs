@@ -235,7 +235,7 @@ fn host_stopped_then_back(salt: &mut SaltMaster, host: Daemon, restart: impl FnO
     let job = &["--return", "wasm", MINION_ID, "cmd.run", "sleep 4; echo finished"];
     // Loads the master saved through the host: the job is published right after its save_load.
     let saved = |host: &Daemon| -> f64 {
-        crate::hostile::metrics(host)
+        host.metrics()
             .iter()
             .filter(|(series, _)| {
                 series.starts_with("returner_host_calls_total{")
@@ -373,7 +373,7 @@ fn master_job_cache_on_the_local_cache_returner() {
     let (ping, run) = jobs_round_trip(&salt, &host, "local_cache");
     let cleaned = r#"returner_host_calls_total{returner="local_cache",function="clean_old_jobs",outcome="ok"}"#;
     eventually("the master's maintenance loop calls clean_old_jobs through the shim", || {
-        crate::hostile::metrics(&host).get(cleaned).copied().filter(|&n| n >= 1.0)
+        host.metrics().get(cleaned).copied().filter(|&n| n >= 1.0)
     });
     let job = salt.run(&["jobs.list_job", &run]).json();
     assert!(job["EndTime"].as_str().is_some_and(|t| t.starts_with("20")), "update_endtime, get_endtime: {job}");

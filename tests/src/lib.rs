@@ -293,6 +293,20 @@ impl Daemon {
         )
     }
 
+    /// The `name{labels} value` lines of `GET /metrics`, by series.
+    pub fn metrics(&self) -> std::collections::HashMap<String, f64> {
+        let r = http_unix(&self.socket, "GET", "/metrics", &[], b"");
+        assert_eq!(r.status, 200, "GET /metrics");
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Call until the answer is 200, every 200 ms for at most `within`
     /// (a backend coming back); panics with the last answer after that.
     pub fn call_until_ok(&self, returner: &str, function: &str, args: &Value, within: Duration) -> Response {

@@ -9,7 +9,7 @@ use returner_host_tests::etcd::EtcdServer;
 use returner_host_tests::{Daemon, good_returner_toml, guest, temp_dir};
 use serde_json::{Value, json};
 
-use super::super::hostile::{GoodTraffic, audit_events, metrics};
+use super::super::hostile::{GoodTraffic, audit_events};
 use super::super::{config_daemon, toml_path};
 
 /// Keys around the root that the guest must never read, write or delete.
@@ -191,7 +191,7 @@ fn every_escape_from_an_etcd_grant_is_denied_once_and_writes_nothing_outside() {
     assert_eq!(audited(&events, "escaper_ro"), denial_targets(&ro_denials));
     assert_eq!(audited(&events, "escaper_nogrant"), denial_targets(&none_denials));
     assert_eq!(events.len(), ESCAPES + 5 + 7, "no other audit event: {events:#?}");
-    let m = metrics(&d);
+    let m = d.metrics();
     for (returner, n) in [("escaper", ESCAPES), ("escaper_ro", 5), ("escaper_nogrant", 7)] {
         let series = format!(r#"returner_host_denials_total{{returner="{returner}",capability="etcd"}}"#);
         assert_eq!(m.get(&series).copied(), Some(n as f64), "{series}");

@@ -204,7 +204,7 @@ fn etcd_down_is_a_backend_error_and_calls_recover_after_restart() {
     assert!(r.error().1.contains(&etcd.endpoint()), "names the endpoint: {:?}", r.json);
     assert!(started.elapsed() < Duration::from_secs(2), "within the timeout: {:?}", started.elapsed());
     d.call("local_cache", "returner", &ret(3)).result();
-    let errors = crate::hostile::metrics(&d)[r#"returner_host_backend_errors_total{returner="etcd",capability="etcd"}"#];
+    let errors = d.metrics()[r#"returner_host_backend_errors_total{returner="etcd",capability="etcd"}"#];
     assert_eq!(errors, 1.0, "the failed put is counted as a backend error");
     etcd.restart();
     d.call_until_ok("etcd", "returner", &ret(4), Duration::from_secs(15));
