@@ -108,3 +108,40 @@ grants.etcd = {{ profile = "main", root = "/salt/return", ops = ["read", "write"
     let back = d.call("etcd", "get_jid", &json!({ "jid": short[0]["jid"] }));
     assert_eq!(back.result(), &json!({}), "an expired return is gone for readers too");
 }
+
+#[test]
+fn a_thousand_ttl_puts_in_one_call_make_one_lease() {
+    let etcd = EtcdServer::start();
+    let dir = temp_dir();
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            r#"
+{profile}
+[returners.flood]
+module = {module}
+options = {{ max_ttl = 600 }}
+limits = {{ deadline_ms = 60000 }}
+grants.etcd = {{ profile = "main", root = "/salt/return", ops = ["read", "write"], max_ttl_seconds = 600 }}
+"#,
+            profile = super::etcd_profile_toml("main", &etcd),
+            module = toml_path(&guest("fixture-etcd-escaper")),
+        ),
+    );
+    assert!(etcd.lease_list().is_empty(), "a fresh etcd holds no lease");
+    let answer = d.call("flood", "get_fun", &json!({ "fun": "lease-flood" }));
+    assert_eq!(answer.result(), &json!({ "puts": 1000 }));
+
+    let leases = etcd.lease_list();
+    assert_eq!(leases.len(), 1, "a thousand puts with one TTL in one call make one lease: {leases:?}");
+    let (ttl, keys) = etcd.lease_keys(&leases[0]);
+    assert_eq!((ttl, keys.len()), (600, 1000), "the lease has the TTL asked and holds every key");
+    let on_keys = etcd.leases("/salt/return/flood/");
+    assert_eq!(on_keys.len(), 1000);
+    assert!(on_keys.iter().all(|l| format!("{l:x}") == leases[0]), "every key carries the one lease");
+
+    // The next call makes a lease of its own: the sharing ends with the call.
+    d.call("flood", "get_fun", &json!({ "fun": "lease-flood" })).result();
+    assert_eq!(etcd.lease_list().len(), 2, "one lease per call");
+}

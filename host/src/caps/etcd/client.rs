@@ -42,6 +42,9 @@ pub enum BackendError {
     /// etcd refused the request itself (too large, too many operations,
     /// duplicate keys): the guest's problem. Becomes `invalid`.
     Refused(String),
+    /// The lease a write named is gone (it expired during a long call):
+    /// grant another and write again.
+    LeaseGone(String),
 }
 
 /// Key/value pairs as etcd holds them.
@@ -54,10 +57,13 @@ pub trait EtcdClient: Send + Sync {
     fn get(&self, key: Vec<u8>) -> BoxFuture<'_, Result<Option<Vec<u8>>, BackendError>>;
     /// Keys in `[start, end)`, in key order, at most `limit` (≥ 1).
     fn range(&self, start: Vec<u8>, end: Vec<u8>, limit: u32) -> BoxFuture<'_, Result<Pairs, BackendError>>;
-    /// Write every pair in one transaction, under one new lease of `ttl` seconds when given.
-    fn put_many(&self, items: Pairs, ttl: Option<u32>) -> BoxFuture<'_, Result<(), BackendError>>;
-    /// Write `key` only if it does not exist; whether it was written.
-    fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, ttl: Option<u32>) -> BoxFuture<'_, Result<bool, BackendError>>;
+    /// A new lease of `ttl` seconds (≥ 1); its id.
+    fn grant_lease(&self, ttl: u32) -> BoxFuture<'_, Result<i64, BackendError>>;
+    /// Write every pair in one transaction, under `lease` when given.
+    fn put_many(&self, items: Arc<Pairs>, lease: Option<i64>) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Write `key` only if it does not exist, under `lease` when given;
+    /// whether it was written.
+    fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> BoxFuture<'_, Result<bool, BackendError>>;
     /// Delete `key`, or every key in `[key, end)`; how many were deleted.
     fn delete(&self, key: Vec<u8>, end: Option<Vec<u8>>) -> BoxFuture<'_, Result<u64, BackendError>>;
 }
@@ -277,6 +283,9 @@ impl LiveClient {
                     "etcd refused the request as too large ({message}); etcd's --max-request-bytes is 1.5 MiB unless its admin raised it"
                 )));
             }
+            if message.contains("requested lease not found") {
+                return Failure::Final(BackendError::LeaseGone(format!("etcd: {message}")));
+            }
             let credentials = message.contains("authentication") || message.contains("permission denied");
             let code = status.code() as i32;
             if !credentials && matches!(code, GRPC_INVALID_ARGUMENT | GRPC_RESOURCE_EXHAUSTED) {
@@ -379,15 +388,19 @@ impl EtcdClient for LiveClient {
         }))
     }
 
-    fn put_many(&self, items: Pairs, ttl: Option<u32>) -> BoxFuture<'_, Result<(), BackendError>> {
-        // A retry after a lost answer writes the same values again, under a
-        // lease of its own; the first attempt's lease, if it was granted,
-        // holds no key once the retry lands and expires after `ttl`.
-        let items = Arc::new(items);
+    fn grant_lease(&self, ttl: u32) -> BoxFuture<'_, Result<i64, BackendError>> {
+        // A retry after a lost answer grants a second lease; the first holds
+        // no key and expires after `ttl`.
+        Box::pin(self.request(move |mut c, _| async move { Ok(c.lease_grant(i64::from(ttl), None).await?.id()) }))
+    }
+
+    fn put_many(&self, items: Arc<Pairs>, lease: Option<i64>) -> BoxFuture<'_, Result<(), BackendError>> {
+        // A retry after a lost answer writes the same values again under the
+        // same lease: the same outcome as one write.
         Box::pin(self.request(move |mut c, _| {
             let items = items.clone();
             async move {
-                let options = lease(&mut c, ttl).await?;
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
                 let ops: Vec<TxnOp> = items.iter().map(|(k, v)| TxnOp::put(k.clone(), v.clone(), options.clone())).collect();
                 c.txn(Txn::new().and_then(ops)).await?;
                 Ok(())
@@ -395,11 +408,11 @@ impl EtcdClient for LiveClient {
         }))
     }
 
-    fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, ttl: Option<u32>) -> BoxFuture<'_, Result<bool, BackendError>> {
+    fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> BoxFuture<'_, Result<bool, BackendError>> {
         Box::pin(self.request(move |mut c, retry| {
             let (key, value) = (key.clone(), value.clone());
             async move {
-                let options = lease(&mut c, ttl).await?;
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                     .and_then([TxnOp::put(key.clone(), value.clone(), options)])
@@ -428,14 +441,6 @@ impl EtcdClient for LiveClient {
                 Ok(u64::try_from(deleted).unwrap_or(0))
             }
         }))
-    }
-}
-
-/// A new lease of `ttl` seconds as put options, or none without a TTL.
-async fn lease(c: &mut Client, ttl: Option<u32>) -> Result<Option<PutOptions>, etcd_client::Error> {
-    match ttl {
-        Some(ttl) => Ok(Some(PutOptions::new().with_lease(c.lease_grant(i64::from(ttl), None).await?.id()))),
-        None => Ok(None),
     }
 }
 

@@ -2,13 +2,17 @@
 //! the grant check (operation, key confined to the root, lease under the
 //! maximum); a refusal is `denied` naming the key and the operation, with
 //! one audit event. Expected failures are WIT errors; nothing here traps.
+//!
+//! Writes with a TTL share the call's lease of that TTL, granted on first
+//! use: a call writing a thousand keys with one TTL makes one lease, not a
+//! thousand.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::client::{BackendError, EtcdClient};
+use super::client::{BackendError, BoxFuture, EtcdClient};
 use super::grant;
-use super::{EtcdCtx, EtcdOp};
+use super::{EtcdCtx, EtcdOp, MAX_LEASES_PER_CALL};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::etcd::{self, KeyValue};
 use crate::caps::audit;
@@ -97,6 +101,43 @@ impl EtcdCtx {
                 GuestError::Backend(m)
             }
             BackendError::Refused(m) => GuestError::Invalid(m),
+            BackendError::LeaseGone(m) => GuestError::Backend(m),
+        }
+    }
+
+    /// The call's lease of `ttl` seconds, granted on its first use.
+    async fn lease(&mut self, client: &dyn EtcdClient, ttl: Option<u32>) -> Result<Option<i64>, GuestError> {
+        let Some(ttl) = ttl else { return Ok(None) };
+        if let Some(id) = self.leases.get(&ttl) {
+            return Ok(Some(*id));
+        }
+        if self.leases.len() >= MAX_LEASES_PER_CALL {
+            // Guest's fault: one call has no use for this many lifetimes.
+            return Err(GuestError::Limit(format!(
+                "a call may write with at most {MAX_LEASES_PER_CALL} distinct TTLs; a TTL of {ttl} s would be one more"
+            )));
+        }
+        let id = client.grant_lease(ttl).await.map_err(|e| self.to_guest(e))?;
+        self.leases.insert(ttl, id);
+        Ok(Some(id))
+    }
+
+    /// Run `write` under the call's lease of `ttl`, and once more under a
+    /// new lease if etcd let that one expire (a call longer than its TTL).
+    async fn leased<'c, T>(
+        &mut self,
+        client: &'c dyn EtcdClient,
+        ttl: Option<u32>,
+        write: impl Fn(Option<i64>) -> BoxFuture<'c, Result<T, BackendError>>,
+    ) -> Result<T, GuestError> {
+        let lease = self.lease(client, ttl).await?;
+        match (write(lease).await, ttl) {
+            (Err(BackendError::LeaseGone(_)), Some(ttl)) => {
+                self.leases.remove(&ttl);
+                let lease = self.lease(client, Some(ttl)).await?;
+                write(lease).await.map_err(|e| self.to_guest(e))
+            }
+            (written, _) => written.map_err(|e| self.to_guest(e)),
         }
     }
 }
@@ -132,7 +173,8 @@ impl etcd::Host for EtcdCtx {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(client.put_many(vec![(full, value)], ttl_seconds).await.map_err(|e| self.to_guest(e)))
+        let items = Arc::new(vec![(full, value)]);
+        Ok(self.leased(&*client, ttl_seconds, |lease| client.put_many(items.clone(), lease)).await)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
@@ -144,7 +186,8 @@ impl etcd::Host for EtcdCtx {
         if pairs.is_empty() {
             return Ok(Ok(()));
         }
-        Ok(client.put_many(pairs, ttl_seconds).await.map_err(|e| self.to_guest(e)))
+        let items = Arc::new(pairs);
+        Ok(self.leased(&*client, ttl_seconds, |lease| client.put_many(items.clone(), lease)).await)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
@@ -153,7 +196,7 @@ impl etcd::Host for EtcdCtx {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(client.put_if_absent(full, value, ttl_seconds).await.map_err(|e| self.to_guest(e)))
+        Ok(self.leased(&*client, ttl_seconds, |lease| client.put_if_absent(full.clone(), value.clone(), lease)).await)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
@@ -185,6 +228,10 @@ mod tests {
     struct MemoryEtcd {
         keys: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
         calls: Mutex<usize>,
+        /// The TTL of each lease granted, by id (id = index + 1).
+        leases: Mutex<Vec<u32>>,
+        /// The lease each key was written under.
+        key_leases: Mutex<BTreeMap<Vec<u8>, i64>>,
     }
 
     impl MemoryEtcd {
@@ -204,16 +251,29 @@ mod tests {
             let found = keys.range(start..end).take(limit as usize).map(|(k, v)| (k.clone(), v.clone())).collect();
             Box::pin(async move { Ok(found) })
         }
-        fn put_many(&self, items: Pairs, _ttl: Option<u32>) -> BoxFuture<'_, Result<(), BackendError>> {
+        fn grant_lease(&self, ttl: u32) -> BoxFuture<'_, Result<i64, BackendError>> {
             self.touch();
-            self.keys.lock().unwrap().extend(items);
+            let mut leases = self.leases.lock().unwrap();
+            leases.push(ttl);
+            let id = leases.len() as i64;
+            Box::pin(async move { Ok(id) })
+        }
+        fn put_many(&self, items: Arc<Pairs>, lease: Option<i64>) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.touch();
+            if let Some(id) = lease {
+                self.key_leases.lock().unwrap().extend(items.iter().map(|(k, _)| (k.clone(), id)));
+            }
+            self.keys.lock().unwrap().extend(items.iter().cloned());
             Box::pin(async { Ok(()) })
         }
-        fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, _ttl: Option<u32>) -> BoxFuture<'_, Result<bool, BackendError>> {
+        fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, lease: Option<i64>) -> BoxFuture<'_, Result<bool, BackendError>> {
             self.touch();
             let mut keys = self.keys.lock().unwrap();
             let absent = !keys.contains_key(&key);
             if absent {
+                if let Some(id) = lease {
+                    self.key_leases.lock().unwrap().insert(key.clone(), id);
+                }
                 keys.insert(key, value);
             }
             Box::pin(async move { Ok(absent) })
@@ -312,5 +372,44 @@ mod tests {
             let r = writer.put("a".into(), vec![], Some(0)).await.unwrap();
             assert!(matches!(r, Err(GuestError::Invalid(_))));
         });
+    }
+
+    #[test]
+    fn one_call_makes_one_lease_per_ttl() {
+        let memory = Arc::new(MemoryEtcd::default());
+        let mut call = ctx(&[EtcdOp::Write], &memory);
+        block(async {
+            for i in 0..1000 {
+                call.put(format!("flood/{i}"), b"v".to_vec(), Some(60)).await.unwrap().unwrap();
+            }
+            call.put_many(vec![kv("many/a"), kv("many/b")], Some(60)).await.unwrap().unwrap();
+            assert!(call.put_if_absent("once".into(), b"v".to_vec(), Some(60)).await.unwrap().unwrap());
+            call.put("short".into(), b"v".to_vec(), Some(30)).await.unwrap().unwrap();
+            call.put("forever".into(), b"v".to_vec(), None).await.unwrap().unwrap();
+        });
+        assert_eq!(*memory.leases.lock().unwrap(), [60, 30], "one lease per distinct TTL");
+        let key_leases = memory.key_leases.lock().unwrap();
+        assert_eq!(key_leases.len(), 1004, "every key with a TTL has a lease");
+        assert!(key_leases.iter().all(|(k, id)| *id == if k.ends_with(b"short") { 2 } else { 1 }));
+        drop(key_leases);
+        // The next call starts with no lease.
+        let mut next = ctx(&[EtcdOp::Write], &memory);
+        block(async { next.put("again".into(), b"v".to_vec(), Some(60)).await.unwrap().unwrap() });
+        assert_eq!(memory.leases.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_call_cycling_through_ttls_is_limited() {
+        let memory = Arc::new(MemoryEtcd::default());
+        let mut ctx = ctx(&[EtcdOp::Write], &memory);
+        block(async {
+            for ttl in 1..=MAX_LEASES_PER_CALL as u32 {
+                ctx.put(format!("k{ttl}"), vec![], Some(ttl)).await.unwrap().unwrap();
+            }
+            let r = ctx.put("over".into(), vec![], Some(59)).await.unwrap();
+            assert!(matches!(r, Err(GuestError::Limit(m)) if m.contains("distinct TTLs")));
+            ctx.put("reused".into(), vec![], Some(1)).await.unwrap().unwrap();
+        });
+        assert_eq!(memory.leases.lock().unwrap().len(), MAX_LEASES_PER_CALL);
     }
 }

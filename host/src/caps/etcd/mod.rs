@@ -14,7 +14,7 @@ mod config;
 mod grant;
 mod host;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -58,13 +58,21 @@ impl EtcdBackends {
     }
 }
 
-/// Per-call etcd state: the returner's grant and the clients serving it.
+/// Leases of distinct TTLs one call may hold. The call's keys of one TTL
+/// share one lease; without this bound a guest cycling through TTLs would
+/// still fill etcd's lease table, one lease per put.
+pub const MAX_LEASES_PER_CALL: usize = 16;
+
+/// Per-call etcd state: the returner's grant, the clients serving it, and
+/// the leases the call has granted so far.
 #[derive(Clone)]
 pub struct EtcdCtx {
     returner: Arc<str>,
     grant: Option<Arc<EtcdGrant>>,
     read: Option<Arc<dyn EtcdClient>>,
     write: Option<Arc<dyn EtcdClient>>,
+    /// Lease id by TTL in seconds, granted on the call's first put of that TTL.
+    leases: HashMap<u32, i64>,
 }
 
 impl fmt::Debug for EtcdCtx {
@@ -77,7 +85,7 @@ impl EtcdCtx {
     /// State for one call of `returner`, holding its grant if it has one.
     pub fn new(returner: Arc<str>, grant: Option<Arc<EtcdGrant>>, backends: &EtcdBackends) -> Self {
         let client = |op| grant.as_ref().and_then(|g| backends.clients.get(g.profile_for(op)).cloned());
-        Self { read: client(EtcdOp::Read), write: client(EtcdOp::Write), returner, grant }
+        Self { read: client(EtcdOp::Read), write: client(EtcdOp::Write), returner, grant, leases: HashMap::new() }
     }
 }
 

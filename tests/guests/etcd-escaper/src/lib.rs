@@ -8,6 +8,8 @@
 //! - `get_fun("writes")` writes and deletes well-formed keys (a read-only grant);
 //! - `get_fun("every-op")` calls every operation on a well-formed key (no grant);
 //! - `get_fun("config")` answers everything the `config` interface offers;
+//! - `get_fun("lease-flood")` puts `flood/0` to `flood/999` one by one, each
+//!   with the TTL `max_ttl`, to see how many leases that makes;
 //! - `get_load(key)` writes `key` and reads it back: the control.
 //!
 //! Each attempt is `{"op", "key", "outcome", "message"}` (outcome `ok` with
@@ -173,7 +175,16 @@ impl Returner for EtcdEscaper {
                 }
                 return Ok(json!({ "all": config::get_all(), "probes": probes }));
             }
-            other => return Err(Error::invalid("fun", format!("`{other}` is not writes, every-op or config"))),
+            "lease-flood" => {
+                let ttl: u32 = config::get_as("max_ttl")?.unwrap_or(60);
+                for i in 0..1000 {
+                    etcd::put(&format!("flood/{i}"), b"flood", Some(ttl))?;
+                }
+                return Ok(json!({ "puts": 1000 }));
+            }
+            other => {
+                return Err(Error::invalid("fun", format!("`{other}` is not writes, every-op, config or lease-flood")));
+            }
         }
         Ok(Value::Array(out))
     }
