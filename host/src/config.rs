@@ -60,6 +60,19 @@ pub const DEFAULT_TABLE_ELEMENTS: u32 = 20_000;
 /// a handful (the module and wit-component's shims); more is instantiation
 /// for its own sake.
 pub const DEFAULT_INSTANCES: u32 = 64;
+/// Linear memories a call's component may define. A Rust, Python or
+/// JavaScript guest defines one; more is a component built to take the
+/// pool's memory slots from other returners.
+pub const DEFAULT_MEMORIES: u32 = 2;
+/// Most `limits.instances` and `limits.memories`: the pool reserves that
+/// many per instance slot, so a typo must not make the host reserve more
+/// address space than it has.
+pub const MAX_INSTANCES: u32 = 1024;
+/// See [`MAX_INSTANCES`].
+pub const MAX_MEMORIES: u32 = 16;
+/// Most `server.instance_slots`: each slot reserves address space for the
+/// largest memory cap, so a typo must not reserve terabytes.
+pub const MAX_INSTANCE_SLOTS: u32 = 4096;
 /// Largest answer a returner may give (JSON text), when the config does not
 /// set it. Stops a guest from making the host parse and send a huge result.
 pub const DEFAULT_MAX_RESULT_MIB: u64 = 16;
@@ -116,6 +129,7 @@ struct ServerSection {
     max_body_bytes: Option<u64>,
     audit_log: Option<PathBuf>,
     watch_interval_ms: Option<u64>,
+    instance_slots: Option<u32>,
 }
 
 /// A named connection profile; credentials live here, host-side only.
@@ -159,6 +173,7 @@ struct LimitsSection {
     max_concurrency: Option<u32>,
     table_elements: Option<u32>,
     instances: Option<u32>,
+    memories: Option<u32>,
     rate_per_second: Option<f64>,
     burst: Option<u32>,
     max_result_mib: Option<u64>,
@@ -216,6 +231,9 @@ pub struct ServerConfig {
     /// How often `serve` looks at the returners' module files for a new
     /// version to load; `None` when watching is off (`watch_interval_ms = 0`).
     pub watch_interval: Option<Duration>,
+    /// Component instances the pool holds at once, when the config sets it;
+    /// otherwise the sum of the returners' `max_concurrency` and a spare few.
+    pub instance_slots: Option<u32>,
 }
 
 /// Where a returner's code comes from.
@@ -249,6 +267,8 @@ pub struct Limits {
     pub table_elements: u32,
     /// Core instances a call may create.
     pub instances: u32,
+    /// Linear memories a call's component may define.
+    pub memories: u32,
     /// Calls per second, if limited.
     pub rate: Option<Rate>,
     /// Largest answer, in bytes.
@@ -272,6 +292,7 @@ impl Default for Limits {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             table_elements: DEFAULT_TABLE_ELEMENTS,
             instances: DEFAULT_INSTANCES,
+            memories: DEFAULT_MEMORIES,
             rate: None,
             max_result_bytes: (DEFAULT_MAX_RESULT_MIB * 1024 * 1024) as usize,
         }
@@ -427,6 +448,11 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
     if max_body_bytes == 0 {
         return Err(invalid("server.max_body_bytes", "expected a positive number of bytes".into()));
     }
+    if let Some(n) = file.server.instance_slots
+        && !(1..=MAX_INSTANCE_SLOTS).contains(&n)
+    {
+        return Err(invalid("server.instance_slots", format!("expected 1 to {MAX_INSTANCE_SLOTS} slots, not {n}")));
+    }
 
     let mut profiles = BTreeMap::new();
     for (name, mut profile) in file.profiles {
@@ -484,6 +510,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
             check_profile(&profiles, &g.profile, "mysql").map_err(|m| invalid(&format!("{key}.grants.mysql.profile"), m))?;
         }
         if let Some(g) = &mut grants.fs {
+            g.validate().map_err(|(k, m)| invalid(&format!("{key}.grants.fs.{k}"), m))?;
             g.dir = abs(&g.dir);
             if !g.dir.is_dir() {
                 return Err(invalid(
@@ -524,6 +551,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
+            instance_slots: file.server.instance_slots,
         },
         profiles,
         returners,
@@ -557,6 +585,13 @@ fn resolve_limits(s: &LimitsSection) -> Result<Limits, (&'static str, String)> {
     let instances = match s.instances {
         None => d.instances,
         Some(0) => return Err(("instances", "expected at least 1".into())),
+        Some(n) if n > MAX_INSTANCES => return Err(("instances", format!("{n} is over the most, {MAX_INSTANCES}"))),
+        Some(n) => n,
+    };
+    let memories = match s.memories {
+        None => d.memories,
+        Some(0) => return Err(("memories", "expected at least 1".into())),
+        Some(n) if n > MAX_MEMORIES => return Err(("memories", format!("{n} is over the most, {MAX_MEMORIES}"))),
         Some(n) => n,
     };
     let rate = match (s.rate_per_second, s.burst) {
@@ -573,7 +608,7 @@ fn resolve_limits(s: &LimitsSection) -> Result<Limits, (&'static str, String)> {
         Some(0) => return Err(("max_result_mib", "expected at least 1 MiB".into())),
         Some(m) => (m.min(4096) * 1024 * 1024) as usize,
     };
-    Ok(Limits { memory_bytes, deadline, max_concurrency, table_elements, instances, rate, max_result_bytes })
+    Ok(Limits { memory_bytes, deadline, max_concurrency, table_elements, instances, memories, rate, max_result_bytes })
 }
 
 fn check_profile(profiles: &BTreeMap<String, Profile>, name: &str, kind: &str) -> Result<(), String> {

@@ -43,12 +43,12 @@ pub enum Reloaded {
 impl ReturnerHost {
     /// Build the runtime for `config` and load every returner's module.
     pub fn start(config: &HostConfig) -> anyhow::Result<Self> {
-        let slots = config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS;
-        let max_memory_bytes = config.returners.iter().map(|r| r.limits.memory_bytes).max().unwrap_or(0);
+        let slots = config.server.instance_slots.unwrap_or_else(|| {
+            config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS
+        });
         let runtime = Runtime::new(RuntimeOptions {
             compiled_dir: Some(config.server.data_dir.join("compiled")),
-            instance_slots: slots,
-            max_memory_bytes: max_memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
+            ..RuntimeOptions::for_returners(slots, config.returners.iter().map(|r| &r.limits))
         })?;
         let backends = Backends::from_profiles(&config.profiles)?;
         let mut returners = BTreeMap::new();

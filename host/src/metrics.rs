@@ -91,7 +91,7 @@ impl Metrics {
         registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
         registry.register("guest_faults", "Calls a guest ended by a fault: trap, deadline, memory_limit, or limit (table elements, result size)", faults.clone());
         registry.register("denials", "Capability operations refused by a grant check", denials.clone());
-        registry.register("limited", "Calls refused by a limit: concurrency or rate", limited.clone());
+        registry.register("limited", "Calls refused by a limit: concurrency, rate, or pool (no free instance slot in the host's pool)", limited.clone());
         registry.register("module_reloads", "Module reloads by outcome: swapped or refused", reloads.clone());
         registry.register(
             "backend_errors",
@@ -148,7 +148,7 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { returner: returner.into(), outcome: outcome.into() }).inc();
     }
 
-    /// A call refused by the limit `kind` (`concurrency`, `rate`).
+    /// A call refused by the limit `kind` (`concurrency`, `rate`, `pool`).
     pub fn limited(&self, returner: &str, kind: &str) {
         self.limited.get_or_create(&KindLabels { returner: returner.into(), kind: kind.into() }).inc();
     }

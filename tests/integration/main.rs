@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod etcd;
+mod fs_quota;
 mod hostile;
 mod inspect;
 mod local_cache_api;

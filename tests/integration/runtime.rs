@@ -1,6 +1,6 @@
 //! The runtime's promises seen from outside: a fresh instance per call, the
-//! per-returner concurrency limit, and compiled modules reused across
-//! restarts.
+//! per-returner concurrency limit, a full instance pool reported as a limit,
+//! and compiled modules reused across restarts.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,69 @@ fn max_concurrency_bounds_calls_in_flight() {
     // Four 400 ms calls two at a time cannot finish in under two rounds.
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(800), "4 calls of 400 ms with max_concurrency 2 took only {took:?}");
+}
+
+#[test]
+fn a_full_pool_is_a_limit_for_the_caller_not_a_trap() {
+    let dir = temp_dir();
+    let audit_log = dir.path().join("audit.jsonl");
+    let spin = toml_path(&guest("fixture-spin"));
+    let d = config_daemon(
+        dir.path(),
+        &format!("instance_slots = 4\naudit_log = {}", toml_path(&audit_log)),
+        &format!(
+            r#"
+[returners.hog_a]
+module = {spin}
+limits = {{ max_concurrency = 2, deadline_ms = 4000 }}
+[returners.hog_b]
+module = {spin}
+limits = {{ max_concurrency = 2, deadline_ms = 4000 }}
+[returners.noop]
+module = {noop}
+"#,
+            noop = toml_path(&guest("fixture-noop")),
+        ),
+    );
+    // Two calls of each hog hold the pool's four slots until their deadline.
+    let hogs: Vec<_> = ["hog_a", "hog_a", "hog_b", "hog_b"]
+        .into_iter()
+        .map(|name| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                let path = format!("/v1/returners/{name}/get_load");
+                returner_host_tests::http_unix(&socket, "POST", &path, &[], json!({ "jid": "1" }).to_string().as_bytes())
+            })
+        })
+        .collect();
+    let in_flight = |name: &str| d.metrics().get(&format!("returner_host_calls_in_flight{{returner=\"{name}\"}}")).copied();
+    let started = Instant::now();
+    while in_flight("hog_a") != Some(2.0) || in_flight("hog_b") != Some(2.0) {
+        assert!(started.elapsed() < Duration::from_secs(3), "the hogs' calls did not all start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // In flight counts from the slot; give the instances time to exist.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let r = d.call("noop", "get_jid", &json!({ "jid": "1" }));
+    assert_eq!((r.status, r.error().0), (429, "limit"), "{:?}", r.json);
+    let message = r.error().1;
+    assert!(message.contains("no free instance slot in the host's pool") && message.contains("server.instance_slots = 4"), "{message}");
+    let metrics = d.metrics();
+    assert_eq!(metrics.get(r#"returner_host_limited_total{returner="noop",kind="pool"}"#), Some(&1.0), "counted as a pool limit");
+    assert!(
+        !metrics.keys().any(|k| k.starts_with("returner_host_guest_faults_total") && k.contains(r#"returner="noop""#)),
+        "not counted as the caller's fault: {metrics:?}"
+    );
+
+    for hog in hogs {
+        let r = hog.join().unwrap();
+        assert_eq!((r.status, r.error().0), (504, "deadline"), "{:?}", r.json);
+    }
+    assert_eq!(d.call("noop", "get_jid", &json!({ "jid": "1" })).result(), &json!({}), "the slots are free again");
+    let audit = std::fs::read_to_string(&audit_log).unwrap_or_default();
+    assert!(!audit.lines().any(|l| l.contains(r#""returner":"noop""#)), "the caller is not audited: {audit}");
+    assert_eq!(audit.lines().filter(|l| l.contains(r#""outcome":"deadline""#)).count(), 4, "{audit}");
 }
 
 #[test]

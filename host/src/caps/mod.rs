@@ -59,30 +59,40 @@ impl Backends {
     }
 }
 
-/// Per-call state of every `salt:returner` host interface.
+/// Per-call state of every `salt:returner` host interface, and of the
+/// WASI interfaces the host keeps an eye on (sockets, the fs quota).
 pub struct CallCaps {
     options: config::OptionsCtx,
     log: log::LogCtx,
     etcd: etcd::EtcdCtx,
     mysql: mysql::MysqlCtx,
     network: wasi::NetworkCtx,
+    fs: fs::FsCtx,
 }
 
 impl CallCaps {
-    /// State for one call of `returner` with its grants and options.
+    /// State for one call of `returner` with its grants and options;
+    /// `fs_usage` is its `fs` grant's usage ([`fs::FsGrant::measure`]).
     pub fn new(
         returner: Arc<str>,
         grants: &Grants,
         options: Arc<serde_json::Map<String, serde_json::Value>>,
         backends: &Backends,
+        fs_usage: Option<Arc<fs::DirUsage>>,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
             etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
             mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.clone().map(Arc::new), &backends.mysql),
-            network: wasi::NetworkCtx::new(returner),
+            network: wasi::NetworkCtx::new(returner.clone()),
+            fs: fs::FsCtx::new(returner, fs_usage),
         }
+    }
+
+    /// The call's fs state.
+    pub fn fs(&self) -> &fs::FsCtx {
+        &self.fs
     }
 }
 

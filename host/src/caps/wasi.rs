@@ -1,6 +1,7 @@
 //! The WASI a returner gets: clocks, random, stdio, an empty environment and
 //! no arguments (what `wasm32-wasip2`'s standard library imports), the
-//! filesystem, which holds only what an `fs` grant preopens, and inert
+//! filesystem, which holds only what an `fs` grant preopens (its `types`
+//! interface from `caps::fs`, which keeps the grant's quota), and inert
 //! sockets: CPython's libc (componentize-py) imports `wasi:sockets` whether
 //! or not a returner uses them, so they are linked, but creating a TCP or
 //! UDP socket answers `access-denied` (audited) before any host socket
@@ -120,13 +121,15 @@ impl HasData for HasIo {
 }
 
 /// Link the WASI interfaces above, asynchronously.
-pub fn add_to_linker<T: WasiView + super::CapsView + 'static>(l: &mut Linker<T>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: WasiView + super::CapsView + super::fs::QuotaFsView + 'static>(
+    l: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     io::error::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     io::poll::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     io::streams::add_to_linker::<T, HasIo>(l, |t| t.ctx().table)?;
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
     clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
-    filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    super::fs::add_to_linker(l)?;
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     random::random::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
     random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;

@@ -8,12 +8,13 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::{CallState, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
 use crate::bindings::{Event, JobReturn};
+use crate::caps::fs::{DirUsage, FsGrant};
 use crate::caps::{Backends, CallCaps};
 use crate::config::{Limits, ReturnerConfig};
 use crate::error::{CallError, ErrorKind};
@@ -101,12 +102,16 @@ pub enum Output {
     OptionalString(Option<String>),
 }
 
-/// A loaded returner: its module, grants, limits, concurrency slots and rate.
+/// A loaded returner: its module, grants, limits, concurrency slots, rate
+/// and the usage of its directory.
 pub struct Returner {
     name: Arc<str>,
     backends: Backends,
     module: Module,
     config: ReturnerConfig,
+    /// Its read-write `fs` grant's usage, shared by every call and kept
+    /// across a hot reload.
+    fs_usage: Option<Arc<DirUsage>>,
     /// Shared with the returner's next module after a hot reload, so the
     /// limits hold across a swap.
     slots: Arc<Semaphore>,
@@ -114,11 +119,13 @@ pub struct Returner {
 }
 
 impl Returner {
-    /// A returner serving `config` with `module`.
+    /// A returner serving `config` with `module`. Walks its `fs` grant's
+    /// directory, if read-write, to measure what it holds.
     pub fn new(config: ReturnerConfig, module: Module, backends: Backends) -> Self {
         Self {
             name: Arc::from(config.name.as_str()),
             backends,
+            fs_usage: config.grants.fs.as_ref().and_then(FsGrant::measure),
             slots: Arc::new(Semaphore::new(config.limits.max_concurrency as usize)),
             rate: config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst))),
             module,
@@ -133,6 +140,7 @@ impl Returner {
         Self {
             name: self.name.clone(),
             backends: self.backends.clone(),
+            fs_usage: self.fs_usage.clone(),
             module,
             config,
             slots: self.slots.clone(),
@@ -229,10 +237,29 @@ impl Returner {
             Ok(Ok(Ok(output))) => self.check_result_size(function, output),
             Ok(Ok(Err(guest_error))) => Err(CallError::from_guest(&self.name, function, guest_error)),
             Ok(Err(fault)) => {
+                if let Some(full) = fault.downcast_ref::<PoolConcurrencyLimitError>() {
+                    return Err(self.pool_full(runtime, function, full));
+                }
                 let e = self.fault_error(function, &store, fault);
                 Err(self.fault(function, e))
             }
         }
+    }
+
+    /// The shared pool had no slot for this call's instance. Not this
+    /// guest's fault, and not audited as one: the slots are taken by calls
+    /// in flight, of any returner.
+    fn pool_full(&self, runtime: &super::Runtime, function: &str, full: &PoolConcurrencyLimitError) -> CallError {
+        crate::metrics::metrics().limited(&self.name, "pool");
+        CallError::new(
+            ErrorKind::Limit,
+            format!(
+                "no free instance slot in the host's pool for a call of `{}`'s {function} ({full}; \
+                 server.instance_slots = {} is shared by the calls in flight of every returner); retry later",
+                self.name,
+                runtime.instance_slots()
+            ),
+        )
     }
 
     /// Audit a guest fault and hand its error back.
@@ -271,7 +298,13 @@ impl Returner {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&self.config.limits),
-            caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone(), &self.backends),
+            caps: CallCaps::new(
+                self.name.clone(),
+                &self.config.grants,
+                self.config.options.clone(),
+                &self.backends,
+                self.fs_usage.clone(),
+            ),
             stderr,
         };
         let mut store = Store::new(runtime.engine(), state);

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::ReturnerComponentPre;
@@ -51,6 +52,12 @@ pub struct RuntimeOptions {
     pub instance_slots: u32,
     /// The largest memory cap of any returner, in bytes.
     pub max_memory_bytes: usize,
+    /// The largest `limits.instances` of any returner: core instances one
+    /// component instance may hold in the pool.
+    pub instances_per_component: u32,
+    /// The largest `limits.memories` of any returner: linear memories one
+    /// component instance may hold in the pool.
+    pub memories_per_component: u32,
 }
 
 impl Default for RuntimeOptions {
@@ -59,7 +66,26 @@ impl Default for RuntimeOptions {
             compiled_dir: None,
             instance_slots: 64,
             max_memory_bytes: (crate::config::DEFAULT_MEMORY_MIB * 1024 * 1024) as usize,
+            instances_per_component: crate::config::DEFAULT_INSTANCES,
+            memories_per_component: crate::config::DEFAULT_MEMORIES,
         }
+    }
+}
+
+impl RuntimeOptions {
+    /// Options whose per-component limits fit every returner of `returners`
+    /// (the largest of each limit), with `instance_slots` slots.
+    pub fn for_returners<'a>(
+        instance_slots: u32,
+        returners: impl IntoIterator<Item = &'a crate::config::Limits>,
+    ) -> Self {
+        let mut opts = Self { instance_slots, ..Self::default() };
+        for limits in returners {
+            opts.max_memory_bytes = opts.max_memory_bytes.max(limits.memory_bytes);
+            opts.instances_per_component = opts.instances_per_component.max(limits.instances);
+            opts.memories_per_component = opts.memories_per_component.max(limits.memories);
+        }
+        opts
     }
 }
 
@@ -67,6 +93,7 @@ impl Default for RuntimeOptions {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
+    instance_slots: u32,
     compiled_dir: Option<PathBuf>,
     engine_hash: String,
     ticker: Arc<AtomicBool>,
@@ -112,12 +139,19 @@ impl Runtime {
         if let Some(dir) = &opts.compiled_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        Ok(Self { engine, linker, compiled_dir: opts.compiled_dir, engine_hash, ticker, pagemap_scan })
+        let instance_slots = pool_slots(&opts);
+        Ok(Self { engine, linker, instance_slots, compiled_dir: opts.compiled_dir, engine_hash, ticker, pagemap_scan })
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Component instances the pool holds at once: calls in flight, all
+    /// returners together.
+    pub fn instance_slots(&self) -> u32 {
+        self.instance_slots
     }
 
     /// Whether instance slots are reset by scanning for dirtied pages
@@ -135,18 +169,31 @@ impl Runtime {
 /// the rest is released as before.
 const KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 
-/// Core instances one call may use, on average over the slots: a Rust guest
-/// makes a handful (its module and wit-component's shims); a Python guest
-/// (componentize-py: libc, libpython, their dynamic-linking shims) about 40.
-const CORE_INSTANCES_PER_SLOT: u32 = 48;
+/// Tables one component instance may define. A Rust guest defines two or
+/// three (its module's and wit-component's shims'), one linked from several
+/// libraries a few more; many more is a component built to take the pool's
+/// tables from other returners.
+const TABLES_PER_COMPONENT: u32 = 64;
+
+fn pool_slots(opts: &RuntimeOptions) -> u32 {
+    opts.instance_slots.max(1)
+}
 
 fn build_engine(opts: &RuntimeOptions, pagemap_scan: bool) -> anyhow::Result<Engine> {
-    let slots = opts.instance_slots.max(1);
+    let slots = pool_slots(opts);
+    let (instances, memories) = (opts.instances_per_component.max(1), opts.memories_per_component.max(1));
     let mut pool = PoolingAllocationConfig::new();
+    // Each slot has room for the most one component instance may take, and
+    // no component instance may take more: one returner's calls cannot
+    // starve another's of core instances, memories or tables, only of
+    // slots, which `max_concurrency` shares out.
     pool.total_component_instances(slots)
-        .total_core_instances(slots * CORE_INSTANCES_PER_SLOT)
-        .total_memories(slots * 2)
-        .total_tables(slots * 8)
+        .max_core_instances_per_component(instances)
+        .max_memories_per_component(memories)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .total_core_instances(slots.saturating_mul(instances))
+        .total_memories(slots.saturating_mul(memories))
+        .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(slots)
         .max_memory_size(opts.max_memory_bytes);
     if pagemap_scan {
@@ -183,6 +230,13 @@ impl CapsView for CallState {
     }
 }
 
+impl caps::fs::QuotaFsView for CallState {
+    fn quota_fs(&mut self) -> caps::fs::QuotaFs<'_> {
+        let fs = WasiFilesystemCtxView { ctx: self.wasi.filesystem(), table: &mut self.table };
+        caps::fs::QuotaFs::new(fs, self.caps.fs())
+    }
+}
+
 /// Enforces a returner's memory, table and instance limits, and remembers
 /// which one refused, so the error can name it rather than the guest's own
 /// abort.
@@ -190,6 +244,7 @@ struct MemoryLimiter {
     memory_bytes: usize,
     table_elements: usize,
     instances: usize,
+    memories: usize,
     memory_hit: bool,
     table_hit: bool,
 }
@@ -200,6 +255,7 @@ impl MemoryLimiter {
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements as usize,
             instances: limits.instances as usize,
+            memories: limits.memories as usize,
             memory_hit: false,
             table_hit: false,
         }
@@ -225,5 +281,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
     fn instances(&self) -> usize {
         self.instances
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
     }
 }

@@ -68,8 +68,7 @@ pub async fn run(options: &TestOptions, observer: &mut impl Observer) -> anyhow:
     let target = Target::prepare(options)?;
     let runtime = Runtime::new(RuntimeOptions {
         compiled_dir: target.compiled_dir.clone(),
-        instance_slots: INSTANCE_SLOTS + target.config.limits.max_concurrency,
-        max_memory_bytes: target.config.limits.memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
+        ..RuntimeOptions::for_returners(INSTANCE_SLOTS + target.config.limits.max_concurrency, [&target.config.limits])
     })?;
     let module = runtime.load_module_file(&options.module)?;
     let sha256 = module.info().sha256.clone();
@@ -113,7 +112,7 @@ impl Target {
                 .tempdir()
                 .context("creating a temporary directory for the fs grant")?;
             let mut config = dispatch::sandbox_config("under_test", ModuleSource::File(options.module.clone()));
-            config.grants.fs = Some(FsGrant { dir: scratch.path().to_owned(), mode: FsMode::Rw });
+            config.grants.fs = Some(FsGrant::new(scratch.path().to_owned(), FsMode::Rw));
             return Ok(Self { config, backends: Backends::default(), compiled_dir: None, _scratch: Some(scratch) });
         };
         let host = HostConfig::load(path, &Overrides::default())?;

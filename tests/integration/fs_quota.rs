@@ -1,0 +1,120 @@
+//! The quota of a read-write `fs` grant through the real daemon: a guest
+//! filling its directory every way WASI offers (writes, appends, a file's
+//! length, a write far past the end, many empty files) gets `ENOSPC` and the
+//! directory stays within its quota; what it frees is found again; a
+//! returner under its quota is not disturbed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use returner_host_tests::{Daemon, guest, temp_dir};
+use serde_json::{Value, json};
+
+use super::hostile::audit_events;
+use super::{config_daemon, toml_path};
+
+/// The filler's quota.
+const QUOTA_MIB: u64 = 4;
+const QUOTA: u64 = QUOTA_MIB * 1024 * 1024;
+/// What each entry counts beside its length (the host's `ENTRY_BYTES`).
+const ENTRY_BYTES: u64 = 4096;
+/// Longer than the host's least time between two walks of a directory.
+const AFTER_RECOUNT_INTERVAL: Duration = Duration::from_millis(300);
+
+/// The directory's size as the quota counts it: each entry's length plus
+/// `ENTRY_BYTES`, without following symbolic links.
+fn counted(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            ENTRY_BYTES + if meta.is_dir() { counted(&entry.path()) } else { meta.len() }
+        })
+        .sum()
+}
+
+/// The filler's answer to one fill: `(written, error kind)`.
+fn fill(d: &Daemon, spec: &str) -> (u64, Option<String>) {
+    let r = d.call("filler", "get_endtime", &json!({ "jid": spec }));
+    let answer: Value = serde_json::from_str(r.result().as_str().unwrap_or_else(|| panic!("{spec}: {:?}", r.json))).unwrap();
+    (answer["written"].as_u64().unwrap(), answer["kind"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn writes_past_the_fs_quota_fail_and_are_not_kept() {
+    let dir = temp_dir();
+    let (filled, jobs) = (dir.path().join("filled"), dir.path().join("jobs"));
+    std::fs::create_dir_all(&filled).unwrap();
+    std::fs::create_dir_all(&jobs).unwrap();
+    let audit_log = dir.path().join("audit.jsonl");
+    let d = config_daemon(
+        dir.path(),
+        &format!("audit_log = {}", toml_path(&audit_log)),
+        &format!(
+            r#"
+[returners.filler]
+module = {abuser}
+limits = {{ deadline_ms = 30000 }}
+grants.fs = {{ dir = {filled}, mode = "rw", quota_mib = {QUOTA_MIB} }}
+
+[returners.local_cache]
+module = "builtin:local-cache"
+grants.fs = {{ dir = {jobs}, mode = "rw" }}
+"#,
+            abuser = toml_path(&guest("fixture-abuser")),
+            filled = toml_path(&filled),
+            jobs = toml_path(&jobs),
+        ),
+    );
+
+    // Under the quota, writes go through.
+    assert_eq!(fill(&d, "write:2"), (2 * 1024 * 1024, None));
+    assert_eq!(counted(&filled), ENTRY_BYTES + 2 * 1024 * 1024);
+
+    // Past it, every way of growing the directory is refused, and what did
+    // not fit is not on disk. Freeing space makes room again.
+    for spec in ["write:16", "append:16", "set-size:16", "seek:100", "files:5000"] {
+        assert_eq!(fill(&d, "clean"), (0, None));
+        std::thread::sleep(AFTER_RECOUNT_INTERVAL);
+        let (written, kind) = fill(&d, spec);
+        assert_eq!(kind.as_deref(), Some("StorageFull"), "{spec}: the guest gets ENOSPC");
+        let size = counted(&filled);
+        assert!(size <= QUOTA, "{spec}: the directory holds {size} bytes, over its quota of {QUOTA}");
+        if spec.starts_with("write") || spec.starts_with("append") {
+            assert!(written >= QUOTA - 1024 * 1024 - ENTRY_BYTES, "{spec}: the room there was is usable ({written} bytes)");
+        }
+        if spec.starts_with("files") {
+            assert!(written >= QUOTA / ENTRY_BYTES - 2 && written < 5000, "{spec}: {written} files");
+        }
+    }
+
+    // The refusals are audited, one event each, naming the directory.
+    let events = audit_events(&audit_log);
+    let refusals: Vec<&Value> = events.iter().filter(|e| e["fields"]["capability"] == "fs").collect();
+    assert_eq!(refusals.len(), 5, "{refusals:#?}");
+    for e in &refusals {
+        assert_eq!((e["fields"]["returner"].as_str(), e["fields"]["outcome"].as_str()), (Some("filler"), Some("denied")));
+        assert_eq!(e["fields"]["target"].as_str(), Some(filled.to_str().unwrap()));
+    }
+    assert_eq!(d.metrics().get(r#"returner_host_denials_total{returner="filler",capability="fs"}"#), Some(&5.0));
+
+    // A returner under its quota works as before.
+    let ret = json!({ "id": "m1", "jid": "20261130010203040506", "fun": "test.ping", "return": true, "retcode": 0, "success": true });
+    d.call("local_cache", "returner", &json!({ "ret": ret })).result();
+    let back = d.call("local_cache", "get_jid", &json!({ "jid": "20261130010203040506" }));
+    assert_eq!(back.result()["m1"]["return"], json!(true));
+}
+
+#[test]
+fn an_fs_quota_of_zero_is_a_config_error() {
+    let dir = temp_dir();
+    let text = format!(
+        "[returners.lc]\nmodule = \"builtin:local-cache\"\ngrants.fs = {{ dir = {}, mode = \"rw\", quota_mib = 0 }}\n",
+        toml_path(dir.path())
+    );
+    std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+    let out = std::process::Command::new(super::bin()).args(["check", "--config"]).arg(dir.path().join("bad.toml")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("returners.lc.grants.fs.quota_mib") && stderr.contains("at least 1 MiB"), "{stderr}");
+}
