@@ -1,6 +1,6 @@
 //! The quota of a read-write `fs` grant through the real daemon: a guest
 //! filling its directory every way WASI offers (writes, appends, a file's
-//! length, a write far past the end, many empty files) gets `ENOSPC` and the
+//! length, a write far past the end, many empty files) gets an error and the
 //! directory stays within its quota; what it frees is found again; a
 //! returner under its quota is not disturbed.
 
@@ -78,7 +78,10 @@ grants.fs = {{ dir = {jobs}, mode = "rw" }}
         assert_eq!(fill(&d, "clean"), (0, None));
         std::thread::sleep(AFTER_RECOUNT_INTERVAL);
         let (written, kind) = fill(&d, spec);
-        assert_eq!(kind.as_deref(), Some("StorageFull"), "{spec}: the guest gets ENOSPC");
+        // Descriptor calls answer `insufficient-space`; wasi-libc reports a
+        // failed stream write (the file writes of Rust's std) as EIO.
+        let expected = if spec.starts_with("set-size") || spec.starts_with("files") { "StorageFull" } else { "Uncategorized" };
+        assert_eq!(kind.as_deref(), Some(expected), "{spec}: the guest gets an error");
         let size = counted(&filled);
         assert!(size <= QUOTA, "{spec}: the directory holds {size} bytes, over its quota of {QUOTA}");
         if spec.starts_with("write") || spec.starts_with("append") {
