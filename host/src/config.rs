@@ -691,6 +691,19 @@ mod tests {
     }
 
     #[test]
+    fn pool_sizing_keys_are_checked() {
+        let cfg = parse("[server]\ninstance_slots = 4\n[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { memories = 3 }\n").unwrap();
+        assert_eq!(cfg.server.instance_slots, Some(4));
+        assert_eq!(cfg.returner("x").unwrap().limits.memories, 3);
+        let err = parse("[server]\ninstance_slots = 0\n").unwrap_err();
+        assert!(err.to_string().contains("server.instance_slots"), "{err}");
+        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { memories = 17 }\n").unwrap_err();
+        assert!(err.to_string().contains("returners.x.limits.memories"), "{err}");
+        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { instances = 5000 }\n").unwrap_err();
+        assert!(err.to_string().contains("over the most, 1024"), "{err}");
+    }
+
+    #[test]
     fn zero_limits_are_refused() {
         let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { max_concurrency = 0 }\n").unwrap_err();
         assert!(err.to_string().contains("returners.x.limits.max_concurrency"), "{err}");
