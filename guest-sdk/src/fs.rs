@@ -6,7 +6,9 @@
 //! `fs::root().join("jobs")`. Use absolute paths: a relative path resolves
 //! against the guest's working directory `/`, which is no preopen, and fails
 //! with `NotFound`. Without an `fs` grant there is no preopen and every file
-//! operation fails.
+//! operation fails. A read-write grant has a quota: past it, creating an
+//! entry or `set_len` fails with `ErrorKind::StorageFull` and a write with an
+//! I/O error (`os error 29`), and nothing past the quota is written.
 
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher, RandomState};
