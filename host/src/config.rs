@@ -482,6 +482,9 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
         }
         if let Some(g) = &grants.mysql {
             check_profile(&profiles, &g.profile, "mysql").map_err(|m| invalid(&format!("{key}.grants.mysql.profile"), m))?;
+            if let Some(Profile::Mysql(profile)) = profiles.get(&g.profile) {
+                g.validate(profile).map_err(|(k, m)| invalid(&format!("{key}.grants.mysql.{k}"), m))?;
+            }
         }
         if let Some(g) = &mut grants.fs {
             g.dir = abs(&g.dir);

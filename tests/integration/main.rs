@@ -12,6 +12,7 @@ mod mysql;
 mod reload;
 mod runtime;
 mod salt;
+mod sql_escapes;
 mod testkit;
 
 use std::path::{Path, PathBuf};

@@ -69,18 +69,19 @@ pub struct CallCaps {
 }
 
 impl CallCaps {
-    /// State for one call of `returner` with its grants and options.
+    /// State for one call of `returner` with its grants and options, ending at `deadline`.
     pub fn new(
         returner: Arc<str>,
         grants: &Grants,
         options: Arc<serde_json::Map<String, serde_json::Value>>,
         backends: &Backends,
+        deadline: std::time::Instant,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
             etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
-            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.clone().map(Arc::new), &backends.mysql),
+            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.clone().map(Arc::new), &backends.mysql, deadline),
             network: wasi::NetworkCtx::new(returner),
         }
     }

@@ -217,7 +217,7 @@ impl Returner {
         metrics.in_flight(&self.name, 1);
         let _in_flight = InFlight(&self.name);
 
-        let mut store = self.new_store(runtime).map_err(|e| {
+        let mut store = self.new_store(runtime, started + limits.deadline).map_err(|e| {
             CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
         })?;
         let remaining = limits.deadline.saturating_sub(started.elapsed());
@@ -259,7 +259,7 @@ impl Returner {
         Ok(output)
     }
 
-    fn new_store(&self, runtime: &super::Runtime) -> anyhow::Result<Store<CallState>> {
+    fn new_store(&self, runtime: &super::Runtime, deadline: Instant) -> anyhow::Result<Store<CallState>> {
         let mut wasi = WasiCtxBuilder::new();
         crate::caps::wasi::deny_network(&mut wasi);
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
@@ -271,7 +271,7 @@ impl Returner {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&self.config.limits),
-            caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone(), &self.backends),
+            caps: CallCaps::new(self.name.clone(), &self.config.grants, self.config.options.clone(), &self.backends, deadline),
             stderr,
         };
         let mut store = Store::new(runtime.engine(), state);

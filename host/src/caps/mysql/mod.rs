@@ -4,18 +4,22 @@
 //! - [`MysqlProfile`] / [`MysqlGrant`]: the config (profile: where and how
 //!   to connect, host-side only; grant: verbs per table).
 //! - `sql`: the statement check (a real SQL parser, MySQL dialect).
+//! - `checker`: the threads the check runs on, off the async workers.
 //! - `client`: the backend behind a trait, one lazily created pool per profile.
 //! - `host`: the WIT functions; the grant check is the first thing each does.
 
+mod checker;
 mod client;
 mod host;
 pub mod sql;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Deserializer};
+use tokio::sync::Semaphore;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::mysql;
@@ -178,12 +182,15 @@ pub enum SqlVerb {
     Create,
 }
 
-/// A returner's MySQL grant: a profile and the verbs allowed per table.
+/// A returner's MySQL grant: a profile, the verbs allowed per table, and
+/// how many of the profile's connections the returner may hold at once
+/// (default: half the pool, rounded up, so one returner cannot take it all).
 ///
 /// ```toml
 /// [returners.mysql.grants.mysql]
 /// profile = "salt_db"
 /// tables = { jids = ["select", "insert"], salt_returns = ["select", "insert"] }
+/// max_connections = 5
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,14 +199,48 @@ pub struct MysqlGrant {
     pub profile: String,
     /// Table name to the verbs allowed on it.
     pub tables: BTreeMap<String, Vec<SqlVerb>>,
+    /// Connections of the profile's pool the returner may use at once.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+impl MysqlGrant {
+    /// Connections the returner may hold at once on `profile`.
+    pub fn connections(&self, profile: &MysqlProfile) -> usize {
+        self.max_connections.unwrap_or(profile.pool_size.div_ceil(2)).max(1)
+    }
+
+    /// What is wrong with the grant on `profile`, if anything: the key and why.
+    pub fn validate(&self, profile: &MysqlProfile) -> Result<(), (String, String)> {
+        if let Some(n) = self.max_connections
+            && !(1..=profile.pool_size).contains(&n)
+        {
+            return Err((
+                "max_connections".into(),
+                format!("expected 1 to the profile's pool_size ({}), got {n}", profile.pool_size),
+            ));
+        }
+        for table in self.tables.keys() {
+            if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+                return Err((
+                    format!("tables.{table}"),
+                    "a table name of A-Z, a-z, 0-9, `_` and `$` only (no statement can name another)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// MySQL pools by profile name, shared by every call. Each pool is created
 /// on first use (the password file is read then), so a host whose MySQL is
-/// down still starts and serves its other returners.
+/// down still starts and serves its other returners. Beside them, each
+/// returner's connection slots on each profile.
 #[derive(Clone, Default)]
 pub struct MysqlBackends {
     pools: Arc<BTreeMap<String, Arc<dyn SqlClient>>>,
+    profiles: Arc<BTreeMap<String, MysqlProfile>>,
+    slots: Arc<Mutex<HashMap<(String, String, usize), Arc<Semaphore>>>>,
 }
 
 impl std::fmt::Debug for MysqlBackends {
@@ -212,17 +253,28 @@ impl MysqlBackends {
     /// Prepare a pool for every `mysql` profile.
     pub fn from_profiles(profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
         let mut pools: BTreeMap<String, Arc<dyn SqlClient>> = BTreeMap::new();
+        let mut mysql = BTreeMap::new();
         for (name, profile) in profiles {
             if let Profile::Mysql(p) = profile {
                 pools.insert(name.clone(), Arc::new(client::MysqlPool::new(name, p.clone())));
+                mysql.insert(name.clone(), p.clone());
             }
         }
-        Ok(Self { pools: Arc::new(pools) })
+        Ok(Self { pools: Arc::new(pools), profiles: Arc::new(mysql), slots: Arc::default() })
     }
 
     /// Backends with the given clients by profile name (tests swap the backend this way).
     pub fn with_clients(clients: BTreeMap<String, Arc<dyn SqlClient>>) -> Self {
-        Self { pools: Arc::new(clients) }
+        Self { pools: Arc::new(clients), ..Self::default() }
+    }
+
+    /// The connection slots of `returner` on its grant's profile, made on
+    /// first use and shared by all of its calls (and its reloaded modules).
+    fn slots(&self, returner: &str, grant: &MysqlGrant) -> (Arc<Semaphore>, usize) {
+        let n = self.profiles.get(&grant.profile).map_or(DEFAULT_POOL_SIZE.div_ceil(2), |p| grant.connections(p));
+        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = slots.entry((returner.to_owned(), grant.profile.clone(), n)).or_insert_with(|| Arc::new(Semaphore::new(n)));
+        (slot.clone(), n)
     }
 }
 
@@ -232,13 +284,22 @@ pub struct MysqlCtx {
     returner: Arc<str>,
     grant: Option<Arc<MysqlGrant>>,
     client: Option<Arc<dyn SqlClient>>,
+    /// The returner's connection slots on its profile.
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    /// When the call ends: no statement runs on the server past it.
+    deadline: Instant,
 }
 
 impl MysqlCtx {
-    /// State for one call of `returner`, holding its grant if it has one.
-    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, backends: &MysqlBackends) -> Self {
+    /// State for one call of `returner` ending at `deadline`, holding its grant if it has one.
+    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, backends: &MysqlBackends, deadline: Instant) -> Self {
         let client = grant.as_ref().and_then(|g| backends.pools.get(&g.profile).cloned());
-        Self { returner, grant, client }
+        let (connections, max_connections) = match &grant {
+            Some(g) => backends.slots(&returner, g),
+            None => (Arc::new(Semaphore::new(0)), 0),
+        };
+        Self { returner, grant, client, connections, max_connections, deadline }
     }
 }
 
