@@ -28,9 +28,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::caps::Profile;
 use crate::caps::Grants;
-use crate::caps::etcd::EtcdProfile;
-use crate::caps::mysql::MysqlProfile;
 
 /// Default data directory when neither the config nor the command line names one.
 pub const DEFAULT_DATA_DIR: &str = "./var";
@@ -118,24 +117,6 @@ struct ServerSection {
     watch_interval_ms: Option<u64>,
 }
 
-/// A named connection profile; credentials live here, host-side only.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Profile {
-    /// An etcd cluster.
-    Etcd(EtcdProfile),
-    /// A MySQL or MariaDB server.
-    Mysql(MysqlProfile),
-}
-
-impl Profile {
-    fn kind(&self) -> &'static str {
-        match self {
-            Profile::Etcd(_) => "etcd",
-            Profile::Mysql(_) => "mysql",
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

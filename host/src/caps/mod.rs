@@ -36,7 +36,26 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
-use crate::config::Profile;
+/// A named connection profile (`[profiles.NAME]`, its `kind` naming the
+/// capability that owns it); credentials live here, host-side only.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Profile {
+    /// An etcd cluster.
+    Etcd(etcd::EtcdProfile),
+    /// A MySQL or MariaDB server.
+    Mysql(mysql::MysqlProfile),
+}
+
+impl Profile {
+    /// The `kind` it was written with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Profile::Etcd(_) => "etcd",
+            Profile::Mysql(_) => "mysql",
+        }
+    }
+}
 
 /// Connections to the backends (etcd clusters, MySQL servers), built once
 /// from the config's profiles and shared by every call of every returner.
@@ -81,7 +100,7 @@ impl CallCaps {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
             etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
-            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.clone().map(Arc::new), &backends.mysql, deadline),
+            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.as_ref(), &backends.mysql, deadline),
             network: wasi::NetworkCtx::new(returner),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::checker::{self, Unchecked};
 use super::sql::{self, Access, Denial, Function, Refusal};
-use super::{MysqlCtx, MysqlGrant, SqlClient};
+use super::{Granted, MysqlCtx, SqlClient};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::mysql::{ExecResult, Host, Rows, Statement, Value};
 use crate::caps::audit;
@@ -26,26 +26,32 @@ pub const MAX_TRANSACTION_SQL_BYTES: usize = 1024 * 1024;
 type Checked = Result<Vec<String>, (Refusal, Option<usize>)>;
 
 impl MysqlCtx {
-    /// The grant and the profile's client, or the guest's error.
-    fn granted(&self, function: Function, target: impl FnOnce() -> String) -> Result<(Arc<MysqlGrant>, Arc<dyn SqlClient>), GuestError> {
-        match (&self.grant, &self.client) {
+    /// The returner's grant and the profile's client, or the guest's error.
+    fn granted(&self, function: Function, target: impl FnOnce() -> String) -> Result<(Arc<Granted>, Arc<dyn SqlClient>), GuestError> {
+        match (&self.granted, &self.client) {
             // Admin's choice: no grant at all.
             (None, _) => Err(self.deny(function.as_str(), Denial { target: target(), reason: "it has no mysql grant".into() })),
             (Some(g), Some(c)) => Ok((g.clone(), c.clone())),
             // Host bug: config validation guarantees the profile exists.
-            (Some(g), None) => Err(GuestError::Backend(format!("MySQL profile `{}` has no pool in this host", g.profile))),
+            (Some(g), None) => Err(GuestError::Backend(format!("MySQL profile `{}` has no pool in this host", g.grant.profile))),
         }
     }
 
-    /// Check `statements` for `function` on a checker thread: the texts to
-    /// send, in order, or the guest's error (a denial audited once). The
-    /// checked text of each distinct SQL text is reused: a batch repeats one
-    /// INSERT with different parameters.
+    /// Check `statements` for `function`: the texts to send, in order, or
+    /// the guest's error (a denial audited once). Texts this grant passed
+    /// before are not checked again; the others are checked on a checker
+    /// thread, each distinct text once (a batch repeats one INSERT with
+    /// different parameters).
     async fn check(&self, function: Function, statements: Vec<String>) -> Result<(Vec<String>, Arc<dyn SqlClient>), GuestError> {
-        let (grant, client) = self.granted(function, || statements.first().map_or_else(String::new, |s| target_of(s)))?;
+        let (granted, client) = self.granted(function, || statements.first().map_or_else(String::new, |s| target_of(s)))?;
+        let known: Option<Vec<String>> = statements.iter().map(|sql| granted.checked(function, sql)).collect();
+        if let Some(sent) = known {
+            return Ok((sent, client));
+        }
         let database = client.database().to_owned();
+        let shared = granted.clone();
         let checked = checker::run(move |stopped| -> Checked {
-            let access = Access { tables: &grant.tables, database: &database };
+            let access = Access { tables: &shared.grant.tables, database: &database };
             let mut distinct: HashMap<&str, String> = HashMap::new();
             let mut distinct_bytes = 0usize;
             let mut out = Vec::with_capacity(statements.len());
@@ -68,6 +74,7 @@ impl MysqlCtx {
                 }
                 let index = (function == Function::Transaction).then_some(i);
                 let sent = sql::check(sql, function, access).map_err(|r| (r, index))?;
+                shared.remember(function, sql, &sent);
                 distinct.insert(sql, sent.clone());
                 out.push(sent);
             }
@@ -120,8 +127,12 @@ impl MysqlCtx {
     /// One of the returner's connection slots on its profile, waited for
     /// until the call's deadline: one returner cannot hold the whole pool.
     async fn slot(&self, function: Function) -> Result<tokio::sync::OwnedSemaphorePermit, GuestError> {
+        let Some(granted) = &self.granted else {
+            // Host bug: a statement passed the check without a grant.
+            return Err(GuestError::Backend("mysql: no grant".into()));
+        };
         let wait = self.deadline.saturating_duration_since(std::time::Instant::now());
-        match tokio::time::timeout(wait, self.connections.clone().acquire_owned()).await {
+        match tokio::time::timeout(wait, granted.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 metrics().limited(&self.returner, "mysql_connections");
@@ -129,7 +140,7 @@ impl MysqlCtx {
                     "mysql {}: returner `{}` has all of its {} MySQL connections in use until its deadline",
                     function.as_str(),
                     self.returner,
-                    self.max_connections
+                    granted.connections
                 )))
             }
         }
@@ -175,7 +186,7 @@ impl Host for MysqlCtx {
     async fn transaction(&mut self, statements: Vec<Statement>) -> wasmtime::Result<Result<Vec<ExecResult>, GuestError>> {
         if statements.len() > MAX_TRANSACTION_STATEMENTS {
             // Guest's fault: the batch is larger than the host runs at once.
-            if self.grant.is_none() {
+            if self.granted.is_none() {
                 let target = statements.first().map_or_else(String::new, |s| target_of(&s.sql));
                 return Ok(Err(self.deny("transaction", Denial { target, reason: "it has no mysql grant".into() })));
             }
@@ -237,9 +248,9 @@ mod tests {
         let backends = MysqlBackends::with_clients(BTreeMap::from([("db".to_owned(), recorder as Arc<dyn SqlClient>)]));
         let grant = grant.then(|| {
             let verbs = vec![SqlVerb::Select, SqlVerb::Insert];
-            Arc::new(MysqlGrant { profile: "db".into(), tables: BTreeMap::from([("jids".to_owned(), verbs)]), max_connections: None })
+            MysqlGrant { profile: "db".into(), tables: BTreeMap::from([("jids".to_owned(), verbs)]), max_connections: None }
         });
-        MysqlCtx::new(Arc::from("r"), grant, &backends, Instant::now() + Duration::from_secs(10))
+        MysqlCtx::new(Arc::from("r"), grant.as_ref(), &backends, Instant::now() + Duration::from_secs(10))
     }
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
@@ -292,5 +303,32 @@ mod tests {
         let denied = block(c.transaction(vec![statement("INSERT INTO jids (jid) VALUES (?)")])).unwrap();
         assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("no mysql grant")), "{denied:?}");
         assert!(recorder.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_statement_passed_under_a_grant_is_checked_again_when_the_grant_changes() {
+        let recorder = Arc::new(Recorder::default());
+        let backends = MysqlBackends::with_clients(BTreeMap::from([("db".to_owned(), recorder.clone() as Arc<dyn SqlClient>)]));
+        let grant = |verbs: Vec<SqlVerb>| MysqlGrant {
+            profile: "db".into(),
+            tables: BTreeMap::from([("jids".to_owned(), verbs)]),
+            max_connections: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let wide = grant(vec![SqlVerb::Select, SqlVerb::Delete]);
+        for _ in 0..2 {
+            let mut c = MysqlCtx::new(Arc::from("r"), Some(&wide), &backends, deadline);
+            assert!(block(c.execute("DELETE FROM jids".into(), vec![])).unwrap().is_ok());
+        }
+        // A reload took `delete` away: the same text, remembered as passed
+        // under the old grant, is denied under the new one.
+        let narrow = grant(vec![SqlVerb::Select]);
+        let mut c = MysqlCtx::new(Arc::from("r"), Some(&narrow), &backends, deadline);
+        let denied = block(c.execute("DELETE FROM jids".into(), vec![])).unwrap();
+        assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("`delete`")), "{denied:?}");
+        // Another returner never shares this one's statements.
+        let mut other = MysqlCtx::new(Arc::from("other"), Some(&narrow), &backends, deadline);
+        assert!(block(other.execute("DELETE FROM jids".into(), vec![])).unwrap().is_err());
+        assert_eq!(recorder.0.lock().unwrap().len(), 2);
     }
 }

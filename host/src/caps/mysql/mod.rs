@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::mysql;
-use crate::config::Profile;
+use super::Profile;
 
 pub use client::SqlClient;
 
@@ -192,7 +192,7 @@ pub enum SqlVerb {
 /// tables = { jids = ["select", "insert"], salt_returns = ["select", "insert"] }
 /// max_connections = 5
 /// ```
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlGrant {
     /// Name of a `mysql` profile.
@@ -234,13 +234,13 @@ impl MysqlGrant {
 
 /// MySQL pools by profile name, shared by every call. Each pool is created
 /// on first use (the password file is read then), so a host whose MySQL is
-/// down still starts and serves its other returners. Beside them, each
-/// returner's connection slots on each profile.
+/// down still starts and serves its other returners. Beside them, what each
+/// returner's calls share, resolved on its first call.
 #[derive(Clone, Default)]
 pub struct MysqlBackends {
     pools: Arc<BTreeMap<String, Arc<dyn SqlClient>>>,
     profiles: Arc<BTreeMap<String, MysqlProfile>>,
-    slots: Arc<Mutex<HashMap<(String, String, usize), Arc<Semaphore>>>>,
+    returners: Arc<Mutex<HashMap<String, Arc<Granted>>>>,
 }
 
 impl std::fmt::Debug for MysqlBackends {
@@ -260,7 +260,7 @@ impl MysqlBackends {
                 mysql.insert(name.clone(), p.clone());
             }
         }
-        Ok(Self { pools: Arc::new(pools), profiles: Arc::new(mysql), slots: Arc::default() })
+        Ok(Self { pools: Arc::new(pools), profiles: Arc::new(mysql), returners: Arc::default() })
     }
 
     /// Backends with the given clients by profile name (tests swap the backend this way).
@@ -268,13 +268,63 @@ impl MysqlBackends {
         Self { pools: Arc::new(clients), ..Self::default() }
     }
 
-    /// The connection slots of `returner` on its grant's profile, made on
-    /// first use and shared by all of its calls (and its reloaded modules).
-    fn slots(&self, returner: &str, grant: &MysqlGrant) -> (Arc<Semaphore>, usize) {
-        let n = self.profiles.get(&grant.profile).map_or(DEFAULT_POOL_SIZE.div_ceil(2), |p| grant.connections(p));
-        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = slots.entry((returner.to_owned(), grant.profile.clone(), n)).or_insert_with(|| Arc::new(Semaphore::new(n)));
-        (slot.clone(), n)
+    /// What the calls of `returner` under `grant` share: made on its first
+    /// call, and made anew when its grant changes (a reload), so a call
+    /// never runs on a revoked grant's slots or checked statements.
+    fn granted(&self, returner: &str, grant: &MysqlGrant) -> Arc<Granted> {
+        let mut returners = self.returners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(granted) = returners.get(returner)
+            && granted.grant == *grant
+        {
+            return granted.clone();
+        }
+        let connections = self.profiles.get(&grant.profile).map_or(DEFAULT_POOL_SIZE.div_ceil(2), |p| grant.connections(p));
+        let granted = Arc::new(Granted {
+            grant: grant.clone(),
+            connections,
+            slots: Arc::new(Semaphore::new(connections)),
+            checked: Mutex::new(HashMap::new()),
+        });
+        returners.insert(returner.to_owned(), granted.clone());
+        granted
+    }
+}
+
+/// Statements a returner has passed the check, kept to skip checking them
+/// again (a returner sends a handful of texts, again and again).
+pub(crate) type CheckedStatements = HashMap<(sql::Function, String), String>;
+
+/// Texts kept per returner at most; past it the cache starts over.
+const CHECKED_STATEMENTS: usize = 256;
+/// Longest text kept: bounds the cache at about 2 MiB per returner.
+const CHECKED_STATEMENT_BYTES: usize = 4 * 1024;
+
+/// One returner's grant, resolved once and shared by its calls: its
+/// connection slots on the profile and the statements it already passed.
+pub(crate) struct Granted {
+    grant: MysqlGrant,
+    connections: usize,
+    slots: Arc<Semaphore>,
+    checked: Mutex<CheckedStatements>,
+}
+
+impl Granted {
+    /// The text to send for `sql`, if this grant passed it before.
+    fn checked(&self, function: sql::Function, sql: &str) -> Option<String> {
+        let checked = self.checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        checked.get(&(function, sql.to_owned())).cloned()
+    }
+
+    /// Remember that `sql` passed as `sent`.
+    fn remember(&self, function: sql::Function, sql: &str, sent: &str) {
+        if sql.len() > CHECKED_STATEMENT_BYTES {
+            return;
+        }
+        let mut checked = self.checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if checked.len() >= CHECKED_STATEMENTS {
+            checked.clear();
+        }
+        checked.insert((function, sql.to_owned()), sent.to_owned());
     }
 }
 
@@ -282,24 +332,18 @@ impl MysqlBackends {
 #[derive(Clone)]
 pub struct MysqlCtx {
     returner: Arc<str>,
-    grant: Option<Arc<MysqlGrant>>,
+    granted: Option<Arc<Granted>>,
     client: Option<Arc<dyn SqlClient>>,
-    /// The returner's connection slots on its profile.
-    connections: Arc<Semaphore>,
-    max_connections: usize,
     /// When the call ends: no statement runs on the server past it.
     deadline: Instant,
 }
 
 impl MysqlCtx {
-    /// State for one call of `returner` ending at `deadline`, holding its grant if it has one.
-    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, backends: &MysqlBackends, deadline: Instant) -> Self {
-        let client = grant.as_ref().and_then(|g| backends.pools.get(&g.profile).cloned());
-        let (connections, max_connections) = match &grant {
-            Some(g) => backends.slots(&returner, g),
-            None => (Arc::new(Semaphore::new(0)), 0),
-        };
-        Self { returner, grant, client, connections, max_connections, deadline }
+    /// State for one call of `returner` ending at `deadline`, with its grant if it has one.
+    pub fn new(returner: Arc<str>, grant: Option<&MysqlGrant>, backends: &MysqlBackends, deadline: Instant) -> Self {
+        let client = grant.and_then(|g| backends.pools.get(&g.profile).cloned());
+        let granted = grant.map(|g| backends.granted(&returner, g));
+        Self { returner, granted, client, deadline }
     }
 }
 

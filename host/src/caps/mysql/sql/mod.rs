@@ -37,7 +37,7 @@ pub const MAX_SQL_BYTES: usize = 64 * 1024;
 const MAX_NESTING: usize = 64;
 
 /// Which host function the guest called.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Function {
     /// `query`: SELECT only.
     Query,
