@@ -1,6 +1,6 @@
 //! Integration tests of returner-host: the real binary serving real guest
 //! components, driven over its HTTP API and its command line with the real
-//! Salt payloads in ../shared/fixtures/salt.
+//! Salt payloads in host/src/testkit/salt.
 
 mod bad_input;
 mod cli;

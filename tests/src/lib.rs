@@ -31,14 +31,12 @@ pub fn build_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The directory of real Salt payloads (`../shared/fixtures/salt` beside the checkout).
+/// The directory of real Salt payloads, recorded from a Salt 3008 master
+/// and minion: the test kit's own copy (`host/src/testkit/salt`), the one
+/// copy in the repository.
 pub fn salt_fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/salt");
-    assert!(
-        dir.join("minion-returns.jsonl").is_file(),
-        "the real Salt payloads are missing at {}: check out `shared/` beside the repository",
-        dir.display()
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src/testkit/salt");
+    assert!(dir.join("minion-returns.jsonl").is_file(), "the real Salt payloads are missing at {}", dir.display());
     dir
 }
 
