@@ -38,6 +38,10 @@ const OUT_P: &str = "out.p";
 /// made (Salt's `recurse_count` limit).
 const PREP_JID_ATTEMPTS: u32 = 5;
 
+/// How often `save_minions` merges and reads back before it gives up on a
+/// list that concurrent saves keep replacing.
+const MINIONS_MERGE_ATTEMPTS: u32 = 20;
+
 /// A job directory without a `jid` file is corrupt and `clean_old_jobs`
 /// removes it, but only once it is this old: a call that is creating the
 /// job right now has not written the file yet.
@@ -235,9 +239,28 @@ impl JobCache {
             }
             None => MINIONS_P.to_owned(),
         };
-        let dir = self.ensure_job(jid)?;
-        write_atomic(&dir.join(file), &serde_json::to_vec(minions)?)?;
-        Ok(())
+        let path = self.ensure_job(jid)?.join(file);
+        // Salt 3008 merges the list with the one stored (sorted, no
+        // duplicates): batch jobs and syndics save a jid's minions more
+        // than once. Files have no compare-and-swap, so a concurrent save
+        // may replace this one's write; reading back until every minion
+        // given is there makes the merge hold for both.
+        let wanted: BTreeSet<&str> = minions.iter().map(String::as_str).collect();
+        let mut stored = read_minions(&path);
+        for _ in 0..MINIONS_MERGE_ATTEMPTS {
+            if let Some(stored) = &stored
+                && wanted.iter().all(|m| stored.contains(*m))
+            {
+                return Ok(());
+            }
+            let merged: BTreeSet<String> =
+                stored.unwrap_or_default().into_iter().chain(wanted.iter().map(|m| (*m).to_owned())).collect();
+            write_atomic(&path, &serde_json::to_vec(&merged)?)?;
+            stored = read_minions(&path);
+        }
+        Err(Error::Backend(format!(
+            "the minions of job {jid} kept changing under {MINIONS_MERGE_ATTEMPTS} merges; try again"
+        )))
     }
 
     /// Salt's `get_load`: the load, with `Minions` (every minions file,
@@ -569,6 +592,19 @@ fn create_exclusive(path: &Path, contents: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// The minion ids in a minions file; `None` when it does not exist or is
+/// not a list of ids (the next save replaces it).
+fn read_minions(path: &Path) -> Option<BTreeSet<String>> {
+    match read_json(path) {
+        Ok(Some(Value::Array(ids))) => Some(ids.into_iter().filter_map(|id| id.as_str().map(str::to_owned)).collect()),
+        Ok(_) => None,
+        Err(err) => {
+            log::warn(&format!("replacing the unreadable minions file {}: {err}", path.display()));
+            None
+        }
+    }
+}
+
 /// The parsed JSON of a cache file; `None` when it does not exist.
 fn read_json(path: &Path) -> Result<Option<Value>> {
     let bytes = match fs::read(path) {
@@ -606,7 +642,14 @@ fn list_dir(dir: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
     };
     let mut listed = Vec::new();
     for entry in entries {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Another call removed it between the listing and its stat
+            // (the host stats each entry as it lists): a temporary file
+            // renamed into place, or a job swept; it is not there to read.
+            Err(err) if err.kind() == ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         if let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) {
             listed.push((name, kind));
         }
@@ -842,6 +885,24 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn save_minions_merges_with_the_stored_list_sorted_without_duplicates() {
+        // Salt 3008's local_cache.save_minions: batch jobs and syndics
+        // save a jid's minions more than once; none is lost.
+        let cache = TempCache::new();
+        cache.save_minions(JID, &["m2".into(), "m1".into()], None).unwrap();
+        cache.save_minions(JID, &["m3".into(), "m1".into()], None).unwrap();
+        let file = cache.root.join(jid_dir(JID)).join(MINIONS_P);
+        let stored: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(stored, json!(["m1", "m2", "m3"]));
+        cache.save_minions(JID, &[], None).unwrap();
+        let stored: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(stored, json!(["m1", "m2", "m3"]), "an empty save keeps the list");
+        cache.save_minions("20260101000000000001", &[], None).unwrap();
+        let empty = cache.root.join(jid_dir("20260101000000000001")).join(MINIONS_P);
+        assert_eq!(fs::read(&empty).unwrap(), b"[]");
     }
 
     #[test]
