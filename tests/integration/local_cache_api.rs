@@ -298,3 +298,19 @@ fn concurrent_writers_and_readers_of_one_job_never_see_a_vanished_file() {
         assert_eq!(load.result()["fun"], "test.ping");
     }
 }
+
+/// Salt 3008's `format_job_instance` (salt#68481): metadata given as
+/// `state.apply ... metadata=...` rides in `arg` as a `__kwarg__` dict, and
+/// `get_jids` shows it as `Metadata`, so `jobs.list_jobs search_metadata=`
+/// finds the job.
+#[test]
+fn get_jids_shows_metadata_passed_as_a_kwarg_in_arg() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let jid = "20261130010203040506";
+    let load = json!({ "jid": jid, "fun": "state.apply", "arg": ["web", { "metadata": { "team": "ops" }, "__kwarg__": true }],
+                       "tgt": "*", "tgt_type": "glob", "user": "root" });
+    d.call("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result();
+    let jobs = d.call("local_cache", "get_jids", &json!({}));
+    assert_eq!(jobs.result()[jid]["Metadata"], json!({ "team": "ops" }));
+}
