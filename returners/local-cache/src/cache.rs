@@ -410,19 +410,30 @@ impl JobCache {
 
     /// Salt's `clean_old_jobs`: remove each job whose `jid` file was last
     /// written more than `keep` before `now`, each job without a `jid` file
-    /// (corrupt), and the hash directories this leaves empty. `None` keeps
-    /// every job. A job that cannot be removed is logged and skipped.
+    /// (corrupt), and the hash directories that were empty before the sweep
+    /// and are older than `keep`. `None` keeps every job. A job that cannot
+    /// be removed is logged and skipped.
     pub fn clean_old_jobs(&self, keep: Option<Duration>, now: SystemTime) -> Result<()> {
         let Some(keep) = keep else {
             return Ok(());
         };
         self.check_root()?;
+        // As Salt 3008: a hash directory is removed only when it was empty
+        // before this sweep and is older than `keep`. One this sweep empties
+        // waits for the next, and a fresh one may be about to get its job
+        // from a concurrent prep_jid or save_load.
+        let mut empty = Vec::new();
         for (top, kind) in list_dir(&self.root)? {
             if !kind.is_dir() {
                 continue;
             }
             let top_dir = self.root.join(top);
-            for (name, kind) in list_dir(&top_dir)? {
+            let jobs = list_dir(&top_dir)?;
+            if jobs.is_empty() {
+                empty.push(top_dir);
+                continue;
+            }
+            for (name, kind) in jobs {
                 if !kind.is_dir() {
                     continue;
                 }
@@ -439,8 +450,12 @@ impl JobCache {
                     ));
                 }
             }
-            // Fails, harmlessly, when the directory is not empty.
-            let _ = fs::remove_dir(&top_dir);
+        }
+        for top_dir in empty {
+            if fs::metadata(&top_dir).is_ok_and(|meta| older_than(&meta, keep, now)) {
+                // Fails, harmlessly, when a job arrived meanwhile.
+                let _ = fs::remove_dir(&top_dir);
+            }
         }
         Ok(())
     }
@@ -1051,9 +1066,17 @@ mod tests {
             .clean_old_jobs(Some(Duration::from_secs(3600)), written)
             .unwrap();
         assert!(!cache.root.join(jid_dir(old)).exists());
-        assert!(!cache.root.join(jid_dir(old)).parent().unwrap().exists());
+        // The hash directory this sweep emptied waits for a later sweep
+        // (Salt 3008): a concurrent prep_jid may be about to use it.
+        let emptied = cache.root.join(jid_dir(old)).parent().unwrap().to_path_buf();
+        assert!(emptied.exists());
         assert!(cache.root.join(jid_dir(fresh)).exists());
         assert!(corrupt.exists());
+        // Empty before the next sweep but not older than `keep`: kept.
+        cache
+            .clean_old_jobs(Some(Duration::from_secs(3600)), written)
+            .unwrap();
+        assert!(emptied.exists());
 
         let later = written + CORRUPT_JOB_GRACE + Duration::from_secs(1);
         cache
@@ -1066,6 +1089,13 @@ mod tests {
             .clean_old_jobs(None, later + Duration::from_secs(86_400))
             .unwrap();
         assert!(cache.root.join(jid_dir(fresh)).exists());
+        assert!(emptied.exists());
+
+        // Empty before a sweep and older than `keep`: removed.
+        cache
+            .clean_old_jobs(Some(Duration::from_secs(3600)), written + Duration::from_secs(3601))
+            .unwrap();
+        assert!(!emptied.exists());
     }
 
     #[test]
