@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod guest_text;
 pub mod ingest;
 pub mod reload;
 pub mod metrics;
