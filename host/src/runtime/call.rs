@@ -170,13 +170,17 @@ impl Returner {
             module_sha256 = %self.module.info().sha256
         );
         let started = Instant::now();
-        let result = self.call_limited(runtime, call).instrument(span.clone()).await;
+        let (result, audit_dropped) =
+            crate::caps::audit::budgeted(self.call_limited(runtime, call).instrument(span.clone())).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
         crate::metrics::metrics().call_done(&self.name, function, outcome, started.elapsed());
         let _entered = span.enter();
+        if audit_dropped > 0 {
+            crate::caps::audit::dropped_events(&self.name, &self.module.info().sha256, function, audit_dropped);
+        }
         match &result {
             Ok(_) => tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "call done"),
             Err(e) => tracing::info!(kind = e.kind.as_str(), error = %e.message, "call failed"),
