@@ -143,11 +143,7 @@ fn init_tracing(format: LogFormat, serving: bool, audit_log: Option<&Path>) -> a
     let audit = match audit_log {
         None => None,
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening the audit log {}", path.display()))?;
+            let file = crate::audit_log::AuditLog::open(path)?;
             // The `call` span carries the returner, the function and the module's sha256.
             let only_audit = filter_fn(|meta| {
                 meta.target() == crate::caps::audit::TARGET || (meta.is_span() && meta.name() == "call")
@@ -156,7 +152,7 @@ fn init_tracing(format: LogFormat, serving: bool, audit_log: Option<&Path>) -> a
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_ansi(false)
-                    .with_writer(std::sync::Mutex::new(file))
+                    .with_writer(file)
                     .with_filter(only_audit),
             )
         }

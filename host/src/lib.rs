@@ -5,6 +5,7 @@
 
 #[allow(missing_docs)]
 pub mod bindings;
+pub mod audit_log;
 pub mod builtin;
 pub mod caps;
 pub mod cli;
