@@ -46,7 +46,7 @@ impl ReturnerHost {
         let slots = config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS;
         let max_memory_bytes = config.returners.iter().map(|r| r.limits.memory_bytes).max().unwrap_or(0);
         let runtime = Runtime::new(RuntimeOptions {
-            compiled_dir: Some(config.server.data_dir.join("compiled")),
+            compiled_dir: Some(config.server.compiled_dir()),
             instance_slots: slots,
             max_memory_bytes: max_memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
         })?;

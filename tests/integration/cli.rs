@@ -1,5 +1,6 @@
 //! The same local-cache functions through `returner-host call`, plus
-//! `check`: one call per process, no daemon.
+//! `check`, and what `check` and `serve` refuse at start: one call per
+//! process, no daemon.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -149,4 +150,42 @@ fn check_validates_config_and_modules() {
         assert!(stderr.contains(bad.to_str().unwrap()) || stderr.contains("returner `x`"), "names the file or returner: {stderr}");
         assert!(stderr.contains(want), "{text}: {stderr}");
     }
+}
+
+#[test]
+fn a_grant_over_data_dir_is_refused_by_check_and_serve() {
+    let dir = temp_dir();
+    let data = dir.path().join("var");
+    std::fs::create_dir_all(data.join("compiled")).unwrap();
+    std::fs::create_dir_all(data.join("jobs")).unwrap();
+    std::os::unix::fs::symlink(&data, dir.path().join("alias")).unwrap();
+    let config = dir.path().join("host.toml");
+    let write = |granted: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ndata_dir = {}\nlisten = \"unix:{}\"\n[returners.lc]\nmodule = \"builtin:local-cache\"\n[returners.lc.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+                toml_path(&data),
+                dir.path().join("host.sock").display(),
+                toml_path(granted)
+            ),
+        )
+        .unwrap();
+    };
+    let granted_dirs = [data.join("compiled"), data.clone(), dir.path().to_owned(), dir.path().join("alias")];
+    for granted in &granted_dirs {
+        write(granted);
+        for command in ["check", "serve"] {
+            let out = Command::new(bin()).args([command, "--config", config.to_str().unwrap()]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command} accepted a grant of {}", granted.display());
+            assert!(stderr.contains(config.to_str().unwrap()), "{command}: names the file: {stderr}");
+            assert!(stderr.contains("key `returners.lc.grants.fs.dir`"), "{command}: names the key: {stderr}");
+            assert!(stderr.contains("the host's own"), "{command}: says why: {stderr}");
+        }
+    }
+    // The data dir's job cache, beside the host's own directories, may be granted.
+    write(&data.join("jobs"));
+    let out = Command::new(bin()).args(["check", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
