@@ -5,7 +5,9 @@
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tracing_subscriber::fmt::MakeWriter;
@@ -16,11 +18,33 @@ use tracing_subscriber::fmt::MakeWriter;
 /// held in memory without bound or making calls wait for the disk.
 pub const AUDIT_QUEUE_LINES: usize = 10_000;
 
+/// What the writer thread is handed.
+enum Entry {
+    /// One event's line.
+    Line(Vec<u8>),
+    /// Answer once everything before is on disk.
+    Flush(SyncSender<()>),
+}
+
 /// Hands formatted audit lines to the writer thread; a `MakeWriter` for the
 /// audit layer of the tracing subscriber.
 #[derive(Clone)]
 pub struct AuditLog {
-    lines: SyncSender<Vec<u8>>,
+    lines: SyncSender<Entry>,
+}
+
+/// The audit log of this process, once opened, for [`flush`] at exit.
+static OPENED: OnceLock<AuditLog> = OnceLock::new();
+
+/// Wait, at most `timeout`, until every line queued so far is written: a
+/// process about to exit (`call` after its one call, `serve` after its
+/// shutdown) would otherwise lose what the writer thread had not reached.
+pub fn flush(timeout: Duration) {
+    let Some(log) = OPENED.get() else { return };
+    let (done, written) = sync_channel(1);
+    if log.lines.send(Entry::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(timeout);
+    }
 }
 
 impl AuditLog {
@@ -36,22 +60,31 @@ impl AuditLog {
             .name("audit-log".into())
             .spawn(move || write_lines(queue, file))
             .context("starting the audit log's writer thread")?;
-        Ok(Self { lines })
+        let log = Self { lines };
+        let _ = OPENED.set(log.clone());
+        Ok(log)
     }
 }
 
 /// Write each line as it comes, flushing whenever the queue is empty, until
 /// every sender is gone.
-fn write_lines(queue: Receiver<Vec<u8>>, file: File) {
+fn write_lines(queue: Receiver<Entry>, file: File) {
     let mut out = BufWriter::new(file);
-    while let Ok(line) = queue.recv() {
-        let mut result = out.write_all(&line);
-        while let Ok(line) = queue.try_recv() {
-            result = result.and_then(|()| out.write_all(&line));
+    while let Ok(first) = queue.recv() {
+        let mut flushed = Vec::new();
+        let mut result = Ok(());
+        for entry in std::iter::once(first).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+            match entry {
+                Entry::Line(line) => result = result.and_then(|()| out.write_all(&line)),
+                Entry::Flush(done) => flushed.push(done),
+            }
         }
         if let Err(e) = result.and_then(|()| out.flush()) {
             // Said on stderr: an audit event about the audit log would come back here.
             eprintln!("returner-host: writing the audit log failed: {e}");
+        }
+        for done in flushed {
+            let _ = done.try_send(());
         }
     }
 }
@@ -60,7 +93,7 @@ fn write_lines(queue: Receiver<Vec<u8>>, file: File) {
 /// with it.
 pub struct AuditLine {
     line: Vec<u8>,
-    lines: SyncSender<Vec<u8>>,
+    lines: SyncSender<Entry>,
 }
 
 impl std::io::Write for AuditLine {
@@ -79,7 +112,7 @@ impl Drop for AuditLine {
         if self.line.is_empty() {
             return;
         }
-        match self.lines.try_send(std::mem::take(&mut self.line)) {
+        match self.lines.try_send(Entry::Line(std::mem::take(&mut self.line))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 crate::metrics::metrics().audit_dropped();
@@ -99,7 +132,6 @@ impl<'a> MakeWriter<'a> for AuditLog {
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
-    use std::time::{Duration, Instant};
 
     use super::*;
 
@@ -112,16 +144,10 @@ mod tests {
             let mut line = log.make_writer();
             writeln!(line, "{{\"n\":{n}}}").unwrap();
         }
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap();
-            if text.lines().count() == 100 {
-                let lines: Vec<&str> = text.lines().collect();
-                assert_eq!((lines[0], lines[99]), ("{\"n\":0}", "{\"n\":99}"));
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "lines not written: {text}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        flush(Duration::from_secs(10));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 100, "{text}");
+        assert_eq!((lines[0], lines[99]), ("{\"n\":0}", "{\"n\":99}"));
     }
 }

@@ -119,7 +119,9 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, cli.log_format)) {
+    let outcome = runtime.block_on(run(cli.command, cli.log_format));
+    crate::audit_log::flush(AUDIT_FLUSH_AT_EXIT);
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -127,6 +129,11 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// How long an exiting process waits for its audit lines to reach the disk:
+/// long enough for a healthy disk, short enough that a dead one does not
+/// hold a shutdown.
+const AUDIT_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logs on stderr (filtered by `RUST_LOG`), and the audit events also as
 /// JSON lines in `audit_log` when set.
