@@ -110,6 +110,15 @@ pub const SPOOL_DIR: &str = "spool";
 /// default job cache in `jobs`) may be granted.
 pub const HOST_OWNED_DIRS: &[&str] = &[COMPILED_DIR, SPOOL_DIR];
 
+/// Create `dir` and its missing parents for the host's user only (0700),
+/// whatever the umask: the data dir holds compiled code and the socket, and
+/// under a umask of 000 anyone could have written them. Directories that
+/// exist keep their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 /// A config that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -382,7 +391,7 @@ impl HostConfig {
     pub fn embedded_default(overrides: &Overrides) -> Result<Self, ConfigError> {
         let data_dir = overrides.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let jobs = data_dir.join("jobs");
-        std::fs::create_dir_all(&jobs).map_err(|e| ConfigError::Invalid {
+        create_private_dir(&jobs).map_err(|e| ConfigError::Invalid {
             file: PathBuf::from("<default>"),
             key: "server.data_dir".into(),
             message: format!("cannot create {}: {e}", jobs.display()),

@@ -56,10 +56,12 @@ pub enum Reloaded {
 impl ReturnerHost {
     /// Build the runtime for `config` and load every returner's module.
     pub fn start(config: &HostConfig) -> anyhow::Result<Self> {
+        let compiled_dir = config.server.compiled_dir();
+        crate::config::create_private_dir(&compiled_dir).with_context(|| format!("creating {}", compiled_dir.display()))?;
         let instance_slots = instance_slots(config);
         let max_memory_bytes = max_memory_bytes(config).max(RuntimeOptions::default().max_memory_bytes);
         let runtime = Runtime::new(RuntimeOptions {
-            compiled_dir: Some(config.server.compiled_dir()),
+            compiled_dir: Some(compiled_dir),
             instance_slots,
             max_memory_bytes,
         })?;

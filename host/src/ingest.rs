@@ -86,7 +86,7 @@ pub async fn serve(
 fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt as _;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::config::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mode = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
     if mode & 0o002 != 0 && mode & 0o1000 == 0 {
         // Anyone could remove the socket and listen in its place, and be

@@ -190,8 +190,8 @@ fn a_grant_over_data_dir_is_refused_by_check_and_serve() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `sh -c 'umask 000; exec returner-host serve ARGS'`: whatever the socket's
-/// mode is, it is not the umask's doing.
+/// `sh -c 'umask 000; exec returner-host serve ARGS'`: whatever the modes of
+/// what it makes are, they are not the umask's doing.
 fn serve_under_open_umask(args: &[&str], log: &Path) -> std::process::Child {
     Command::new("sh")
         .arg("-c")
@@ -221,6 +221,11 @@ fn the_socket_is_private_from_the_start() {
     let meta = std::fs::symlink_metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the socket's mode");
+    // The directories the host made are its own, though the umask allowed anyone.
+    for made in [data.clone(), data.join("compiled"), data.join("jobs")] {
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", made.display());
+    }
     // The private directory it was bound in is gone.
     let leftovers: Vec<_> = std::fs::read_dir(&data)
         .unwrap()
