@@ -36,8 +36,8 @@ tokio::task_local! {
 }
 
 /// Run one call's future with a fresh audit budget; its output and how many
-/// audit events it dropped. Outside such a scope (the CLI, tests) events are
-/// not capped.
+/// audit events it dropped. Outside such a scope (a capability's unit
+/// tests) events are not capped.
 pub async fn budgeted<F: Future>(call: F) -> (F::Output, u64) {
     BUDGET
         .scope(Budget::default(), async move {
