@@ -34,7 +34,7 @@ fn flood_daemon(dir: &Path) -> Daemon {
 
 /// The audit events of `returner`, once there are `want` of them (the file
 /// is written by a thread of its own, so a last line may be half written
-/// when read early) and a moment later, to see no more come.
+/// when read early) and the writer is quiet, to see no more come.
 fn settled_events(path: &Path, returner: &str, want: usize) -> Vec<Value> {
     let read = || -> Vec<Value> {
         std::fs::read_to_string(path)
@@ -48,7 +48,6 @@ fn settled_events(path: &Path, returner: &str, want: usize) -> Vec<Value> {
     while read().len() < want && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
     // Every line parses once the writer is done.
     let all = audit_events(path);
     all.into_iter().filter(|e| e["fields"]["returner"] == returner).collect()
