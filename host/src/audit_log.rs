@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -112,11 +112,9 @@ impl Drop for AuditLine {
         if self.line.is_empty() {
             return;
         }
-        match self.lines.try_send(Entry::Line(std::mem::take(&mut self.line))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                crate::metrics::metrics().audit_dropped();
-            }
+        // Full (the disk is behind) or gone (the writer died): dropped, counted.
+        if self.lines.try_send(Entry::Line(std::mem::take(&mut self.line))).is_err() {
+            crate::metrics::metrics().audit_dropped();
         }
     }
 }
