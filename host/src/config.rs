@@ -91,7 +91,7 @@ pub const MAX_RESULT_MIB: u64 = 4_096;
 /// limits nothing and a typo would pass unseen.
 pub const MAX_RATE: u32 = 1_000_000;
 /// The largest `server.max_body_bytes`: a request body is held in memory
-/// whole, so a runaway client cannot be let to send more than this.
+/// whole, so no setting may let a runaway client send more than this.
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
 /// The shortest non-zero `server.watch_interval_ms`: shorter turns the
 /// watch of module files into a busy loop of `stat` calls.
