@@ -24,6 +24,19 @@ pub struct ReturnerHost {
     /// Each returner behind a lock held only to clone or swap the `Arc`: a
     /// call keeps the module it started on, a reload swaps in the next one.
     returners: BTreeMap<String, RwLock<Arc<Returner>>>,
+    /// Component instances the engine's pool was sized for at start.
+    instance_slots: u32,
+    /// The largest linear memory the engine's pool was sized for at start.
+    max_memory_bytes: usize,
+}
+
+/// What [`ReturnerHost::reconfigure`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// What became of the module.
+    pub module: Reloaded,
+    /// Whether its grants, limits or options changed.
+    pub settings_changed: bool,
 }
 
 /// What [`ReturnerHost::reload`] did.
@@ -43,12 +56,14 @@ pub enum Reloaded {
 impl ReturnerHost {
     /// Build the runtime for `config` and load every returner's module.
     pub fn start(config: &HostConfig) -> anyhow::Result<Self> {
-        let slots = config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS;
-        let max_memory_bytes = config.returners.iter().map(|r| r.limits.memory_bytes).max().unwrap_or(0);
+        let compiled_dir = config.server.compiled_dir();
+        crate::config::create_private_dir(&compiled_dir).with_context(|| format!("creating {}", compiled_dir.display()))?;
+        let instance_slots = instance_slots(config);
+        let max_memory_bytes = max_memory_bytes(config).max(RuntimeOptions::default().max_memory_bytes);
         let runtime = Runtime::new(RuntimeOptions {
-            compiled_dir: Some(config.server.data_dir.join("compiled")),
-            instance_slots: slots,
-            max_memory_bytes: max_memory_bytes.max(RuntimeOptions::default().max_memory_bytes),
+            compiled_dir: Some(compiled_dir),
+            instance_slots,
+            max_memory_bytes,
         })?;
         let backends = Backends::from_profiles(&config.profiles)?;
         let mut returners = BTreeMap::new();
@@ -60,7 +75,7 @@ impl ReturnerHost {
             let returner = Arc::new(Returner::new(rc.clone(), module, backends.clone()));
             returners.insert(rc.name.clone(), RwLock::new(returner));
         }
-        Ok(Self { runtime, returners })
+        Ok(Self { runtime, returners, instance_slots, max_memory_bytes })
     }
 
     /// The runtime.
@@ -98,9 +113,87 @@ impl ReturnerHost {
         if from == to && current.config().module == rc.module && current.config().sha256 == rc.sha256 {
             return Ok(Reloaded::Unchanged);
         }
-        let next = Arc::new(current.with_module(module, rc));
+        let next = Arc::new(current.next(module, rc));
         *slot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
         Ok(if from == to { Reloaded::Unchanged } else { Reloaded::Swapped { from, to } })
+    }
+
+    /// What in `next` differs from `current` (the config this host serves)
+    /// in ways only a restart applies: the server settings, the profiles
+    /// (their connections are made at start), the set of returners, and
+    /// limits past what the engine's instance pool was sized for. Empty
+    /// when [`ReturnerHost::reconfigure`] can apply `next`.
+    pub fn needs_restart(&self, current: &HostConfig, next: &HostConfig) -> Vec<String> {
+        let mut needs = Vec::new();
+        let (a, b) = (&current.server, &next.server);
+        for (key, same) in [
+            ("server.listen", a.listen == b.listen),
+            ("server.token_file", a.token_file == b.token_file),
+            ("server.data_dir", a.data_dir == b.data_dir),
+            ("server.max_body_bytes", a.max_body_bytes == b.max_body_bytes),
+            ("server.audit_log", a.audit_log == b.audit_log),
+            ("server.watch_interval_ms", a.watch_interval == b.watch_interval),
+        ] {
+            if !same {
+                needs.push(format!("{key} changed"));
+            }
+        }
+        // Profiles hold credentials and have no equality of their own; their
+        // Debug text shows every setting (and no secret: those are in files).
+        let profiles = |c: &HostConfig| -> BTreeMap<String, String> {
+            c.profiles.iter().map(|(name, p)| (name.clone(), format!("{p:?}"))).collect()
+        };
+        let (pa, pb) = (profiles(current), profiles(next));
+        for name in pa.keys().chain(pb.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (pa.get(name), pb.get(name)) {
+                (Some(_), None) => needs.push(format!("profile `{name}` removed")),
+                (None, Some(_)) => needs.push(format!("profile `{name}` added")),
+                (Some(x), Some(y)) if x != y => needs.push(format!("profile `{name}` changed")),
+                _ => {}
+            }
+        }
+        for rc in &next.returners {
+            if current.returner(&rc.name).is_none() {
+                needs.push(format!("returner `{}` added", rc.name));
+            }
+        }
+        for rc in &current.returners {
+            if next.returner(&rc.name).is_none() {
+                needs.push(format!("returner `{}` removed", rc.name));
+            }
+        }
+        let slots = instance_slots(next);
+        if slots > self.instance_slots {
+            needs.push(format!(
+                "the returners' max_concurrency adds up to {} instance slots, over the {} the host was started with",
+                slots, self.instance_slots
+            ));
+        }
+        if max_memory_bytes(next) > self.max_memory_bytes {
+            needs.push(format!(
+                "a memory_mib over the largest the host was started with ({} MiB)",
+                self.max_memory_bytes / (1024 * 1024)
+            ));
+        }
+        needs
+    }
+
+    /// Make returner `rc.name` serve new calls with everything `rc` says:
+    /// its module (loaded and checked as at start), grants, limits and
+    /// options. Calls in flight finish with what they started with. On any
+    /// error nothing changes. Compiles: run it off the async workers.
+    pub fn reconfigure(&self, rc: &ReturnerConfig) -> anyhow::Result<Reconfigured> {
+        let name = &rc.name;
+        let slot = self.returners.get(name).with_context(|| format!("no returner `{name}` is loaded"))?;
+        let module = load(&self.runtime, &rc.module)
+            .and_then(|m| check_pin(rc, m))
+            .with_context(|| format!("returner `{name}` ({})", rc.module))?;
+        let mut serving = slot.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (from, to) = (serving.module().info().sha256.clone(), module.info().sha256.clone());
+        let settings_changed = settings_differ(serving.config(), rc);
+        *serving = Arc::new(serving.next(module, rc.clone()));
+        let module = if from == to { Reloaded::Unchanged } else { Reloaded::Swapped { from, to } };
+        Ok(Reconfigured { module, settings_changed })
     }
 
     /// Run Salt's `function` of returner `name` with `body`, a JSON object
@@ -114,6 +207,22 @@ impl ReturnerHost {
         let output = returner.call(&self.runtime, &call).await?;
         output_to_json(name, function, output)
     }
+}
+
+/// Instance slots the engine's pool needs for `config`.
+fn instance_slots(config: &HostConfig) -> u32 {
+    config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS
+}
+
+/// The largest memory cap of `config`'s returners.
+fn max_memory_bytes(config: &HostConfig) -> usize {
+    config.returners.iter().map(|r| r.limits.memory_bytes).max().unwrap_or(0)
+}
+
+/// Whether the grants, limits or options of `a` and `b` differ. Grants have
+/// no equality of their own; their Debug text shows every field.
+fn settings_differ(a: &ReturnerConfig, b: &ReturnerConfig) -> bool {
+    a.limits != b.limits || a.options != b.options || format!("{:?}", a.grants) != format!("{:?}", b.grants)
 }
 
 /// Load a module from its source.

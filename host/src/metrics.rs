@@ -1,7 +1,8 @@
 //! Prometheus metrics of the host, served at `GET /metrics` in the text
 //! exposition format: calls by returner, function and outcome, their
-//! latency, calls in flight, guest faults, capability denials, and calls
-//! refused by a limit. One registry per process.
+//! latency, calls in flight, guest faults, capability denials, calls
+//! refused by a limit, and audit lines the audit log could not take. One
+//! registry per process.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -66,6 +67,7 @@ pub struct Metrics {
     limited: Family<KindLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     backend_errors: Family<CapabilityLabels, Counter>,
+    audit_dropped: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -86,6 +88,7 @@ impl Metrics {
         let limited = Family::<KindLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let backend_errors = Family::<CapabilityLabels, Counter>::default();
+        let audit_dropped = Counter::default();
         registry.register("calls", "Returner calls by returner, function and outcome (ok or the error kind)", calls.clone());
         registry.register("call_duration_seconds", "Time from a call's arrival at the runtime to its answer", latency.clone());
         registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
@@ -98,7 +101,12 @@ impl Metrics {
             "Capability operations that failed in the backend (unreachable, timed out, refused by the server)",
             backend_errors.clone(),
         );
-        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors }
+        registry.register(
+            "audit_dropped",
+            "Audit events not written to server.audit_log because its queue was full (the disk not keeping up)",
+            audit_dropped.clone(),
+        );
+        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors, audit_dropped }
     }
 
     /// The metrics in Prometheus text format.
@@ -148,6 +156,11 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { returner: returner.into(), outcome: outcome.into() }).inc();
     }
 
+    /// An audit line the audit log's queue had no room for.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
+    }
+
     /// A call refused by the limit `kind` (`concurrency`, `rate`).
     pub fn limited(&self, returner: &str, kind: &str) {
         self.limited.get_or_create(&KindLabels { returner: returner.into(), kind: kind.into() }).inc();
@@ -165,11 +178,13 @@ mod tests {
         m.denial("lc", "etcd");
         m.in_flight("lc", 1);
         m.backend_error("lc", "mysql");
+        m.audit_dropped();
         let text = m.encode();
         assert!(text.contains(r#"returner_host_calls_total{returner="lc",function="get_load",outcome="ok"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_denials_total{returner="lc",capability="etcd"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_backend_errors_total{returner="lc",capability="mysql"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_calls_in_flight{returner="lc"} 1"#), "{text}");
+        assert!(text.contains("returner_host_audit_dropped_total 1"), "{text}");
         assert!(text.contains("returner_host_call_duration_seconds_bucket"), "{text}");
     }
 }

@@ -133,8 +133,7 @@ fn hostile_cases() -> Vec<Case> {
 const MARGIN: Duration = Duration::from_millis(1_500);
 
 pub(crate) fn audit_events(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
+    returner_host_tests::settled_audit_log(path)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
         .collect()

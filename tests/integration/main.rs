@@ -2,6 +2,7 @@
 //! components, driven over its HTTP API and its command line with the real
 //! Salt payloads in host/src/testkit/salt.
 
+mod audit;
 mod bad_input;
 mod cli;
 mod etcd;

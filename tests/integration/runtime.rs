@@ -1,6 +1,6 @@
 //! The runtime's promises seen from outside: a fresh instance per call, the
 //! per-returner concurrency limit, and compiled modules reused across
-//! restarts.
+//! restarts, but never one the host did not seal.
 
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,11 @@ fn compiled_modules_are_reused_across_restarts() {
         info["sha256"].as_str().unwrap().to_owned()
     };
     let cached = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&compiled).unwrap().map(|e| e.unwrap().path()).collect()
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
     };
 
     drop(default_daemon(dir.path()));
@@ -90,5 +94,64 @@ fn compiled_modules_are_reused_across_restarts() {
     let d = default_daemon(dir.path());
     assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000, "recompiled and rewritten");
-    assert!(d.log_text().contains("discarding unusable compiled module"), "{}", d.log_text());
+    assert!(d.log_text().contains("compiled module failed its check; compiled again"), "{}", d.log_text());
+}
+
+#[test]
+fn a_tampered_compiled_module_is_recompiled_and_never_run() {
+    use sha2::Digest as _;
+    let dir = temp_dir();
+    let audit_log = dir.path().join("audit.jsonl");
+    // `x` answers get_load with {}; `y`, another module, panics in it.
+    let (x, y) = (guest("fixture-noop"), guest("fixture-trapper"));
+    let sha = |p: &std::path::Path| hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()));
+    let config = format!(
+        "[returners.x]\nmodule = {}\n[returners.y]\nmodule = {}\n",
+        toml_path(&x),
+        toml_path(&y)
+    );
+    let start = || config_daemon(dir.path(), &format!("audit_log = {}", toml_path(&audit_log)), &config);
+    let d = start();
+    assert_eq!(d.call("x", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+    assert_eq!(d.call("y", "get_load", &json!({ "jid": "1" })).error().0, "trap");
+    drop(d);
+
+    let compiled = dir.path().join("var/compiled");
+    let cached = |sha: &str| {
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{sha}-")))
+            .unwrap_or_else(|| panic!("no compiled file of {sha} in {}", compiled.display()))
+    };
+    let (x_file, y_file) = (cached(&sha(&x)), cached(&sha(&y)));
+    // Someone who could write the cache puts y's compiled code under x's name.
+    std::fs::copy(&y_file, &x_file).unwrap();
+
+    let d = start();
+    assert_eq!(d.call("x", "get_load", &json!({ "jid": "1" })).result(), &json!({}), "x answers as x: y's code never ran");
+    assert_eq!(d.call("y", "get_load", &json!({ "jid": "1" })).error().0, "trap", "y still answers as y");
+    assert_ne!(std::fs::read(&x_file).unwrap(), std::fs::read(&y_file).unwrap(), "x's file is x's again");
+    let started = std::time::Instant::now();
+    let tampered = loop {
+        let events = super::hostile::audit_events(&audit_log);
+        let found: Vec<serde_json::Value> = events.into_iter().filter(|e| e["fields"]["outcome"] == "tampered").collect();
+        if !found.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(tampered.len(), 1, "one audit event, for x only: {tampered:#?}");
+    let e = &tampered[0]["fields"];
+    assert_eq!((e["capability"].as_str(), e["operation"].as_str()), (Some("module"), Some("cache")), "{e}");
+    assert_eq!(e["module_sha256"], sha(&x), "{e}");
+    assert_eq!(e["target"], x_file.to_str().unwrap(), "{e}");
+    drop(d);
+
+    // Restarted once more, the rewritten file is trusted again: no new event.
+    let d = start();
+    assert_eq!(d.call("x", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+    drop(d);
+    let events = super::hostile::audit_events(&audit_log);
+    assert_eq!(events.iter().filter(|e| e["fields"]["outcome"] == "tampered").count(), 1);
 }

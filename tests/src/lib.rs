@@ -338,6 +338,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc status")
 }
 
+/// The text of an audit log once its writer is quiet: the daemon writes
+/// `server.audit_log` from a thread of its own, so the lines of a call just
+/// answered may still be on their way. Waits until the file ends a line and
+/// has not grown for 200 ms (at most 10 s).
+pub fn settled_audit_log(path: &Path) -> String {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let whole = text.is_empty() || text.ends_with('\n');
+        if (whole && last == Some(text.len())) || started.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        last = Some(text.len());
+    }
+}
+
 /// A TOML string literal of a path.
 pub fn toml_path(p: &Path) -> String {
     Value::String(p.display().to_string()).to_string()

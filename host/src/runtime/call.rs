@@ -107,8 +107,8 @@ pub struct Returner {
     backends: Backends,
     module: Module,
     config: ReturnerConfig,
-    /// Shared with the returner's next module after a hot reload, so the
-    /// limits hold across a swap.
+    /// Shared with the returner's next module or settings after a reload,
+    /// while its limits stay the same, so they hold across a swap.
     slots: Arc<Semaphore>,
     rate: Option<Arc<RateLimiter>>,
 }
@@ -126,18 +126,22 @@ impl Returner {
         }
     }
 
-    /// The same returner serving a new module (from `config`, which differs
-    /// from its own only in the module's source and pin); calls in flight
-    /// finish on the old one, and the concurrency slots and rate are shared.
-    pub fn with_module(&self, module: Module, config: ReturnerConfig) -> Self {
-        Self {
-            name: self.name.clone(),
-            backends: self.backends.clone(),
-            module,
-            config,
-            slots: self.slots.clone(),
-            rate: self.rate.clone(),
-        }
+    /// The same returner serving `module` under `config` (its grants,
+    /// limits and options); calls in flight finish with the old ones. The
+    /// concurrency slots and the rate limiter carry over unless `config`
+    /// changes them; then new calls count against fresh ones.
+    pub fn next(&self, module: Module, config: ReturnerConfig) -> Self {
+        let slots = if config.limits.max_concurrency == self.config.limits.max_concurrency {
+            self.slots.clone()
+        } else {
+            Arc::new(Semaphore::new(config.limits.max_concurrency as usize))
+        };
+        let rate = if config.limits.rate == self.config.limits.rate {
+            self.rate.clone()
+        } else {
+            config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst)))
+        };
+        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, slots, rate }
     }
 
     /// Its config.
@@ -170,13 +174,17 @@ impl Returner {
             module_sha256 = %self.module.info().sha256
         );
         let started = Instant::now();
-        let result = self.call_limited(runtime, call).instrument(span.clone()).await;
+        let (result, audit_dropped) =
+            crate::caps::audit::budgeted(self.call_limited(runtime, call).instrument(span.clone())).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
         crate::metrics::metrics().call_done(&self.name, function, outcome, started.elapsed());
         let _entered = span.enter();
+        if audit_dropped > 0 {
+            crate::caps::audit::dropped_events(&self.name, &self.module.info().sha256, function, audit_dropped);
+        }
         match &result {
             Ok(_) => tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "call done"),
             Err(e) => tracing::info!(kind = e.kind.as_str(), error = %e.message, "call failed"),
