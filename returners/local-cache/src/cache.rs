@@ -53,8 +53,9 @@ pub enum ReturnOutcome {
     /// Written, under this jid (allocated when the return asked with `req`).
     Stored { jid: String },
     /// The minion had already returned for this job; Salt drops the extra
-    /// return as a possible replay.
-    Duplicate { jid: String },
+    /// return. `identical`: whether it matches the stored one (`None`: the
+    /// stored one could not be read to compare).
+    Duplicate { jid: String, identical: Option<bool> },
     /// The job was prepared with `nocache`.
     NoCache { jid: String },
 }
@@ -191,7 +192,8 @@ impl JobCache {
                 // without one is left by an earlier attempt that failed
                 // midway, and its retry must be stored.
                 if minion_dir.join(RETURN_P).exists() {
-                    return Ok(ReturnOutcome::Duplicate { jid });
+                    let identical = same_as_stored(&minion_dir, ret);
+                    return Ok(ReturnOutcome::Duplicate { jid, identical });
                 }
             }
             Err(err) => return Err(err.into()),
@@ -536,6 +538,21 @@ fn return_record(ret: &JobReturn) -> Value {
     Value::Object(record)
 }
 
+/// Whether `ret` matches the return stored in `minion_dir` (Salt 3008's
+/// `_log_duplicate_return`): its record, and its outputter when it names
+/// one. `None` when the stored one cannot be read.
+fn same_as_stored(minion_dir: &Path, ret: &JobReturn) -> Option<bool> {
+    let mut stored = read_json(&minion_dir.join(RETURN_P)).ok()??;
+    let mut new = return_record(ret);
+    if let Some(out) = ret.full.get("out") {
+        new["out"] = out.clone();
+        if let (Some(object), Ok(Some(stored_out))) = (stored.as_object_mut(), read_json(&minion_dir.join(OUT_P))) {
+            object.entry("out").or_insert(stored_out);
+        }
+    }
+    Some(stored == new)
+}
+
 /// Every minion's stored return in a job directory, as `get_jid` shows it,
 /// sorted by minion id. Unreadable returns are logged and skipped.
 fn minion_returns(dir: &Path) -> Result<Vec<(String, Value)>> {
@@ -795,11 +812,22 @@ mod tests {
         cache.store_return(&first, now()).unwrap();
         assert_eq!(
             cache.store_return(&second, now()).unwrap(),
-            ReturnOutcome::Duplicate { jid: JID.into() }
+            ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(false) }
         );
         assert_eq!(
             cache.get_jid(JID).unwrap(),
             json!({"n1": {"return": "first"}})
+        );
+        // Salt 3008 (salt#65301): a retry of the same return is told apart.
+        assert_eq!(
+            cache.store_return(&first, now()).unwrap(),
+            ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(true) }
+        );
+        let with_out = job_return("n2", JID, json!({"return": 1, "out": "highstate"}));
+        cache.store_return(&with_out, now()).unwrap();
+        assert_eq!(
+            cache.store_return(&with_out, now()).unwrap(),
+            ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(true) }
         );
     }
 
