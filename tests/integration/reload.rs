@@ -301,3 +301,35 @@ fn sighup_refuses_whole_a_config_that_needs_a_restart() {
     // Nothing changed: the grant is still rw.
     assert_eq!(d.call("hot", "returner", &job_return("20261130000000000001")).status, 200);
 }
+
+#[test]
+fn sighup_after_removing_a_table_from_a_mysql_grant_denies_the_next_call() {
+    use super::mysql::{RETURNER_TABLES, database};
+    let db = database();
+    let dir = temp_dir();
+    let profile = db.profile_toml("salt_db", &dir.path().join("mysql.pass"));
+    let module = toml_path(&guest("returner-mysql"));
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!("{profile}\n[returners.mysql]\nmodule = {module}\n[returners.mysql.grants.mysql]\nprofile = \"salt_db\"\ntables = {RETURNER_TABLES}\n"),
+    );
+    // The statement passes and is remembered as checked under this grant.
+    for jid in ["20261130000000000001", "20261130000000000002"] {
+        assert_eq!(d.call("mysql", "returner", &job_return(jid)).status, 200);
+    }
+
+    let host_toml = dir.path().join("host.toml");
+    let text = std::fs::read_to_string(&host_toml).unwrap();
+    let narrowed = text.replace(r#"salt_returns = ["select", "insert", "delete"], "#, "");
+    assert_ne!(narrowed, text, "salt_returns is in the grant");
+    std::fs::write(&host_toml, narrowed).unwrap();
+    hangup(&d);
+    let r = first_refused_return(&d, "mysql");
+    assert_eq!((r.status, r.error().0), (403, "denied"), "{:?}", r.json);
+    assert!(r.error().1.contains("table `salt_returns` is not granted `insert`"), "{:?}", r.json);
+    let stored = db.sql("SELECT COUNT(*) FROM salt_returns");
+    let again = d.call("mysql", "returner", &job_return("20261130000000000003"));
+    assert_eq!(again.error().0, "denied", "every call after the reload: {:?}", again.json);
+    assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns"), stored, "a denied call stored nothing");
+}
