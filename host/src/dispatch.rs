@@ -72,6 +72,7 @@ impl ReturnerHost {
                 .and_then(|m| check_pin(rc, m))
                 .with_context(|| format!("returner `{}` ({})", rc.name, rc.module))?;
             tracing::info!(returner = %rc.name, module = %rc.module, sha256 = %module.info().sha256, "loaded");
+            crate::metrics::metrics().declare_returner(&rc.name, &crate::runtime::FUNCTIONS);
             let returner = Arc::new(Returner::new(rc.clone(), module, backends.clone()));
             returners.insert(rc.name.clone(), RwLock::new(returner));
         }

@@ -51,6 +51,17 @@ struct CapabilityLabels {
     capability: String,
 }
 
+/// Kinds of guest fault, as `returner_host_guest_faults_total` labels them.
+pub const FAULT_KINDS: &[&str] = &["trap", "deadline", "memory_limit", "limit"];
+/// Limits that refuse calls, as `returner_host_limited_total` labels them.
+pub const LIMIT_KINDS: &[&str] = &["concurrency", "rate", "mysql_connections", "pool"];
+/// Capabilities whose checks deny, as `returner_host_denials_total` labels them.
+pub const DENYING_CAPABILITIES: &[&str] = &["fs", "etcd", "mysql", "network"];
+/// Capabilities with a backend, as `returner_host_backend_errors_total` labels them.
+pub const BACKEND_CAPABILITIES: &[&str] = &["etcd", "mysql"];
+/// Outcomes of a module reload.
+pub const RELOAD_OUTCOMES: &[&str] = &["swapped", "refused"];
+
 /// Latency buckets from 50 µs to about 6.5 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -107,6 +118,35 @@ impl Metrics {
             audit_dropped.clone(),
         );
         Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors, audit_dropped }
+    }
+
+    /// Start every counter and gauge of `returner` at 0 for each label
+    /// value known in advance (fault kinds, limits, capabilities, reload
+    /// outcomes, and `ok` calls of each function), so an alert or a
+    /// `rate()` has a series to match before the first event, not only
+    /// after it (Prometheus' "avoid missing metrics").
+    pub fn declare_returner(&self, returner: &str, functions: &[&str]) {
+        let name = || returner.to_owned();
+        self.in_flight.get_or_create(&ReturnerLabels { returner: name() });
+        for function in functions {
+            let (function, outcome) = ((*function).to_owned(), "ok".to_owned());
+            self.calls.get_or_create(&CallLabels { returner: name(), function, outcome });
+        }
+        for kind in FAULT_KINDS {
+            self.faults.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
+        }
+        for kind in LIMIT_KINDS {
+            self.limited.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
+        }
+        for capability in DENYING_CAPABILITIES {
+            self.denials.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
+        }
+        for capability in BACKEND_CAPABILITIES {
+            self.backend_errors.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
+        }
+        for outcome in RELOAD_OUTCOMES {
+            self.reloads.get_or_create(&ReloadLabels { returner: name(), outcome: (*outcome).into() });
+        }
     }
 
     /// The metrics in Prometheus text format.
@@ -170,6 +210,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declared_returner_has_every_known_series_at_zero() {
+        let m = Metrics::new();
+        m.declare_returner("lc", &["returner", "get_load"]);
+        let text = m.encode();
+        for series in [
+            r#"returner_host_calls_total{returner="lc",function="get_load",outcome="ok"} 0"#,
+            r#"returner_host_denials_total{returner="lc",capability="mysql"} 0"#,
+            r#"returner_host_guest_faults_total{returner="lc",kind="deadline"} 0"#,
+            r#"returner_host_limited_total{returner="lc",kind="rate"} 0"#,
+            r#"returner_host_backend_errors_total{returner="lc",capability="etcd"} 0"#,
+            r#"returner_host_module_reloads_total{returner="lc",outcome="refused"} 0"#,
+            r#"returner_host_calls_in_flight{returner="lc"} 0"#,
+            "returner_host_audit_dropped_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn encodes_counters_with_labels() {

@@ -155,3 +155,23 @@ fn a_tampered_compiled_module_is_recompiled_and_never_run() {
     let events = super::hostile::audit_events(&audit_log);
     assert_eq!(events.iter().filter(|e| e["fields"]["outcome"] == "tampered").count(), 1);
 }
+
+#[test]
+fn metrics_declare_every_family_before_the_first_call() {
+    // An alert on denials or faults needs a series to match from the start
+    // (Prometheus' "avoid missing metrics"); before, /metrics was `# EOF`.
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let m = d.metrics();
+    for series in [
+        r#"returner_host_denials_total{returner="local_cache",capability="fs"}"#,
+        r#"returner_host_guest_faults_total{returner="local_cache",kind="trap"}"#,
+        r#"returner_host_limited_total{returner="local_cache",kind="concurrency"}"#,
+        r#"returner_host_backend_errors_total{returner="local_cache",capability="mysql"}"#,
+        r#"returner_host_calls_total{returner="local_cache",function="returner",outcome="ok"}"#,
+        r#"returner_host_calls_in_flight{returner="local_cache"}"#,
+        "returner_host_audit_dropped_total",
+    ] {
+        assert_eq!(m.get(series), Some(&0.0), "{series} in {m:?}");
+    }
+}
