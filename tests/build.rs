@@ -17,6 +17,7 @@ const GUESTS: &[&str] = &[
     "fixture-sql-escaper",
     "fixture-etcd-escaper",
     "fixture-abuser",
+    "fixture-filler",
     "fixture-broken-get-load",
     "fixture-broken-save-load",
     "fixture-broken-get-jids",

@@ -89,9 +89,17 @@ pub fn format_job_instance(load: &Value) -> Map<String, Value> {
     job.insert("Target".into(), field("tgt", "unknown-target"));
     job.insert("Target-type".into(), field("tgt_type", "list"));
     job.insert("User".into(), field("user", "root"));
+    // Salt 3008 (salt#68481): `metadata=` given on the command line rides
+    // in `arg` as a dict marked `__kwarg__: True`.
+    let in_args = || {
+        load.get("arg")?.as_array()?.iter().find_map(|arg| {
+            (arg.get("__kwarg__") == Some(&Value::Bool(true))).then(|| arg.get("metadata")).flatten()
+        })
+    };
     let metadata = load
         .get("metadata")
-        .or_else(|| load.get("kwargs").and_then(|kwargs| kwargs.get("metadata")));
+        .or_else(|| load.get("kwargs").and_then(|kwargs| kwargs.get("metadata")))
+        .or_else(in_args);
     if let Some(metadata) = metadata {
         job.insert("Metadata".into(), metadata.clone());
     }
@@ -280,6 +288,18 @@ mod tests {
         let job = format_job_instance(&json!({"arg": "ab"}));
         assert_eq!(job["Function"], "unknown-function");
         assert_eq!(job["Arguments"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn metadata_given_on_the_command_line_comes_from_a_kwarg_in_arg() {
+        // Salt 3008's format_job_instance (salt#68481), so that
+        // `jobs.list_jobs search_metadata=` finds `state.apply ... metadata=`.
+        let load = json!({"fun": "state.apply", "arg": ["web", {"metadata": {"team": "ops"}, "__kwarg__": true}]});
+        assert_eq!(format_job_instance(&load)["Metadata"], json!({"team": "ops"}));
+        let unmarked = json!({"arg": [{"metadata": {"team": "ops"}}]});
+        assert!(!format_job_instance(&unmarked).contains_key("Metadata"));
+        let top_first = json!({"metadata": 1, "arg": [{"metadata": 2, "__kwarg__": true}]});
+        assert_eq!(format_job_instance(&top_first)["Metadata"], json!(1));
     }
 
     #[test]

@@ -119,7 +119,9 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, cli.log_format)) {
+    let outcome = runtime.block_on(run(cli.command, cli.log_format));
+    crate::audit_log::flush(AUDIT_FLUSH_AT_EXIT);
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -127,6 +129,11 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// How long an exiting process waits for its audit lines to reach the disk:
+/// long enough for a healthy disk, short enough that a dead one does not
+/// hold a shutdown.
+const AUDIT_FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logs on stderr (filtered by `RUST_LOG`), and the audit events also as
 /// JSON lines in `audit_log` when set.
@@ -143,11 +150,7 @@ fn init_tracing(format: LogFormat, serving: bool, audit_log: Option<&Path>) -> a
     let audit = match audit_log {
         None => None,
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening the audit log {}", path.display()))?;
+            let file = crate::audit_log::AuditLog::open(path)?;
             // The `call` span carries the returner, the function and the module's sha256.
             let only_audit = filter_fn(|meta| {
                 meta.target() == crate::caps::audit::TARGET || (meta.is_span() && meta.name() == "call")
@@ -156,7 +159,7 @@ fn init_tracing(format: LogFormat, serving: bool, audit_log: Option<&Path>) -> a
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_ansi(false)
-                    .with_writer(std::sync::Mutex::new(file))
+                    .with_writer(file)
                     .with_filter(only_audit),
             )
         }

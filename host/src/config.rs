@@ -22,15 +22,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::caps::Profile;
 use crate::caps::Grants;
-use crate::caps::etcd::EtcdProfile;
-use crate::caps::mysql::MysqlProfile;
 
 /// Default data directory when neither the config nor the command line names one.
 pub const DEFAULT_DATA_DIR: &str = "./var";
@@ -64,11 +63,8 @@ pub const DEFAULT_INSTANCES: u32 = 64;
 /// JavaScript guest defines one; more is a component built to take the
 /// pool's memory slots from other returners.
 pub const DEFAULT_MEMORIES: u32 = 2;
-/// Most `limits.instances` and `limits.memories`: the pool reserves that
-/// many per instance slot, so a typo must not make the host reserve more
-/// address space than it has.
-pub const MAX_INSTANCES: u32 = 1024;
-/// See [`MAX_INSTANCES`].
+/// Most `limits.memories`: the pool reserves address space for that many
+/// memories per instance slot.
 pub const MAX_MEMORIES: u32 = 16;
 /// Most `server.instance_slots`: each slot reserves address space for the
 /// largest memory cap, so a typo must not reserve terabytes.
@@ -80,6 +76,58 @@ pub const DEFAULT_MAX_RESULT_MIB: u64 = 16;
 /// the config does not set it. A `stat` per module file; a replaced module is
 /// live within two intervals.
 pub const DEFAULT_WATCH_INTERVAL_MS: u64 = 1_000;
+
+/// The longest `deadline_ms`. A call holds a concurrency slot and an
+/// instance for its whole deadline; past ten minutes a call is stuck, not
+/// slow, and a typo (`deadline_ms = 20000000`) would let one hold them for days.
+pub const MAX_DEADLINE_MS: u64 = 600_000;
+/// The largest `memory_mib`: all a 32-bit guest can address. More would
+/// only size the instance pool's reservations for nothing.
+pub const MAX_MEMORY_MIB: u64 = 4_096;
+/// The largest `max_concurrency`. Instance slots are the sum over the
+/// returners; one returner asking for more would size the pool (and its
+/// address-space reservation) past what a host can hold.
+pub const MAX_CONCURRENCY: u32 = 1_024;
+/// The largest `table_elements`. Stops a config from letting a guest grow
+/// its tables into gigabytes of host memory.
+pub const MAX_TABLE_ELEMENTS: u32 = 1_000_000;
+/// The largest `instances`. Stops a config from letting one call create core
+/// instances without end.
+pub const MAX_INSTANCES: u32 = 10_000;
+/// The largest `max_result_mib`: an answer the host holds, parses and sends
+/// whole must stay well inside its memory.
+pub const MAX_RESULT_MIB: u64 = 4_096;
+/// The largest `rate_per_second` and `burst`: beyond, the token bucket
+/// limits nothing and a typo would pass unseen.
+pub const MAX_RATE: u32 = 1_000_000;
+/// The largest `server.max_body_bytes`: a request body is held in memory
+/// whole, so no setting may let a runaway client send more than this.
+pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+/// The shortest non-zero `server.watch_interval_ms`: shorter turns the
+/// watch of module files into a busy loop of `stat` calls.
+pub const MIN_WATCH_INTERVAL_MS: u64 = 10;
+/// The longest `server.watch_interval_ms` (a day); to stop watching, use 0.
+pub const MAX_WATCH_INTERVAL_MS: u64 = 86_400_000;
+
+/// Where, under `server.data_dir`, the host keeps its compiled modules.
+pub const COMPILED_DIR: &str = "compiled";
+/// Where, under `server.data_dir`, the host keeps (and will keep) its spool.
+pub const SPOOL_DIR: &str = "spool";
+/// The parts of `server.data_dir` that are the host's own. No `fs` grant may
+/// reach them, nor hold them: a guest that could write the compiled modules
+/// would have the host run its native code, and one that could write the
+/// spool would forge what was acknowledged. The rest of the data dir (the
+/// default job cache in `jobs`) may be granted.
+pub const HOST_OWNED_DIRS: &[&str] = &[COMPILED_DIR, SPOOL_DIR];
+
+/// Create `dir` and its missing parents for the host's user only (0700),
+/// whatever the umask: the data dir holds compiled code and the socket, and
+/// under a umask of 000 anyone could have written them. Directories that
+/// exist keep their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
 
 /// A config that could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -132,24 +180,6 @@ struct ServerSection {
     instance_slots: Option<u32>,
 }
 
-/// A named connection profile; credentials live here, host-side only.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Profile {
-    /// An etcd cluster.
-    Etcd(EtcdProfile),
-    /// A MySQL or MariaDB server.
-    Mysql(MysqlProfile),
-}
-
-impl Profile {
-    fn kind(&self) -> &'static str {
-        match self {
-            Profile::Etcd(_) => "etcd",
-            Profile::Mysql(_) => "mysql",
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,7 +246,7 @@ impl fmt::Display for Listen {
 }
 
 /// Resolved server settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: Listen,
@@ -234,6 +264,13 @@ pub struct ServerConfig {
     /// Component instances the pool holds at once, when the config sets it;
     /// otherwise the sum of the returners' `max_concurrency` and a spare few.
     pub instance_slots: Option<u32>,
+}
+
+impl ServerConfig {
+    /// Where compiled modules are cached (host-owned: no grant reaches it).
+    pub fn compiled_dir(&self) -> PathBuf {
+        self.data_dir.join(COMPILED_DIR)
+    }
 }
 
 /// Where a returner's code comes from.
@@ -372,7 +409,7 @@ impl HostConfig {
     pub fn embedded_default(overrides: &Overrides) -> Result<Self, ConfigError> {
         let data_dir = overrides.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let jobs = data_dir.join("jobs");
-        std::fs::create_dir_all(&jobs).map_err(|e| ConfigError::Invalid {
+        create_private_dir(&jobs).map_err(|e| ConfigError::Invalid {
             file: PathBuf::from("<default>"),
             key: "server.data_dir".into(),
             message: format!("cannot create {}: {e}", jobs.display()),
@@ -445,14 +482,25 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
     }
     let max_body_bytes = file.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     let audit_log = file.server.audit_log.as_deref().map(abs);
-    if max_body_bytes == 0 {
-        return Err(invalid("server.max_body_bytes", "expected a positive number of bytes".into()));
+    if !(1..=MAX_BODY_BYTES_LIMIT).contains(&max_body_bytes) {
+        return Err(invalid(
+            "server.max_body_bytes",
+            format!("{max_body_bytes} is out of range; expected 1 to {MAX_BODY_BYTES_LIMIT} bytes"),
+        ));
     }
-    if let Some(n) = file.server.instance_slots
-        && !(1..=MAX_INSTANCE_SLOTS).contains(&n)
-    {
-        return Err(invalid("server.instance_slots", format!("expected 1 to {MAX_INSTANCE_SLOTS} slots, not {n}")));
-    }
+    let watch_interval = match file.server.watch_interval_ms.unwrap_or(DEFAULT_WATCH_INTERVAL_MS) {
+        0 => None,
+        ms if (MIN_WATCH_INTERVAL_MS..=MAX_WATCH_INTERVAL_MS).contains(&ms) => Some(Duration::from_millis(ms)),
+        ms => {
+            return Err(invalid(
+                "server.watch_interval_ms",
+                format!("{ms} is out of range; expected 0 (no watch) or {MIN_WATCH_INTERVAL_MS} to {MAX_WATCH_INTERVAL_MS} ms"),
+            ));
+        }
+    };
+    let instance_slots = in_range("instance_slots", file.server.instance_slots, 1, MAX_INSTANCE_SLOTS, "slots")
+        .map_err(|(k, m)| invalid(&format!("server.{k}"), m))?;
+    let host_owned: Vec<PathBuf> = HOST_OWNED_DIRS.iter().map(|d| resolve_symlinks(&data_dir.join(d))).collect();
 
     let mut profiles = BTreeMap::new();
     for (name, mut profile) in file.profiles {
@@ -508,6 +556,9 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
         }
         if let Some(g) = &grants.mysql {
             check_profile(&profiles, &g.profile, "mysql").map_err(|m| invalid(&format!("{key}.grants.mysql.profile"), m))?;
+            if let Some(Profile::Mysql(profile)) = profiles.get(&g.profile) {
+                g.validate(profile).map_err(|(k, m)| invalid(&format!("{key}.grants.mysql.{k}"), m))?;
+            }
         }
         if let Some(g) = &mut grants.fs {
             g.validate().map_err(|(k, m)| invalid(&format!("{key}.grants.fs.{k}"), m))?;
@@ -518,6 +569,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
                     format!("{} is not a directory; create it, then grant it", g.dir.display()),
                 ));
             }
+            check_not_host_owned(&g.dir, &data_dir, &host_owned).map_err(|m| invalid(&format!("{key}.grants.fs.dir"), m))?;
         }
         let options = serde_json::to_value(&section.options)
             .ok()
@@ -547,11 +599,8 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
             data_dir,
             max_body_bytes: max_body_bytes as usize,
             audit_log,
-            watch_interval: match file.server.watch_interval_ms.unwrap_or(DEFAULT_WATCH_INTERVAL_MS) {
-                0 => None,
-                ms => Some(Duration::from_millis(ms)),
-            },
-            instance_slots: file.server.instance_slots,
+            watch_interval,
+            instance_slots,
         },
         profiles,
         returners,
@@ -560,55 +609,97 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
 
 fn resolve_limits(s: &LimitsSection) -> Result<Limits, (&'static str, String)> {
     let d = Limits::default();
-    let memory_bytes = match s.memory_mib {
+    let memory_bytes = match in_range("memory_mib", s.memory_mib, 1, MAX_MEMORY_MIB, "MiB")? {
         None => d.memory_bytes,
-        Some(0) => return Err(("memory_mib", "expected at least 1 MiB".into())),
-        Some(m) if m > 4096 => return Err(("memory_mib", format!("{m} MiB is over the 4096 MiB a 32-bit guest can address"))),
         Some(m) => (m * 1024 * 1024) as usize,
     };
-    let deadline = match s.deadline_ms {
+    let deadline = match in_range("deadline_ms", s.deadline_ms, 1, MAX_DEADLINE_MS, "ms")? {
         None => d.deadline,
-        Some(0) => return Err(("deadline_ms", "expected at least 1 ms".into())),
         Some(ms) => Duration::from_millis(ms),
     };
-    let max_concurrency = match s.max_concurrency {
-        None => d.max_concurrency,
-        Some(0) => return Err(("max_concurrency", "expected at least 1".into())),
-        Some(n) if n > 1024 => return Err(("max_concurrency", format!("{n} is over the most, 1024"))),
-        Some(n) => n,
-    };
-    let table_elements = match s.table_elements {
-        None => d.table_elements,
-        Some(0) => return Err(("table_elements", "expected at least 1".into())),
-        Some(n) => n,
-    };
-    let instances = match s.instances {
-        None => d.instances,
-        Some(0) => return Err(("instances", "expected at least 1".into())),
-        Some(n) if n > MAX_INSTANCES => return Err(("instances", format!("{n} is over the most, {MAX_INSTANCES}"))),
-        Some(n) => n,
-    };
-    let memories = match s.memories {
-        None => d.memories,
-        Some(0) => return Err(("memories", "expected at least 1".into())),
-        Some(n) if n > MAX_MEMORIES => return Err(("memories", format!("{n} is over the most, {MAX_MEMORIES}"))),
-        Some(n) => n,
-    };
-    let rate = match (s.rate_per_second, s.burst) {
+    let max_concurrency = in_range("max_concurrency", s.max_concurrency, 1, MAX_CONCURRENCY, "calls")?.unwrap_or(d.max_concurrency);
+    let table_elements =
+        in_range("table_elements", s.table_elements, 1, MAX_TABLE_ELEMENTS, "elements")?.unwrap_or(d.table_elements);
+    let instances = in_range("instances", s.instances, 1, MAX_INSTANCES, "instances")?.unwrap_or(d.instances);
+    let memories = in_range("memories", s.memories, 1, MAX_MEMORIES, "memories")?.unwrap_or(d.memories);
+    let burst = in_range("burst", s.burst, 1, MAX_RATE, "calls")?;
+    let rate = match (s.rate_per_second, burst) {
         (None, None) => None,
         (None, Some(_)) => return Err(("burst", "burst needs rate_per_second".into())),
-        (Some(r), _) if !(r.is_finite() && r > 0.0) => {
-            return Err(("rate_per_second", "expected a positive number of calls per second".into()));
+        (Some(r), _) if !(r.is_finite() && r > 0.0 && r <= f64::from(MAX_RATE)) => {
+            return Err((
+                "rate_per_second",
+                format!("{r} is out of range; expected a number of calls per second above 0, at most {MAX_RATE}"),
+            ));
         }
-        (Some(_), Some(0)) => return Err(("burst", "expected at least 1".into())),
         (Some(r), burst) => Some(Rate { per_second: r, burst: burst.unwrap_or_else(|| (r.ceil() as u32).max(1)) }),
     };
-    let max_result_bytes = match s.max_result_mib {
+    let max_result_bytes = match in_range("max_result_mib", s.max_result_mib, 1, MAX_RESULT_MIB, "MiB")? {
         None => d.max_result_bytes,
-        Some(0) => return Err(("max_result_mib", "expected at least 1 MiB".into())),
-        Some(m) => (m.min(4096) * 1024 * 1024) as usize,
+        Some(m) => (m * 1024 * 1024) as usize,
     };
     Ok(Limits { memory_bytes, deadline, max_concurrency, table_elements, instances, memories, rate, max_result_bytes })
+}
+
+/// `value` if it is within `min..=max`; else the key and the accepted range.
+fn in_range<T: PartialOrd + fmt::Display + Copy>(
+    key: &'static str,
+    value: Option<T>,
+    min: T,
+    max: T,
+    unit: &str,
+) -> Result<Option<T>, (&'static str, String)> {
+    match value {
+        Some(v) if v < min || v > max => Err((key, format!("{v} is out of range; expected {min} to {max} {unit}"))),
+        v => Ok(v),
+    }
+}
+
+/// `path` with its symlinks resolved, also when its last components do not
+/// exist yet (a data dir made at first start): the nearest existing
+/// ancestor is resolved and the rest joined on, `..` taken lexically (a
+/// component that does not exist cannot be a symlink).
+fn resolve_symlinks(path: &Path) -> PathBuf {
+    let path = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
+    let components: Vec<Component<'_>> = path.components().collect();
+    for existing in (1..=components.len()).rev() {
+        let Ok(mut resolved) = components[..existing].iter().collect::<PathBuf>().canonicalize() else { continue };
+        for c in &components[existing..] {
+            match c {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::CurDir => {}
+                c => resolved.push(c),
+            }
+        }
+        return resolved;
+    }
+    path
+}
+
+/// A grant of `dir` must neither reach nor hold a host-owned directory of
+/// `data_dir` (`host_owned`, resolved), symlinks resolved on both sides.
+fn check_not_host_owned(dir: &Path, data_dir: &Path, host_owned: &[PathBuf]) -> Result<(), String> {
+    let granted = resolve_symlinks(dir);
+    for owned in host_owned {
+        if granted.starts_with(owned) || owned.starts_with(&granted) {
+            let shown = if granted == dir { String::new() } else { format!(" (resolved: {})", granted.display()) };
+            let how = if granted.starts_with(owned) { "is inside" } else { "holds" };
+            return Err(format!(
+                "{}{shown} {how} {}, which is the host's own (server.data_dir {} keeps compiled modules in `{COMPILED_DIR}` and the spool in `{SPOOL_DIR}`): \
+                 a guest granted it could change the code the host runs; grant a directory outside them, e.g. {}",
+                dir.display(),
+                owned.display(),
+                data_dir.display(),
+                data_dir.join("jobs").display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_profile(profiles: &BTreeMap<String, Profile>, name: &str, kind: &str) -> Result<(), String> {
@@ -699,14 +790,89 @@ mod tests {
         assert!(err.to_string().contains("server.instance_slots"), "{err}");
         let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { memories = 17 }\n").unwrap_err();
         assert!(err.to_string().contains("returners.x.limits.memories"), "{err}");
-        let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { instances = 5000 }\n").unwrap_err();
-        assert!(err.to_string().contains("over the most, 1024"), "{err}");
     }
 
     #[test]
     fn zero_limits_are_refused() {
         let err = parse("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = { max_concurrency = 0 }\n").unwrap_err();
         assert!(err.to_string().contains("returners.x.limits.max_concurrency"), "{err}");
+    }
+
+    #[test]
+    fn every_limit_out_of_range_names_its_key_and_range() {
+        for (limit, key, range) in [
+            ("deadline_ms = 600001", "deadline_ms", "1 to 600000 ms"),
+            ("memory_mib = 4097", "memory_mib", "1 to 4096 MiB"),
+            ("memory_mib = 0", "memory_mib", "1 to 4096 MiB"),
+            ("max_concurrency = 1025", "max_concurrency", "1 to 1024"),
+            ("table_elements = 1000001", "table_elements", "1 to 1000000"),
+            ("instances = 0", "instances", "1 to 10000"),
+            ("max_result_mib = 4097", "max_result_mib", "1 to 4096 MiB"),
+            ("rate_per_second = 0.0", "rate_per_second", "above 0"),
+            ("rate_per_second = inf", "rate_per_second", "above 0"),
+            ("rate_per_second = nan", "rate_per_second", "above 0"),
+            ("rate_per_second = 1e9", "rate_per_second", "at most 1000000"),
+            ("rate_per_second = 1.0, burst = 0", "burst", "1 to 1000000"),
+        ] {
+            let text = format!("[returners.x]\nmodule = \"builtin:local-cache\"\nlimits = {{ {limit} }}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `returners.x.limits.{key}`")), "{limit}: {err}");
+            assert!(err.contains(range), "{limit}: {err}");
+        }
+        let edges = "limits = { deadline_ms = 600000, memory_mib = 4096, max_concurrency = 1024, max_result_mib = 4096 }";
+        assert!(parse(&format!("[returners.x]\nmodule = \"builtin:local-cache\"\n{edges}\n")).is_ok());
+    }
+
+    #[test]
+    fn server_sizes_out_of_range_are_refused() {
+        for (server, key) in [
+            ("max_body_bytes = 0", "server.max_body_bytes"),
+            ("max_body_bytes = 1073741825", "server.max_body_bytes"),
+            ("watch_interval_ms = 1", "server.watch_interval_ms"),
+            ("watch_interval_ms = 86400001", "server.watch_interval_ms"),
+        ] {
+            let err = parse(&format!("[server]\n{server}\n")).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}`")) && err.contains("out of range"), "{server}: {err}");
+        }
+        assert_eq!(parse("[server]\nwatch_interval_ms = 0\n").unwrap().server.watch_interval, None);
+    }
+
+    fn grant_in(data_dir: &Path, dir: &Path) -> Result<HostConfig, ConfigError> {
+        let text = format!(
+            "[server]\ndata_dir = {}\n[returners.lc]\nmodule = \"builtin:local-cache\"\n[returners.lc.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+            toml_string(&data_dir.to_string_lossy()),
+            toml_string(&dir.to_string_lossy())
+        );
+        parse(&text)
+    }
+
+    #[test]
+    fn an_fs_grant_over_data_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("var");
+        let compiled = data.join(COMPILED_DIR);
+        std::fs::create_dir_all(compiled.join("x")).unwrap();
+        std::fs::create_dir_all(data.join("jobs")).unwrap();
+        std::os::unix::fs::symlink(&data, tmp.path().join("link-to-var")).unwrap();
+        for granted in [data.clone(), tmp.path().to_owned(), compiled.clone(), compiled.join("x"), tmp.path().join("link-to-var")] {
+            let err = grant_in(&data, &granted).unwrap_err().to_string();
+            assert!(err.starts_with("test.toml: key `returners.lc.grants.fs.dir`"), "{}: {err}", granted.display());
+            assert!(err.contains("the host's own"), "{}: {err}", granted.display());
+        }
+        grant_in(&data, &data.join("jobs")).expect("the default job cache beside the host's own dirs");
+    }
+
+    #[test]
+    fn a_data_dir_not_made_yet_is_resolved_through_its_symlinked_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("alias")).unwrap();
+        // data_dir does not exist yet; its parent is a symlink to `real`.
+        let data = tmp.path().join("alias/var");
+        let err = grant_in(&data, &real).unwrap_err().to_string();
+        assert!(err.contains("holds"), "{err}");
+        assert_eq!(resolve_symlinks(&tmp.path().join("alias/var/../var/compiled")), real.canonicalize().unwrap().join("var/compiled"));
     }
 
     #[test]

@@ -24,6 +24,22 @@ pub struct ReturnerHost {
     /// Each returner behind a lock held only to clone or swap the `Arc`: a
     /// call keeps the module it started on, a reload swaps in the next one.
     returners: BTreeMap<String, RwLock<Arc<Returner>>>,
+    /// Component instances the engine's pool was sized for at start.
+    instance_slots: u32,
+    /// The largest linear memory the engine's pool was sized for at start.
+    max_memory_bytes: usize,
+    /// Core instances and memories one component instance may hold in the
+    /// engine's pool, as sized at start.
+    per_component: (u32, u32),
+}
+
+/// What [`ReturnerHost::reconfigure`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// What became of the module.
+    pub module: Reloaded,
+    /// Whether its grants, limits or options changed.
+    pub settings_changed: bool,
 }
 
 /// What [`ReturnerHost::reload`] did.
@@ -43,13 +59,12 @@ pub enum Reloaded {
 impl ReturnerHost {
     /// Build the runtime for `config` and load every returner's module.
     pub fn start(config: &HostConfig) -> anyhow::Result<Self> {
-        let slots = config.server.instance_slots.unwrap_or_else(|| {
-            config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS
-        });
-        let runtime = Runtime::new(RuntimeOptions {
-            compiled_dir: Some(config.server.data_dir.join("compiled")),
-            ..RuntimeOptions::for_returners(slots, config.returners.iter().map(|r| &r.limits))
-        })?;
+        let compiled_dir = config.server.compiled_dir();
+        crate::config::create_private_dir(&compiled_dir).with_context(|| format!("creating {}", compiled_dir.display()))?;
+        let pool = pool_sizing(config);
+        let (instance_slots, max_memory_bytes) = (pool.instance_slots, pool.max_memory_bytes);
+        let per_component = (pool.instances_per_component, pool.memories_per_component);
+        let runtime = Runtime::new(RuntimeOptions { compiled_dir: Some(compiled_dir), ..pool })?;
         let backends = Backends::from_profiles(&config.profiles)?;
         let mut returners = BTreeMap::new();
         for rc in &config.returners {
@@ -57,10 +72,11 @@ impl ReturnerHost {
                 .and_then(|m| check_pin(rc, m))
                 .with_context(|| format!("returner `{}` ({})", rc.name, rc.module))?;
             tracing::info!(returner = %rc.name, module = %rc.module, sha256 = %module.info().sha256, "loaded");
+            crate::metrics::metrics().declare_returner(&rc.name, &crate::runtime::FUNCTIONS);
             let returner = Arc::new(Returner::new(rc.clone(), module, backends.clone()));
             returners.insert(rc.name.clone(), RwLock::new(returner));
         }
-        Ok(Self { runtime, returners })
+        Ok(Self { runtime, returners, instance_slots, max_memory_bytes, per_component })
     }
 
     /// The runtime.
@@ -98,9 +114,96 @@ impl ReturnerHost {
         if from == to && current.config().module == rc.module && current.config().sha256 == rc.sha256 {
             return Ok(Reloaded::Unchanged);
         }
-        let next = Arc::new(current.with_module(module, rc));
+        let next = Arc::new(current.next(module, rc));
         *slot.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
         Ok(if from == to { Reloaded::Unchanged } else { Reloaded::Swapped { from, to } })
+    }
+
+    /// What in `next` differs from `current` (the config this host serves)
+    /// in ways only a restart applies: the server settings, the profiles
+    /// (their connections are made at start), the set of returners, and
+    /// limits past what the engine's instance pool was sized for. Empty
+    /// when [`ReturnerHost::reconfigure`] can apply `next`.
+    pub fn needs_restart(&self, current: &HostConfig, next: &HostConfig) -> Vec<String> {
+        let mut needs = Vec::new();
+        let (a, b) = (&current.server, &next.server);
+        for (key, same) in [
+            ("server.listen", a.listen == b.listen),
+            ("server.token_file", a.token_file == b.token_file),
+            ("server.data_dir", a.data_dir == b.data_dir),
+            ("server.max_body_bytes", a.max_body_bytes == b.max_body_bytes),
+            ("server.audit_log", a.audit_log == b.audit_log),
+            ("server.watch_interval_ms", a.watch_interval == b.watch_interval),
+            ("server.instance_slots", a.instance_slots == b.instance_slots),
+        ] {
+            if !same {
+                needs.push(format!("{key} changed"));
+            }
+        }
+        // Profiles hold credentials and have no equality of their own; their
+        // Debug text shows every setting (and no secret: those are in files).
+        let profiles = |c: &HostConfig| -> BTreeMap<String, String> {
+            c.profiles.iter().map(|(name, p)| (name.clone(), format!("{p:?}"))).collect()
+        };
+        let (pa, pb) = (profiles(current), profiles(next));
+        for name in pa.keys().chain(pb.keys()).collect::<std::collections::BTreeSet<_>>() {
+            match (pa.get(name), pb.get(name)) {
+                (Some(_), None) => needs.push(format!("profile `{name}` removed")),
+                (None, Some(_)) => needs.push(format!("profile `{name}` added")),
+                (Some(x), Some(y)) if x != y => needs.push(format!("profile `{name}` changed")),
+                _ => {}
+            }
+        }
+        for rc in &next.returners {
+            if current.returner(&rc.name).is_none() {
+                needs.push(format!("returner `{}` added", rc.name));
+            }
+        }
+        for rc in &current.returners {
+            if next.returner(&rc.name).is_none() {
+                needs.push(format!("returner `{}` removed", rc.name));
+            }
+        }
+        let pool = pool_sizing(next);
+        let slots = pool.instance_slots;
+        if slots > self.instance_slots {
+            needs.push(format!(
+                "the returners' max_concurrency adds up to {} instance slots, over the {} the host was started with",
+                slots, self.instance_slots
+            ));
+        }
+        let (instances, memories) = self.per_component;
+        if pool.instances_per_component > instances {
+            needs.push(format!("a limits.instances over the largest the host was started with ({instances})"));
+        }
+        if pool.memories_per_component > memories {
+            needs.push(format!("a limits.memories over the largest the host was started with ({memories})"));
+        }
+        if pool.max_memory_bytes > self.max_memory_bytes {
+            needs.push(format!(
+                "a memory_mib over the largest the host was started with ({} MiB)",
+                self.max_memory_bytes / (1024 * 1024)
+            ));
+        }
+        needs
+    }
+
+    /// Make returner `rc.name` serve new calls with everything `rc` says:
+    /// its module (loaded and checked as at start), grants, limits and
+    /// options. Calls in flight finish with what they started with. On any
+    /// error nothing changes. Compiles: run it off the async workers.
+    pub fn reconfigure(&self, rc: &ReturnerConfig) -> anyhow::Result<Reconfigured> {
+        let name = &rc.name;
+        let slot = self.returners.get(name).with_context(|| format!("no returner `{name}` is loaded"))?;
+        let module = load(&self.runtime, &rc.module)
+            .and_then(|m| check_pin(rc, m))
+            .with_context(|| format!("returner `{name}` ({})", rc.module))?;
+        let mut serving = slot.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (from, to) = (serving.module().info().sha256.clone(), module.info().sha256.clone());
+        let settings_changed = settings_differ(serving.config(), rc);
+        *serving = Arc::new(serving.next(module, rc.clone()));
+        let module = if from == to { Reloaded::Unchanged } else { Reloaded::Swapped { from, to } };
+        Ok(Reconfigured { module, settings_changed })
     }
 
     /// Run Salt's `function` of returner `name` with `body`, a JSON object
@@ -114,6 +217,22 @@ impl ReturnerHost {
         let output = returner.call(&self.runtime, &call).await?;
         output_to_json(name, function, output)
     }
+}
+
+/// The engine's pool as `config` needs it: `server.instance_slots`, or the
+/// returners' `max_concurrency` summed plus a spare few, each slot with room
+/// for the largest limits of any returner.
+fn pool_sizing(config: &HostConfig) -> RuntimeOptions {
+    let slots = config.server.instance_slots.unwrap_or_else(|| {
+        config.returners.iter().map(|r| r.limits.max_concurrency).sum::<u32>() + SPARE_INSTANCE_SLOTS
+    });
+    RuntimeOptions::for_returners(slots, config.returners.iter().map(|r| &r.limits))
+}
+
+/// Whether the grants, limits or options of `a` and `b` differ. Grants have
+/// no equality of their own; their Debug text shows every field.
+fn settings_differ(a: &ReturnerConfig, b: &ReturnerConfig) -> bool {
+    a.limits != b.limits || a.options != b.options || format!("{:?}", a.grants) != format!("{:?}", b.grants)
 }
 
 /// Load a module from its source.

@@ -3,6 +3,13 @@
 use std::fmt;
 
 use crate::bindings::GuestError;
+use crate::guest_text;
+
+/// The most bytes of a guest's own error text the host keeps: the HTTP
+/// answer and the log line quote at most this much, then say how much was
+/// cut. A guest answering a 50 MB error cannot make the host send or log
+/// 50 MB.
+pub const MAX_GUEST_ERROR_BYTES: usize = 4 * 1024;
 
 /// What kind of failure a call met; the wire name is [`ErrorKind::as_str`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,14 +96,20 @@ impl ErrorKind {
 pub struct CallError {
     /// What kind of failure.
     pub kind: ErrorKind,
-    /// One line naming the problem.
+    /// One line naming the problem: control characters are escaped.
     pub message: String,
 }
 
 impl CallError {
-    /// A failure of `kind`.
+    /// A failure of `kind`. The message is made one line: it often quotes a
+    /// guest (its stderr, a name it chose) or a request, and is logged.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        let message = message.into();
+        let escaped = match guest_text::one_line(&message) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(escaped) => Some(escaped),
+        };
+        Self { kind, message: escaped.unwrap_or(message) }
     }
 
     /// The request is malformed.
@@ -104,20 +117,23 @@ impl CallError {
         Self::new(ErrorKind::BadRequest, message)
     }
 
-    /// An error value the guest returned.
+    /// An error value the guest returned; its text is cut to
+    /// [`MAX_GUEST_ERROR_BYTES`].
     pub fn from_guest(returner: &str, function: &str, e: GuestError) -> Self {
-        match e {
-            GuestError::Denied(m) => Self::new(ErrorKind::Denied, m),
-            GuestError::Backend(m) => Self::new(ErrorKind::Backend, m),
-            GuestError::Invalid(m) => Self::new(ErrorKind::Invalid, m),
-            GuestError::NotFound(m) => Self::new(ErrorKind::GuestNotFound, m),
+        let said = |m: String| guest_text::bounded(&m, MAX_GUEST_ERROR_BYTES);
+        let (kind, message) = match e {
+            GuestError::Denied(m) => (ErrorKind::Denied, said(m)),
+            GuestError::Backend(m) => (ErrorKind::Backend, said(m)),
+            GuestError::Invalid(m) => (ErrorKind::Invalid, said(m)),
+            GuestError::NotFound(m) => (ErrorKind::GuestNotFound, said(m)),
             // Salt's loader words a missing function this way.
-            GuestError::Unsupported(m) => Self::new(
-                ErrorKind::Unsupported,
-                format!("'{returner}.{function}' is not available. ({m})"),
-            ),
-            GuestError::Limit(m) => Self::new(ErrorKind::Limit, m),
-        }
+            GuestError::Unsupported(m) => {
+                (ErrorKind::Unsupported, format!("'{returner}.{function}' is not available. ({})", said(m)))
+            }
+            GuestError::Limit(m) => (ErrorKind::Limit, said(m)),
+        };
+        // Already one line: `bounded` escapes as it cuts.
+        Self { kind, message }
     }
 }
 
@@ -128,3 +144,26 @@ impl fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_guest_error_is_cut_to_the_cap_on_one_line() {
+        let forged = format!("boom\n2026-11-30T00:00:00.000000Z  WARN returner_host::audit: forged{}", "x".repeat(50 * 1024 * 1024));
+        let e = CallError::from_guest("r", "get_load", GuestError::Backend(forged.clone()));
+        assert_eq!(e.kind, ErrorKind::Backend);
+        assert!(e.message.len() <= MAX_GUEST_ERROR_BYTES + 64, "{}", e.message.len());
+        assert!(e.message.starts_with("boom\\n2026-11-30"), "{}", &e.message[..40]);
+        assert!(!e.message.contains('\n'));
+        assert!(e.message.ends_with(" bytes cut)"), "{}", &e.message[e.message.len() - 40..]);
+        let e = CallError::from_guest("r", "get_fun", GuestError::Unsupported("a\rb".into()));
+        assert_eq!(e.message, "'r.get_fun' is not available. (a\\rb)");
+    }
+
+    #[test]
+    fn every_message_is_one_line() {
+        assert_eq!(CallError::new(ErrorKind::Trap, "panicked\nnext").message, "panicked\\nnext");
+    }
+}

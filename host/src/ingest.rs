@@ -78,11 +78,24 @@ pub async fn serve(
 }
 
 /// Bind a unix socket with mode 0600, replacing a stale socket but never a
-/// live one or a file that is not a socket.
+/// live one or a file that is not a socket. The socket is bound inside a
+/// fresh directory only this user can enter, made 0600 there, then renamed
+/// into place: no other user can connect to it at any moment, whatever the
+/// process's umask, and no other thread's files are touched (a umask is
+/// process-wide).
 fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt as _;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::config::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        // Anyone could remove the socket and listen in its place, and be
+        // handed every return Salt sends.
+        bail!(
+            "{} is writable by every user and not sticky (mode {:o}); put the socket in a directory only the host's user can write",
+            dir.display(),
+            mode & 0o7777
+        );
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -93,9 +106,16 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("binding unix:{}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
+    let private = tempfile::Builder::new()
+        .prefix(".returner-host-bind-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a private directory in {} to bind the socket in", dir.display()))?;
+    let bound = private.path().join("sock");
+    let listener = tokio::net::UnixListener::bind(&bound).with_context(|| format!("binding unix:{}", path.display()))?;
+    std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting mode 0600 on {}", bound.display()))?;
+    std::fs::rename(&bound, path).with_context(|| format!("moving the socket into place at {}", path.display()))?;
     Ok(listener)
 }
 

@@ -5,12 +5,14 @@
 
 #[allow(missing_docs)]
 pub mod bindings;
+pub mod audit_log;
 pub mod builtin;
 pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod guest_text;
 pub mod ingest;
 pub mod reload;
 pub mod metrics;

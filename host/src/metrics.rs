@@ -1,7 +1,8 @@
 //! Prometheus metrics of the host, served at `GET /metrics` in the text
 //! exposition format: calls by returner, function and outcome, their
-//! latency, calls in flight, guest faults, capability denials, and calls
-//! refused by a limit. One registry per process.
+//! latency, calls in flight, guest faults, capability denials, calls
+//! refused by a limit, and audit lines the audit log could not take. One
+//! registry per process.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -50,6 +51,17 @@ struct CapabilityLabels {
     capability: String,
 }
 
+/// Kinds of guest fault, as `returner_host_guest_faults_total` labels them.
+pub const FAULT_KINDS: &[&str] = &["trap", "deadline", "memory_limit", "limit"];
+/// Limits that refuse calls, as `returner_host_limited_total` labels them.
+pub const LIMIT_KINDS: &[&str] = &["concurrency", "rate", "mysql_connections", "pool"];
+/// Capabilities whose checks deny, as `returner_host_denials_total` labels them.
+pub const DENYING_CAPABILITIES: &[&str] = &["fs", "etcd", "mysql", "network"];
+/// Capabilities with a backend, as `returner_host_backend_errors_total` labels them.
+pub const BACKEND_CAPABILITIES: &[&str] = &["etcd", "mysql"];
+/// Outcomes of a module reload.
+pub const RELOAD_OUTCOMES: &[&str] = &["swapped", "refused"];
+
 /// Latency buckets from 50 µs to about 6.5 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
@@ -66,6 +78,7 @@ pub struct Metrics {
     limited: Family<KindLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     backend_errors: Family<CapabilityLabels, Counter>,
+    audit_dropped: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -86,19 +99,54 @@ impl Metrics {
         let limited = Family::<KindLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let backend_errors = Family::<CapabilityLabels, Counter>::default();
+        let audit_dropped = Counter::default();
         registry.register("calls", "Returner calls by returner, function and outcome (ok or the error kind)", calls.clone());
         registry.register("call_duration_seconds", "Time from a call's arrival at the runtime to its answer", latency.clone());
         registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
         registry.register("guest_faults", "Calls a guest ended by a fault: trap, deadline, memory_limit, or limit (table elements, result size)", faults.clone());
         registry.register("denials", "Capability operations refused by a grant check", denials.clone());
-        registry.register("limited", "Calls refused by a limit: concurrency, rate, or pool (no free instance slot in the host's pool)", limited.clone());
+        registry.register("limited", "Calls refused by a limit: concurrency, rate, mysql_connections, or pool (no free instance slot in the host's pool)", limited.clone());
         registry.register("module_reloads", "Module reloads by outcome: swapped or refused", reloads.clone());
         registry.register(
             "backend_errors",
             "Capability operations that failed in the backend (unreachable, timed out, refused by the server)",
             backend_errors.clone(),
         );
-        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors }
+        registry.register(
+            "audit_dropped",
+            "Audit events not written to server.audit_log because its queue was full (the disk not keeping up)",
+            audit_dropped.clone(),
+        );
+        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors, audit_dropped }
+    }
+
+    /// Start every counter and gauge of `returner` at 0 for each label
+    /// value known in advance (fault kinds, limits, capabilities, reload
+    /// outcomes, and `ok` calls of each function), so an alert or a
+    /// `rate()` has a series to match before the first event, not only
+    /// after it (Prometheus' "avoid missing metrics").
+    pub fn declare_returner(&self, returner: &str, functions: &[&str]) {
+        let name = || returner.to_owned();
+        self.in_flight.get_or_create(&ReturnerLabels { returner: name() });
+        for function in functions {
+            let (function, outcome) = ((*function).to_owned(), "ok".to_owned());
+            self.calls.get_or_create(&CallLabels { returner: name(), function, outcome });
+        }
+        for kind in FAULT_KINDS {
+            self.faults.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
+        }
+        for kind in LIMIT_KINDS {
+            self.limited.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
+        }
+        for capability in DENYING_CAPABILITIES {
+            self.denials.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
+        }
+        for capability in BACKEND_CAPABILITIES {
+            self.backend_errors.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
+        }
+        for outcome in RELOAD_OUTCOMES {
+            self.reloads.get_or_create(&ReloadLabels { returner: name(), outcome: (*outcome).into() });
+        }
     }
 
     /// The metrics in Prometheus text format.
@@ -148,7 +196,12 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { returner: returner.into(), outcome: outcome.into() }).inc();
     }
 
-    /// A call refused by the limit `kind` (`concurrency`, `rate`, `pool`).
+    /// An audit line the audit log's queue had no room for.
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
+    }
+
+    /// A call refused by the limit `kind` (one of [`LIMIT_KINDS`]).
     pub fn limited(&self, returner: &str, kind: &str) {
         self.limited.get_or_create(&KindLabels { returner: returner.into(), kind: kind.into() }).inc();
     }
@@ -159,17 +212,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_declared_returner_has_every_known_series_at_zero() {
+        let m = Metrics::new();
+        m.declare_returner("lc", &["returner", "get_load"]);
+        let text = m.encode();
+        for series in [
+            r#"returner_host_calls_total{returner="lc",function="get_load",outcome="ok"} 0"#,
+            r#"returner_host_denials_total{returner="lc",capability="mysql"} 0"#,
+            r#"returner_host_guest_faults_total{returner="lc",kind="deadline"} 0"#,
+            r#"returner_host_limited_total{returner="lc",kind="rate"} 0"#,
+            r#"returner_host_backend_errors_total{returner="lc",capability="etcd"} 0"#,
+            r#"returner_host_module_reloads_total{returner="lc",outcome="refused"} 0"#,
+            r#"returner_host_calls_in_flight{returner="lc"} 0"#,
+            "returner_host_audit_dropped_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+    }
+
+    #[test]
     fn encodes_counters_with_labels() {
         let m = Metrics::new();
         m.call_done("lc", "get_load", "ok", Duration::from_millis(1));
         m.denial("lc", "etcd");
         m.in_flight("lc", 1);
         m.backend_error("lc", "mysql");
+        m.audit_dropped();
         let text = m.encode();
         assert!(text.contains(r#"returner_host_calls_total{returner="lc",function="get_load",outcome="ok"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_denials_total{returner="lc",capability="etcd"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_backend_errors_total{returner="lc",capability="mysql"} 1"#), "{text}");
         assert!(text.contains(r#"returner_host_calls_in_flight{returner="lc"} 1"#), "{text}");
+        assert!(text.contains("returner_host_audit_dropped_total 1"), "{text}");
         assert!(text.contains("returner_host_call_duration_seconds_bucket"), "{text}");
     }
 }

@@ -2,13 +2,16 @@
 //! - a watch of every module file (a `stat` each `server.watch_interval_ms`):
 //!   a file whose size, mtime or inode changed and then stayed the same for
 //!   one interval is loaded;
-//! - `SIGHUP`: the config file is read again and each returner's `module`
-//!   and `sha256` are taken from it (other settings take effect at restart).
+//! - `SIGHUP`: the config file is read again and each returner takes its
+//!   `module`, `sha256`, grants, limits and options from it. A config that
+//!   changes what only a restart applies (server settings, profiles,
+//!   returners added or removed) is refused whole, naming what.
 //!
 //! A new module passes every check of the first load (a component of our
 //! world, only imports the host links, the pinned sha256) or is refused with
-//! an audit event, and the old one keeps serving. A swap is atomic: calls in
-//! flight finish on the module they started on, new calls get the new one.
+//! an audit event, and the old one keeps serving with its old settings. A
+//! swap is atomic: calls in flight finish with the module and grants they
+//! started with, new calls get the new ones.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
@@ -16,8 +19,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{HostConfig, ModuleSource, Overrides};
-use crate::dispatch::{Reloaded, ReturnerHost};
+use crate::config::{HostConfig, ModuleSource, Overrides, ReturnerConfig};
+use crate::dispatch::{Reconfigured, Reloaded, ReturnerHost};
 
 /// What a returner should serve, as the config last said.
 #[derive(Clone, Debug)]
@@ -53,6 +56,8 @@ struct Watched {
 /// Reloads the modules of a serving host.
 pub struct Reloader {
     host: Arc<ReturnerHost>,
+    /// The config last applied, to tell what a new one changes.
+    applied: HostConfig,
     config_file: Option<PathBuf>,
     overrides: Overrides,
     watched: BTreeMap<String, Watched>,
@@ -71,7 +76,7 @@ impl Reloader {
                 (rc.name.clone(), Watched { wanted, loaded, pending: None })
             })
             .collect();
-        Self { host, config_file, overrides, watched }
+        Self { host, applied: config.clone(), config_file, overrides, watched }
     }
 
     /// Watch the module files every `interval` (if any) and re-read the
@@ -115,8 +120,8 @@ impl Reloader {
         }
     }
 
-    /// `SIGHUP`: read the config again, take each returner's module and pin
-    /// from it, and load them.
+    /// `SIGHUP`: read the config again and apply it to every returner, or
+    /// refuse it whole when it is invalid or needs a restart.
     pub async fn reread_config(&mut self) {
         let Some(path) = self.config_file.clone() else {
             tracing::info!("SIGHUP: serving the embedded default, no config file to read; module files are watched");
@@ -125,26 +130,48 @@ impl Reloader {
         let config = match HostConfig::load(&path, &self.overrides) {
             Ok(config) => config,
             Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: the config is not valid; every returner keeps its module");
+                tracing::error!(error = %e, "SIGHUP: the config is not valid; nothing changed");
                 return;
             }
         };
-        tracing::info!(config = %path.display(), "SIGHUP: reloading modules; changes to other settings take effect at restart");
+        let needs_restart = self.host.needs_restart(&self.applied, &config);
+        if !needs_restart.is_empty() {
+            tracing::error!(
+                config = %path.display(),
+                needs_restart = needs_restart.join("; "),
+                "SIGHUP: the config changes what only a restart applies; nothing changed"
+            );
+            return;
+        }
+        tracing::info!(config = %path.display(), "SIGHUP: applying modules, grants, limits and options");
         for rc in &config.returners {
-            let Some(w) = self.watched.get_mut(&rc.name) else {
-                tracing::warn!(returner = %rc.name, "SIGHUP: a returner added to the config is served after a restart");
-                continue;
-            };
+            let Some(w) = self.watched.get_mut(&rc.name) else { continue };
             w.wanted = Wanted { source: rc.module.clone(), pin: rc.sha256.clone() };
             w.loaded = Fingerprint::of(&w.wanted.source);
             w.pending = None;
-            let wanted = w.wanted.clone();
-            self.reload(&rc.name, wanted).await;
+            self.reconfigure(rc).await;
         }
-        for name in self.watched.keys() {
-            if config.returner(name).is_none() {
-                tracing::warn!(returner = %name, "SIGHUP: a returner removed from the config is served until a restart");
+        self.applied = config;
+    }
+
+    async fn reconfigure(&self, rc: &ReturnerConfig) {
+        let host = self.host.clone();
+        let next = rc.clone();
+        // Compiling takes a while: keep it off the workers serving calls.
+        let outcome = tokio::task::spawn_blocking(move || host.reconfigure(&next)).await;
+        let name = rc.name.as_str();
+        match outcome {
+            Ok(Ok(Reconfigured { module, settings_changed })) => {
+                if let Reloaded::Swapped { from, to } = &module {
+                    crate::metrics::metrics().reload(name, "swapped");
+                    tracing::info!(returner = name, module = %rc.module, from = %from, to = %to, "module reloaded");
+                }
+                if settings_changed {
+                    tracing::info!(returner = name, "grants, limits and options applied to new calls");
+                }
             }
+            Ok(Err(e)) => self.refused(name, &rc.module, &e),
+            Err(join) => tracing::error!(returner = name, error = %join, "reload failed"),
         }
     }
 
@@ -162,15 +189,22 @@ impl Reloader {
             Ok(Ok(Reloaded::Unchanged)) => {
                 tracing::debug!(returner = name, module = %wanted.source, "module unchanged");
             }
-            Ok(Err(e)) => {
-                let sha256 = match &wanted.source {
-                    ModuleSource::File(path) => std::fs::read(path).map(|b| crate::runtime::sha256_hex(&b)).unwrap_or_default(),
-                    ModuleSource::Builtin(_) => String::new(),
-                };
-                crate::caps::audit::module_refused(name, &sha256, &wanted.source.to_string(), &format!("{e:#}"));
-                tracing::error!(returner = name, error = format!("{e:#}"), "new module refused; the old one keeps serving");
-            }
+            Ok(Err(e)) => self.refused(name, &wanted.source, &e),
             Err(join) => tracing::error!(returner = name, error = %join, "module reload failed"),
         }
+    }
+
+    /// A module that failed its checks: audited, and the old one serves on.
+    fn refused(&self, name: &str, source: &ModuleSource, e: &anyhow::Error) {
+        let sha256 = match source {
+            ModuleSource::File(path) => std::fs::read(path).map(|b| crate::runtime::sha256_hex(&b)).unwrap_or_default(),
+            ModuleSource::Builtin(_) => String::new(),
+        };
+        crate::caps::audit::module_refused(name, &sha256, &source.to_string(), &format!("{e:#}"));
+        tracing::error!(
+            returner = name,
+            error = format!("{e:#}"),
+            "new module refused; the old one keeps serving, with its old grants, limits and options"
+        );
     }
 }

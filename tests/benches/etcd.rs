@@ -1,6 +1,6 @@
 //! Benchmark (not a test): Salt job returns per second into one freshly
 //! started etcd, in one run, by three writers storing the same real returns
-//! (from ../shared/fixtures/salt) in Salt's layout:
+//! (from host/src/testkit/salt) in Salt's layout:
 //! - **host**: the release `returner-host serve` binary running the shipped
 //!   etcd returner, called over its unix socket with kept-alive connections;
 //! - **native**: Rust with `etcd-client` directly, doing the same work per

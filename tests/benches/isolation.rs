@@ -1,6 +1,6 @@
 //! Benchmark (not a test): how much a hostile neighbour slows a well-behaved
 //! returner. The local-cache returner stores the real Salt returns (from
-//! ../shared/fixtures/salt) through the HTTP API, alone, then beside clients
+//! host/src/testkit/salt) through the HTTP API, alone, then beside clients
 //! that call the hostile suite back to back (a loop to its deadline, memory
 //! growth to its cap, a trap, a panic, deep recursion, a 100 MB answer, a
 //! flood of host calls, capability calls with no grant), then alone again.

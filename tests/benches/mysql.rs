@@ -1,5 +1,5 @@
 //! Benchmark (not a test): Salt job returns and events per second into one
-//! freshly started MariaDB, with the real payloads of ../shared/fixtures/salt,
+//! freshly started MariaDB, with the real payloads of host/src/testkit/salt,
 //! three ways in the same run:
 //! - through the host: the `returner-host serve` binary of this build (release
 //!   under `cargo bench`) over its unix socket, the shipped mysql returner;

@@ -1,5 +1,6 @@
 //! The same local-cache functions through `returner-host call`, plus
-//! `check`: one call per process, no daemon.
+//! `check`, and how `serve` starts (what it refuses, the socket it makes):
+//! one call per process, no daemon.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -149,4 +150,125 @@ fn check_validates_config_and_modules() {
         assert!(stderr.contains(bad.to_str().unwrap()) || stderr.contains("returner `x`"), "names the file or returner: {stderr}");
         assert!(stderr.contains(want), "{text}: {stderr}");
     }
+}
+
+#[test]
+fn a_grant_over_data_dir_is_refused_by_check_and_serve() {
+    let dir = temp_dir();
+    let data = dir.path().join("var");
+    std::fs::create_dir_all(data.join("compiled")).unwrap();
+    std::fs::create_dir_all(data.join("jobs")).unwrap();
+    std::os::unix::fs::symlink(&data, dir.path().join("alias")).unwrap();
+    let config = dir.path().join("host.toml");
+    let write = |granted: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ndata_dir = {}\nlisten = \"unix:{}\"\n[returners.lc]\nmodule = \"builtin:local-cache\"\n[returners.lc.grants.fs]\ndir = {}\nmode = \"rw\"\n",
+                toml_path(&data),
+                dir.path().join("host.sock").display(),
+                toml_path(granted)
+            ),
+        )
+        .unwrap();
+    };
+    let granted_dirs = [data.join("compiled"), data.clone(), dir.path().to_owned(), dir.path().join("alias")];
+    for granted in &granted_dirs {
+        write(granted);
+        for command in ["check", "serve"] {
+            let out = Command::new(bin()).args([command, "--config", config.to_str().unwrap()]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command} accepted a grant of {}", granted.display());
+            assert!(stderr.contains(config.to_str().unwrap()), "{command}: names the file: {stderr}");
+            assert!(stderr.contains("key `returners.lc.grants.fs.dir`"), "{command}: names the key: {stderr}");
+            assert!(stderr.contains("the host's own"), "{command}: says why: {stderr}");
+        }
+    }
+    // The data dir's job cache, beside the host's own directories, may be granted.
+    write(&data.join("jobs"));
+    let out = Command::new(bin()).args(["check", "--config", config.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `sh -c 'umask 000; exec returner-host serve ARGS'`: whatever the modes of
+/// what it makes are, they are not the umask's doing.
+fn serve_under_open_umask(args: &[&str], log: &Path) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" serve \"$@\"")
+        .arg(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn the_socket_is_private_from_the_start() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let dir = temp_dir();
+    let data = dir.path().join("var");
+    let socket = data.join("returner-host.sock");
+    let mut child = serve_under_open_umask(&["--data-dir", data.to_str().unwrap()], &dir.path().join("daemon.log"));
+    let started = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(dir.path().join("daemon.log")).unwrap());
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the socket's mode");
+    // The directories the host made are its own, though the umask allowed anyone.
+    for made in [data.clone(), data.join("compiled"), data.join("jobs")] {
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", made.display());
+    }
+    // The private directory it was bound in is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".returner-host-bind"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_socket_in_a_world_writable_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let listen = format!("unix:{}", open.join("sock").display());
+    let data = dir.path().join("var");
+    let out = Command::new(bin())
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("writable by every user and not sticky"), "{stderr}");
+    // Sticky (as /tmp is): nobody can remove another user's socket there.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(open.join("sock")).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "serve ended in a sticky directory");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

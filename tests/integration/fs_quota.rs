@@ -54,7 +54,7 @@ fn writes_past_the_fs_quota_fail_and_are_not_kept() {
         &format!(
             r#"
 [returners.filler]
-module = {abuser}
+module = {filler}
 limits = {{ deadline_ms = 30000 }}
 grants.fs = {{ dir = {filled}, mode = "rw", quota_mib = {QUOTA_MIB} }}
 
@@ -62,7 +62,7 @@ grants.fs = {{ dir = {filled}, mode = "rw", quota_mib = {QUOTA_MIB} }}
 module = "builtin:local-cache"
 grants.fs = {{ dir = {jobs}, mode = "rw" }}
 "#,
-            abuser = toml_path(&guest("fixture-abuser")),
+            filler = toml_path(&guest("fixture-filler")),
             filled = toml_path(&filled),
             jobs = toml_path(&jobs),
         ),

@@ -234,3 +234,83 @@ fn socket_is_private_and_health_lists_returners() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json, json!({ "status": "ok", "returners": ["local_cache"] }));
 }
+
+/// Salt 3008's `test_save_load` and the jobs runner read a job while the
+/// master saves its load and minions return: 20 writers and 20 readers of
+/// the same jids for a few seconds. Every read succeeds with Salt's shapes;
+/// before, a reader listing a job directory while a writer renamed its
+/// temporary file into place failed with `No such file or directory`.
+#[test]
+fn concurrent_writers_and_readers_of_one_job_never_see_a_vanished_file() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let jids: Vec<String> = (0..4).map(|i| format!("2026113001000000{i:04}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for t in 0..40 {
+        let (socket, jids, stop, failures, reads) = (d.socket.clone(), jids.clone(), stop.clone(), failures.clone(), reads.clone());
+        threads.push(std::thread::spawn(move || {
+            let call = |function: &str, args: Value| {
+                let r = returner_host_tests::http_unix(&socket, "POST", &format!("/v1/returners/local_cache/{function}"), &[], args.to_string().as_bytes());
+                (r.status, r.json)
+            };
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let jid = &jids[(n as usize + t) % jids.len()];
+                let (status, body) = if t < 20 {
+                    let load = json!({ "jid": jid, "fun": "test.ping", "arg": [], "tgt": "*", "tgt_type": "glob", "user": "root" });
+                    match n % 3 {
+                        0 => call("save_load", json!({ "jid": jid, "load": load, "minions": [format!("m{t}")] })),
+                        1 => call("returner", json!({ "ret": { "id": format!("m{t}-{n}"), "jid": jid, "fun": "test.ping", "return": true, "retcode": 0, "success": true } })),
+                        _ => call("save_minions", json!({ "jid": jid, "minions": [format!("m{t}")] })),
+                    }
+                } else {
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    match n % 3 {
+                        0 => call("get_load", json!({ "jid": jid })),
+                        1 => call("get_jid", json!({ "jid": jid })),
+                        _ => call("get_jids", json!({})),
+                    }
+                };
+                let shaped = body["result"].is_object() || body["result"].is_null();
+                if status != 200 || !shaped {
+                    failures.lock().unwrap().push(format!("{status} {body}"));
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} of {} calls failed, e.g. {:?}", failures.len(), reads.load(std::sync::atomic::Ordering::Relaxed), &failures[..failures.len().min(3)]);
+    assert!(reads.load(std::sync::atomic::Ordering::Relaxed) > 100, "the readers ran");
+    for jid in &jids {
+        let load = d.call("local_cache", "get_load", &json!({ "jid": jid }));
+        assert_eq!(load.result()["fun"], "test.ping");
+    }
+}
+
+/// Salt 3008's `format_job_instance` (salt#68481): metadata given as
+/// `state.apply ... metadata=...` rides in `arg` as a `__kwarg__` dict, and
+/// `get_jids` shows it as `Metadata`, so `jobs.list_jobs search_metadata=`
+/// finds the job.
+#[test]
+fn get_jids_shows_metadata_passed_as_a_kwarg_in_arg() {
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let jid = "20261130010203040506";
+    let load = json!({ "jid": jid, "fun": "state.apply", "arg": ["web", { "metadata": { "team": "ops" }, "__kwarg__": true }],
+                       "tgt": "*", "tgt_type": "glob", "user": "root" });
+    d.call("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result();
+    let jobs = d.call("local_cache", "get_jids", &json!({}));
+    assert_eq!(jobs.result()[jid]["Metadata"], json!({ "team": "ops" }));
+}

@@ -1,7 +1,8 @@
 //! Integration tests of returner-host: the real binary serving real guest
 //! components, driven over its HTTP API and its command line with the real
-//! Salt payloads in ../shared/fixtures/salt.
+//! Salt payloads in host/src/testkit/salt.
 
+mod audit;
 mod bad_input;
 mod cli;
 mod etcd;
@@ -13,6 +14,7 @@ mod mysql;
 mod reload;
 mod runtime;
 mod salt;
+mod sql_escapes;
 mod testkit;
 
 use std::path::{Path, PathBuf};

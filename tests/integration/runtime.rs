@@ -1,6 +1,7 @@
 //! The runtime's promises seen from outside: a fresh instance per call, the
 //! per-returner concurrency limit, a full instance pool reported as a limit,
-//! and compiled modules reused across restarts.
+//! and compiled modules reused across restarts, but never one the host did
+//! not seal.
 
 use std::time::{Duration, Instant};
 
@@ -102,10 +103,12 @@ module = {noop}
     assert!(message.contains("no free instance slot in the host's pool") && message.contains("server.instance_slots = 4"), "{message}");
     let metrics = d.metrics();
     assert_eq!(metrics.get(r#"returner_host_limited_total{returner="noop",kind="pool"}"#), Some(&1.0), "counted as a pool limit");
-    assert!(
-        !metrics.keys().any(|k| k.starts_with("returner_host_guest_faults_total") && k.contains(r#"returner="noop""#)),
-        "not counted as the caller's fault: {metrics:?}"
-    );
+    let noop_faults: f64 = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("returner_host_guest_faults_total") && k.contains(r#"returner="noop""#))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(noop_faults, 0.0, "not counted as the caller's fault: {metrics:?}");
 
     for hog in hogs {
         let r = hog.join().unwrap();
@@ -131,7 +134,11 @@ fn compiled_modules_are_reused_across_restarts() {
         info["sha256"].as_str().unwrap().to_owned()
     };
     let cached = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&compiled).unwrap().map(|e| e.unwrap().path()).collect()
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
     };
 
     drop(default_daemon(dir.path()));
@@ -153,5 +160,84 @@ fn compiled_modules_are_reused_across_restarts() {
     let d = default_daemon(dir.path());
     assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000, "recompiled and rewritten");
-    assert!(d.log_text().contains("discarding unusable compiled module"), "{}", d.log_text());
+    assert!(d.log_text().contains("compiled module failed its check; compiled again"), "{}", d.log_text());
+}
+
+#[test]
+fn a_tampered_compiled_module_is_recompiled_and_never_run() {
+    use sha2::Digest as _;
+    let dir = temp_dir();
+    let audit_log = dir.path().join("audit.jsonl");
+    // `x` answers get_load with {}; `y`, another module, panics in it.
+    let (x, y) = (guest("fixture-noop"), guest("fixture-trapper"));
+    let sha = |p: &std::path::Path| hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()));
+    let config = format!(
+        "[returners.x]\nmodule = {}\n[returners.y]\nmodule = {}\n",
+        toml_path(&x),
+        toml_path(&y)
+    );
+    let start = || config_daemon(dir.path(), &format!("audit_log = {}", toml_path(&audit_log)), &config);
+    let d = start();
+    assert_eq!(d.call("x", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+    assert_eq!(d.call("y", "get_load", &json!({ "jid": "1" })).error().0, "trap");
+    drop(d);
+
+    let compiled = dir.path().join("var/compiled");
+    let cached = |sha: &str| {
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{sha}-")))
+            .unwrap_or_else(|| panic!("no compiled file of {sha} in {}", compiled.display()))
+    };
+    let (x_file, y_file) = (cached(&sha(&x)), cached(&sha(&y)));
+    // Someone who could write the cache puts y's compiled code under x's name.
+    std::fs::copy(&y_file, &x_file).unwrap();
+
+    let d = start();
+    assert_eq!(d.call("x", "get_load", &json!({ "jid": "1" })).result(), &json!({}), "x answers as x: y's code never ran");
+    assert_eq!(d.call("y", "get_load", &json!({ "jid": "1" })).error().0, "trap", "y still answers as y");
+    assert_ne!(std::fs::read(&x_file).unwrap(), std::fs::read(&y_file).unwrap(), "x's file is x's again");
+    let started = std::time::Instant::now();
+    let tampered = loop {
+        let events = super::hostile::audit_events(&audit_log);
+        let found: Vec<serde_json::Value> = events.into_iter().filter(|e| e["fields"]["outcome"] == "tampered").collect();
+        if !found.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(tampered.len(), 1, "one audit event, for x only: {tampered:#?}");
+    let e = &tampered[0]["fields"];
+    assert_eq!((e["capability"].as_str(), e["operation"].as_str()), (Some("module"), Some("cache")), "{e}");
+    assert_eq!(e["module_sha256"], sha(&x), "{e}");
+    assert_eq!(e["target"], x_file.to_str().unwrap(), "{e}");
+    drop(d);
+
+    // Restarted once more, the rewritten file is trusted again: no new event.
+    let d = start();
+    assert_eq!(d.call("x", "get_load", &json!({ "jid": "1" })).result(), &json!({}));
+    drop(d);
+    let events = super::hostile::audit_events(&audit_log);
+    assert_eq!(events.iter().filter(|e| e["fields"]["outcome"] == "tampered").count(), 1);
+}
+
+#[test]
+fn metrics_declare_every_family_before_the_first_call() {
+    // An alert on denials or faults needs a series to match from the start
+    // (Prometheus' "avoid missing metrics"); before, /metrics was `# EOF`.
+    let dir = temp_dir();
+    let d = default_daemon(dir.path());
+    let m = d.metrics();
+    for series in [
+        r#"returner_host_denials_total{returner="local_cache",capability="fs"}"#,
+        r#"returner_host_guest_faults_total{returner="local_cache",kind="trap"}"#,
+        r#"returner_host_limited_total{returner="local_cache",kind="concurrency"}"#,
+        r#"returner_host_backend_errors_total{returner="local_cache",capability="mysql"}"#,
+        r#"returner_host_calls_total{returner="local_cache",function="returner",outcome="ok"}"#,
+        r#"returner_host_calls_in_flight{returner="local_cache"}"#,
+        "returner_host_audit_dropped_total",
+    ] {
+        assert_eq!(m.get(series), Some(&0.0), "{series} in {m:?}");
+    }
 }

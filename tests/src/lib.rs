@@ -31,14 +31,12 @@ pub fn build_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The directory of real Salt payloads (`../shared/fixtures/salt` beside the checkout).
+/// The directory of real Salt payloads, recorded from a Salt 3008 master
+/// and minion: the test kit's own copy (`host/src/testkit/salt`), the one
+/// copy in the repository.
 pub fn salt_fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/salt");
-    assert!(
-        dir.join("minion-returns.jsonl").is_file(),
-        "the real Salt payloads are missing at {}: check out `shared/` beside the repository",
-        dir.display()
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src/testkit/salt");
+    assert!(dir.join("minion-returns.jsonl").is_file(), "the real Salt payloads are missing at {}", dir.display());
     dir
 }
 
@@ -338,6 +336,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmRSS in /proc status")
+}
+
+/// The text of an audit log once its writer is quiet: the daemon writes
+/// `server.audit_log` from a thread of its own, so the lines of a call just
+/// answered may still be on their way. Waits until the file ends a line and
+/// has not grown for 200 ms (at most 10 s).
+pub fn settled_audit_log(path: &Path) -> String {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let whole = text.is_empty() || text.ends_with('\n');
+        if (whole && last == Some(text.len())) || started.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        last = Some(text.len());
+    }
 }
 
 /// A TOML string literal of a path.

@@ -208,6 +208,41 @@ impl TestDb {
         db.root_sql(&self.name, sql)
     }
 
+    /// A second database `<name>_other` on which this database's user also
+    /// has every privilege (as a careless admin grants), holding table `t`
+    /// with one row `other-secret`, a stored function `f()` that reads it
+    /// and a sequence `seq`. Its name.
+    pub fn careless_second_database(&self) -> String {
+        let other = format!("{}_other", self.name);
+        self.sql(&format!(
+            "CREATE DATABASE `{other}`; GRANT ALL ON `{other}`.* TO '{user}'@'%'; \
+             CREATE TABLE `{other}`.t (v varchar(64)); INSERT INTO `{other}`.t VALUES ('other-secret'); \
+             CREATE FUNCTION `{other}`.f() RETURNS varchar(64) READS SQL DATA RETURN (SELECT v FROM `{other}`.t LIMIT 1); \
+             CREATE SEQUENCE `{other}`.seq;",
+            user = self.user
+        ));
+        other
+    }
+
+    /// The statements of this database's user running on the server for
+    /// more than half a second now.
+    pub fn running_queries(&self) -> Vec<String> {
+        self.sql(&format!(
+            "SELECT CONCAT(id, ' ', time_ms, ' ms: ', LEFT(info, 120)) FROM information_schema.processlist \
+             WHERE user = '{}' AND command = 'Query' AND time_ms > 500",
+            self.user
+        ))
+        .into_iter()
+        .map(|row| row.join(" "))
+        .collect()
+    }
+
+    /// Connections this database's user has open on the server now.
+    pub fn connections(&self) -> usize {
+        let rows = self.sql(&format!("SELECT COUNT(*) FROM information_schema.processlist WHERE user = '{}'", self.user));
+        rows[0][0].parse().unwrap_or(0)
+    }
+
     /// A `[profiles.NAME]` table for this database, its password in `password_file`.
     pub fn profile_toml(&self, name: &str, password_file: &Path) -> String {
         std::fs::write(password_file, format!("{}\n", self.password)).unwrap();

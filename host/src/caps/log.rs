@@ -1,5 +1,7 @@
 //! The `log` capability: a guest's log records go to the host's `tracing`
-//! output under the target `returner_host::guest`, tagged with the returner.
+//! output under the target `returner_host::guest`, tagged with the returner,
+//! each on one line (control characters escaped, so a guest cannot write a
+//! line that reads as another log or audit entry).
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use wasmtime::component::{HasData, Linker};
 use crate::bindings::salt::returner::log::{self, Level};
 
 /// A guest cannot flood the host's log with one huge record: longer messages
-/// are cut to this many bytes.
+/// are cut to this many bytes, and say how many were cut.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
 /// A guest looping over `log` cannot flood the host's log: past this many
@@ -47,7 +49,7 @@ impl log::Host for LogCtx {
         if !self.admit() {
             return Ok(());
         }
-        let message = truncate(&message, MAX_MESSAGE_BYTES);
+        let message = crate::guest_text::bounded(&message, MAX_MESSAGE_BYTES);
         let returner = &*self.returner;
         match level {
             Level::Trace => tracing::trace!(target: "returner_host::guest", returner, "{message}"),
@@ -58,17 +60,6 @@ impl log::Host for LogCtx {
         }
         Ok(())
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 struct HasLog;
@@ -86,8 +77,6 @@ pub fn add_to_linker<T: 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
-
     #[test]
     fn a_call_gets_a_bounded_number_of_records() {
         let mut ctx = super::LogCtx::new("r".into());
@@ -95,12 +84,5 @@ mod tests {
         assert_eq!(admitted, super::MAX_RECORDS_PER_CALL as usize);
         let mut next_call = super::LogCtx::new("r".into());
         assert!(next_call.admit(), "each call starts afresh");
-    }
-
-    #[test]
-    fn truncate_keeps_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("héllo", 3), "hé");
-        assert_eq!(truncate("abc", 10), "abc");
     }
 }

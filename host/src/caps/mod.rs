@@ -36,7 +36,26 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
-use crate::config::Profile;
+/// A named connection profile (`[profiles.NAME]`, its `kind` naming the
+/// capability that owns it); credentials live here, host-side only.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Profile {
+    /// An etcd cluster.
+    Etcd(etcd::EtcdProfile),
+    /// A MySQL or MariaDB server.
+    Mysql(mysql::MysqlProfile),
+}
+
+impl Profile {
+    /// The `kind` it was written with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Profile::Etcd(_) => "etcd",
+            Profile::Mysql(_) => "mysql",
+        }
+    }
+}
 
 /// Connections to the backends (etcd clusters, MySQL servers), built once
 /// from the config's profiles and shared by every call of every returner.
@@ -59,8 +78,7 @@ impl Backends {
     }
 }
 
-/// Per-call state of every `salt:returner` host interface, and of the
-/// WASI interfaces the host keeps an eye on (sockets, the fs quota).
+/// Per-call state of every `salt:returner` host interface.
 pub struct CallCaps {
     options: config::OptionsCtx,
     log: log::LogCtx,
@@ -71,20 +89,21 @@ pub struct CallCaps {
 }
 
 impl CallCaps {
-    /// State for one call of `returner` with its grants and options;
-    /// `fs_usage` is its `fs` grant's usage ([`fs::FsGrant::measure`]).
+    /// State for one call of `returner` with its grants and options, ending
+    /// at `deadline`; `fs_usage` is its `fs` grant's usage ([`fs::FsGrant::measure`]).
     pub fn new(
         returner: Arc<str>,
         grants: &Grants,
         options: Arc<serde_json::Map<String, serde_json::Value>>,
         backends: &Backends,
+        deadline: std::time::Instant,
         fs_usage: Option<Arc<fs::DirUsage>>,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
             etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
-            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.clone().map(Arc::new), &backends.mysql),
+            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.as_ref(), &backends.mysql, deadline),
             network: wasi::NetworkCtx::new(returner.clone()),
             fs: fs::FsCtx::new(returner, fs_usage),
         }

@@ -109,11 +109,11 @@ pub struct Returner {
     backends: Backends,
     module: Module,
     config: ReturnerConfig,
-    /// Its read-write `fs` grant's usage, shared by every call and kept
-    /// across a hot reload.
+    /// Its read-write `fs` grant's usage, shared by every call, and by the
+    /// returner's next module or settings while its `fs` grant stays the same.
     fs_usage: Option<Arc<DirUsage>>,
-    /// Shared with the returner's next module after a hot reload, so the
-    /// limits hold across a swap.
+    /// Shared with the returner's next module or settings after a reload,
+    /// while its limits stay the same, so they hold across a swap.
     slots: Arc<Semaphore>,
     rate: Option<Arc<RateLimiter>>,
 }
@@ -133,19 +133,28 @@ impl Returner {
         }
     }
 
-    /// The same returner serving a new module (from `config`, which differs
-    /// from its own only in the module's source and pin); calls in flight
-    /// finish on the old one, and the concurrency slots and rate are shared.
-    pub fn with_module(&self, module: Module, config: ReturnerConfig) -> Self {
-        Self {
-            name: self.name.clone(),
-            backends: self.backends.clone(),
-            fs_usage: self.fs_usage.clone(),
-            module,
-            config,
-            slots: self.slots.clone(),
-            rate: self.rate.clone(),
-        }
+    /// The same returner serving `module` under `config` (its grants,
+    /// limits and options); calls in flight finish with the old ones. The
+    /// concurrency slots and the rate limiter carry over unless `config`
+    /// changes them; then new calls count against fresh ones.
+    pub fn next(&self, module: Module, config: ReturnerConfig) -> Self {
+        let slots = if config.limits.max_concurrency == self.config.limits.max_concurrency {
+            self.slots.clone()
+        } else {
+            Arc::new(Semaphore::new(config.limits.max_concurrency as usize))
+        };
+        let rate = if config.limits.rate == self.config.limits.rate {
+            self.rate.clone()
+        } else {
+            config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst)))
+        };
+        // A new directory or quota is measured again; the same one keeps its count.
+        let fs_usage = if config.grants.fs == self.config.grants.fs {
+            self.fs_usage.clone()
+        } else {
+            config.grants.fs.as_ref().and_then(FsGrant::measure)
+        };
+        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, slots, rate }
     }
 
     /// Its config.
@@ -178,13 +187,17 @@ impl Returner {
             module_sha256 = %self.module.info().sha256
         );
         let started = Instant::now();
-        let result = self.call_limited(runtime, call).instrument(span.clone()).await;
+        let (result, audit_dropped) =
+            crate::caps::audit::budgeted(self.call_limited(runtime, call).instrument(span.clone())).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
         crate::metrics::metrics().call_done(&self.name, function, outcome, started.elapsed());
         let _entered = span.enter();
+        if audit_dropped > 0 {
+            crate::caps::audit::dropped_events(&self.name, &self.module.info().sha256, function, audit_dropped);
+        }
         match &result {
             Ok(_) => tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "call done"),
             Err(e) => tracing::info!(kind = e.kind.as_str(), error = %e.message, "call failed"),
@@ -225,7 +238,7 @@ impl Returner {
         metrics.in_flight(&self.name, 1);
         let _in_flight = InFlight(&self.name);
 
-        let mut store = self.new_store(runtime).map_err(|e| {
+        let mut store = self.new_store(runtime, started + limits.deadline).map_err(|e| {
             CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
         })?;
         let remaining = limits.deadline.saturating_sub(started.elapsed());
@@ -286,7 +299,7 @@ impl Returner {
         Ok(output)
     }
 
-    fn new_store(&self, runtime: &super::Runtime) -> anyhow::Result<Store<CallState>> {
+    fn new_store(&self, runtime: &super::Runtime, deadline: Instant) -> anyhow::Result<Store<CallState>> {
         let mut wasi = WasiCtxBuilder::new();
         crate::caps::wasi::deny_network(&mut wasi);
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
@@ -303,6 +316,7 @@ impl Returner {
                 &self.config.grants,
                 self.config.options.clone(),
                 &self.backends,
+                deadline,
                 self.fs_usage.clone(),
             ),
             stderr,

@@ -6,6 +6,7 @@
 
 mod call;
 mod module;
+mod seal;
 
 pub use call::{Call, Output, Returner};
 pub use module::{FUNCTIONS, Module, ModuleInfo, sha256_hex};

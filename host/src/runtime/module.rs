@@ -1,6 +1,7 @@
 //! Loading a component: the header check, compilation with an on-disk cache
-//! keyed by the module's sha256 and the engine's compatibility hash, the
-//! world check, and one `InstancePre` per module.
+//! keyed by the module's sha256 and the engine's compatibility hash (each
+//! file sealed, see `seal`), the world check, and one `InstancePre` per
+//! module.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::{ReturnerComponentPre, Runtime};
+use super::{ReturnerComponentPre, Runtime, seal};
 use crate::bindings::{RETURNER_INTERFACE, WIT_VERSION};
 
 /// Salt's returner function names, in the order of the WIT interface.
@@ -95,28 +96,48 @@ impl Runtime {
         self.load_module(&bytes).with_context(|| format!("loading {}", path.display()))
     }
 
+    /// The component for `bytes`: from the cache when a sealed compiled
+    /// form of it is there, else compiled and cached sealed. A cached file
+    /// whose seal does not hold is never deserialized: it is audited as
+    /// tampered and replaced.
     fn compile_cached(&self, bytes: &[u8], sha256: &str) -> anyhow::Result<Component> {
-        let Some(dir) = &self.compiled_dir else {
-            return Component::from_binary(&self.engine, bytes)
+        let compile = || {
+            Component::from_binary(&self.engine, bytes)
                 .map_err(anyhow::Error::from)
-                .context("compiling the component");
+                .context("compiling the component")
         };
-        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_hash));
-        if path.is_file() {
-            // SAFETY: the file is in the host's own data dir, written by this
-            // function from a module with this sha256 for an engine with this
-            // compatibility hash; wasmtime checks the header again.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled module"),
+        let Some(dir) = &self.compiled_dir else {
+            return compile();
+        };
+        let key = match seal::key(dir) {
+            Ok(key) => key,
+            Err(e) => {
+                // Not fatal: the module is compiled in memory, as without a cache.
+                tracing::warn!(dir = %dir.display(), error = format!("{e:#}"), "compiled-module cache off");
+                return compile();
             }
+        };
+        let name = format!("{sha256}-{}", self.engine_hash);
+        let path = dir.join(format!("{name}.cwasm"));
+        match std::fs::read(&path) {
+            Ok(sealed) => match seal::open(&key, &name, &sealed) {
+                // SAFETY: these bytes are the ones this host sealed (the MAC, under a
+                // key only the host reads, binds them to this module and engine) and
+                // they are in memory, so nothing can change them between the check
+                // and the use; wasmtime checks the header again.
+                Ok(cwasm) => match unsafe { Component::deserialize(&self.engine, cwasm) } {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled module"),
+                },
+                Err(reason) => crate::caps::audit::compiled_module_tampered(sha256, &path.to_string_lossy(), reason),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the compiled module; compiling"),
         }
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("compiling the component")?;
+        let component = compile()?;
         let write = || -> anyhow::Result<()> {
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, component.serialize()?)?;
+            std::fs::write(&tmp, seal::seal(&key, &name, &component.serialize()?))?;
             std::fs::rename(&tmp, &path)?;
             Ok(())
         };

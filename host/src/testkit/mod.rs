@@ -118,7 +118,7 @@ impl Target {
         let host = HostConfig::load(path, &Overrides::default())?;
         let config = pick_returner(&host, &options.module, options.returner.as_deref())?.clone();
         let backends = Backends::from_profiles(&host.profiles)?;
-        Ok(Self { config, backends, compiled_dir: Some(host.server.data_dir.join("compiled")), _scratch: None })
+        Ok(Self { config, backends, compiled_dir: Some(host.server.compiled_dir()), _scratch: None })
     }
 
     fn describe_grants(&self) -> Vec<String> {

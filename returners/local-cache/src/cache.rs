@@ -38,6 +38,10 @@ const OUT_P: &str = "out.p";
 /// made (Salt's `recurse_count` limit).
 const PREP_JID_ATTEMPTS: u32 = 5;
 
+/// How often `save_minions` merges and reads back before it gives up on a
+/// list that concurrent saves keep replacing.
+const MINIONS_MERGE_ATTEMPTS: u32 = 20;
+
 /// A job directory without a `jid` file is corrupt and `clean_old_jobs`
 /// removes it, but only once it is this old: a call that is creating the
 /// job right now has not written the file yet.
@@ -49,8 +53,9 @@ pub enum ReturnOutcome {
     /// Written, under this jid (allocated when the return asked with `req`).
     Stored { jid: String },
     /// The minion had already returned for this job; Salt drops the extra
-    /// return as a possible replay.
-    Duplicate { jid: String },
+    /// return. `identical`: whether it matches the stored one (`None`: the
+    /// stored one could not be read to compare).
+    Duplicate { jid: String, identical: Option<bool> },
     /// The job was prepared with `nocache`.
     NoCache { jid: String },
 }
@@ -187,7 +192,8 @@ impl JobCache {
                 // without one is left by an earlier attempt that failed
                 // midway, and its retry must be stored.
                 if minion_dir.join(RETURN_P).exists() {
-                    return Ok(ReturnOutcome::Duplicate { jid });
+                    let identical = same_as_stored(&minion_dir, ret);
+                    return Ok(ReturnOutcome::Duplicate { jid, identical });
                 }
             }
             Err(err) => return Err(err.into()),
@@ -235,9 +241,28 @@ impl JobCache {
             }
             None => MINIONS_P.to_owned(),
         };
-        let dir = self.ensure_job(jid)?;
-        write_atomic(&dir.join(file), &serde_json::to_vec(minions)?)?;
-        Ok(())
+        let path = self.ensure_job(jid)?.join(file);
+        // Salt 3008 merges the list with the one stored (sorted, no
+        // duplicates): batch jobs and syndics save a jid's minions more
+        // than once. Files have no compare-and-swap, so a concurrent save
+        // may replace this one's write; reading back until every minion
+        // given is there makes the merge hold for both.
+        let wanted: BTreeSet<&str> = minions.iter().map(String::as_str).collect();
+        let mut stored = read_minions(&path);
+        for _ in 0..MINIONS_MERGE_ATTEMPTS {
+            if let Some(stored) = &stored
+                && wanted.iter().all(|m| stored.contains(*m))
+            {
+                return Ok(());
+            }
+            let merged: BTreeSet<String> =
+                stored.unwrap_or_default().into_iter().chain(wanted.iter().map(|m| (*m).to_owned())).collect();
+            write_atomic(&path, &serde_json::to_vec(&merged)?)?;
+            stored = read_minions(&path);
+        }
+        Err(Error::Backend(format!(
+            "the minions of job {jid} kept changing under {MINIONS_MERGE_ATTEMPTS} merges; try again"
+        )))
     }
 
     /// Salt's `get_load`: the load, with `Minions` (every minions file,
@@ -387,19 +412,30 @@ impl JobCache {
 
     /// Salt's `clean_old_jobs`: remove each job whose `jid` file was last
     /// written more than `keep` before `now`, each job without a `jid` file
-    /// (corrupt), and the hash directories this leaves empty. `None` keeps
-    /// every job. A job that cannot be removed is logged and skipped.
+    /// (corrupt), and the hash directories that were empty before the sweep
+    /// and are older than `keep`. `None` keeps every job. A job that cannot
+    /// be removed is logged and skipped.
     pub fn clean_old_jobs(&self, keep: Option<Duration>, now: SystemTime) -> Result<()> {
         let Some(keep) = keep else {
             return Ok(());
         };
         self.check_root()?;
+        // As Salt 3008: a hash directory is removed only when it was empty
+        // before this sweep and is older than `keep`. One this sweep empties
+        // waits for the next, and a fresh one may be about to get its job
+        // from a concurrent prep_jid or save_load.
+        let mut empty = Vec::new();
         for (top, kind) in list_dir(&self.root)? {
             if !kind.is_dir() {
                 continue;
             }
             let top_dir = self.root.join(top);
-            for (name, kind) in list_dir(&top_dir)? {
+            let jobs = list_dir(&top_dir)?;
+            if jobs.is_empty() {
+                empty.push(top_dir);
+                continue;
+            }
+            for (name, kind) in jobs {
                 if !kind.is_dir() {
                     continue;
                 }
@@ -416,8 +452,12 @@ impl JobCache {
                     ));
                 }
             }
-            // Fails, harmlessly, when the directory is not empty.
-            let _ = fs::remove_dir(&top_dir);
+        }
+        for top_dir in empty {
+            if fs::metadata(&top_dir).is_ok_and(|meta| older_than(&meta, keep, now)) {
+                // Fails, harmlessly, when a job arrived meanwhile.
+                let _ = fs::remove_dir(&top_dir);
+            }
         }
         Ok(())
     }
@@ -498,6 +538,21 @@ fn return_record(ret: &JobReturn) -> Value {
     Value::Object(record)
 }
 
+/// Whether `ret` matches the return stored in `minion_dir` (Salt 3008's
+/// `_log_duplicate_return`): its record, and its outputter when it names
+/// one. `None` when the stored one cannot be read.
+fn same_as_stored(minion_dir: &Path, ret: &JobReturn) -> Option<bool> {
+    let mut stored = read_json(&minion_dir.join(RETURN_P)).ok()??;
+    let mut new = return_record(ret);
+    if let Some(out) = ret.full.get("out") {
+        new["out"] = out.clone();
+        if let (Some(object), Ok(Some(stored_out))) = (stored.as_object_mut(), read_json(&minion_dir.join(OUT_P))) {
+            object.entry("out").or_insert(stored_out);
+        }
+    }
+    Some(stored == new)
+}
+
 /// Every minion's stored return in a job directory, as `get_jid` shows it,
 /// sorted by minion id. Unreadable returns are logged and skipped.
 fn minion_returns(dir: &Path) -> Result<Vec<(String, Value)>> {
@@ -569,6 +624,19 @@ fn create_exclusive(path: &Path, contents: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// The minion ids in a minions file; `None` when it does not exist or is
+/// not a list of ids (the next save replaces it).
+fn read_minions(path: &Path) -> Option<BTreeSet<String>> {
+    match read_json(path) {
+        Ok(Some(Value::Array(ids))) => Some(ids.into_iter().filter_map(|id| id.as_str().map(str::to_owned)).collect()),
+        Ok(_) => None,
+        Err(err) => {
+            log::warn(&format!("replacing the unreadable minions file {}: {err}", path.display()));
+            None
+        }
+    }
+}
+
 /// The parsed JSON of a cache file; `None` when it does not exist.
 fn read_json(path: &Path) -> Result<Option<Value>> {
     let bytes = match fs::read(path) {
@@ -606,7 +674,14 @@ fn list_dir(dir: &Path) -> io::Result<Vec<(String, fs::FileType)>> {
     };
     let mut listed = Vec::new();
     for entry in entries {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Another call removed it between the listing and its stat
+            // (the host stats each entry as it lists): a temporary file
+            // renamed into place, or a job swept; it is not there to read.
+            Err(err) if err.kind() == ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         if let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) {
             listed.push((name, kind));
         }
@@ -737,11 +812,22 @@ mod tests {
         cache.store_return(&first, now()).unwrap();
         assert_eq!(
             cache.store_return(&second, now()).unwrap(),
-            ReturnOutcome::Duplicate { jid: JID.into() }
+            ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(false) }
         );
         assert_eq!(
             cache.get_jid(JID).unwrap(),
             json!({"n1": {"return": "first"}})
+        );
+        // Salt 3008 (salt#65301): a retry of the same return is told apart.
+        assert_eq!(
+            cache.store_return(&first, now()).unwrap(),
+            ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(true) }
+        );
+        let with_out = job_return("n2", JID, json!({"return": 1, "out": "highstate"}));
+        cache.store_return(&with_out, now()).unwrap();
+        assert_eq!(
+            cache.store_return(&with_out, now()).unwrap(),
+            ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(true) }
         );
     }
 
@@ -842,6 +928,24 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn save_minions_merges_with_the_stored_list_sorted_without_duplicates() {
+        // Salt 3008's local_cache.save_minions: batch jobs and syndics
+        // save a jid's minions more than once; none is lost.
+        let cache = TempCache::new();
+        cache.save_minions(JID, &["m2".into(), "m1".into()], None).unwrap();
+        cache.save_minions(JID, &["m3".into(), "m1".into()], None).unwrap();
+        let file = cache.root.join(jid_dir(JID)).join(MINIONS_P);
+        let stored: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(stored, json!(["m1", "m2", "m3"]));
+        cache.save_minions(JID, &[], None).unwrap();
+        let stored: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(stored, json!(["m1", "m2", "m3"]), "an empty save keeps the list");
+        cache.save_minions("20260101000000000001", &[], None).unwrap();
+        let empty = cache.root.join(jid_dir("20260101000000000001")).join(MINIONS_P);
+        assert_eq!(fs::read(&empty).unwrap(), b"[]");
     }
 
     #[test]
@@ -990,9 +1094,17 @@ mod tests {
             .clean_old_jobs(Some(Duration::from_secs(3600)), written)
             .unwrap();
         assert!(!cache.root.join(jid_dir(old)).exists());
-        assert!(!cache.root.join(jid_dir(old)).parent().unwrap().exists());
+        // The hash directory this sweep emptied waits for a later sweep
+        // (Salt 3008): a concurrent prep_jid may be about to use it.
+        let emptied = cache.root.join(jid_dir(old)).parent().unwrap().to_path_buf();
+        assert!(emptied.exists());
         assert!(cache.root.join(jid_dir(fresh)).exists());
         assert!(corrupt.exists());
+        // Empty before the next sweep but not older than `keep`: kept.
+        cache
+            .clean_old_jobs(Some(Duration::from_secs(3600)), written)
+            .unwrap();
+        assert!(emptied.exists());
 
         let later = written + CORRUPT_JOB_GRACE + Duration::from_secs(1);
         cache
@@ -1005,6 +1117,13 @@ mod tests {
             .clean_old_jobs(None, later + Duration::from_secs(86_400))
             .unwrap();
         assert!(cache.root.join(jid_dir(fresh)).exists());
+        assert!(emptied.exists());
+
+        // Empty before a sweep and older than `keep`: removed.
+        cache
+            .clean_old_jobs(Some(Duration::from_secs(3600)), written + Duration::from_secs(3601))
+            .unwrap();
+        assert!(!emptied.exists());
     }
 
     #[test]

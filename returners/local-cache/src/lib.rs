@@ -33,9 +33,22 @@ impl Returner for LocalCache {
     fn returner(ret: JobReturn) -> Result<()> {
         match cache().store_return(&ret, SystemTime::now())? {
             ReturnOutcome::Stored { .. } | ReturnOutcome::NoCache { .. } => {}
-            ReturnOutcome::Duplicate { jid } => log::warn(&format!(
-                "An extra return was detected from minion {} for job {jid}, please verify \
-                 the minion, this could be a replay attack; the return was dropped",
+            // As Salt 3008 (salt#65301): an identical duplicate is a retry
+            // after a master timeout or a syndic re-forward, not news.
+            ReturnOutcome::Duplicate { jid, identical: Some(true) } => log::debug(&format!(
+                "Duplicate return from minion {} for jid {jid}; payload matches the cached return, \
+                 ignoring (likely a retry after a master timeout or a syndic re-forward)",
+                ret.id
+            )),
+            ReturnOutcome::Duplicate { jid, identical: Some(false) } => log::warn(&format!(
+                "Duplicate return from minion {} for jid {jid} with a differing payload; ignoring \
+                 the second return. This may indicate two minions sharing the same id, a \
+                 misconfigured returner, or in rare cases a replay attempt",
+                ret.id
+            )),
+            ReturnOutcome::Duplicate { jid, identical: None } => log::warn(&format!(
+                "Duplicate return from minion {} for jid {jid}; the cached return could not be \
+                 read for comparison; the return was dropped",
                 ret.id
             )),
         }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::etcd;
-use crate::config::Profile;
+use super::Profile;
 
 pub use client::{BackendError, BoxFuture, EtcdClient, LiveClient, Pairs};
 pub use config::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT_MS, EtcdGrant, EtcdOp, EtcdProfile};

@@ -51,7 +51,7 @@ pub enum FsMode {
 /// mode = "rw"
 /// quota_mib = 1024    # default; what the directory may hold, for `rw`
 /// ```
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FsGrant {
     /// Host directory; it must exist.

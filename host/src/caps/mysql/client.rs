@@ -1,15 +1,19 @@
 //! The MySQL backend behind a trait ([`SqlClient`]) so the host functions
 //! can be tested with a fake; [`MysqlPool`] is the real one: a
-//! `mysql_async` pool per profile, created on first use.
+//! `mysql_async` pool per profile, created on first use. No statement
+//! outlives its call: each runs under a server-side time limit no longer
+//! than what is left of the call, and one still running when the call
+//! ends is killed.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
-use mysql_async::{ClientIdentity, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, SslOpts, TxOpts};
-use tokio::sync::OnceCell;
+use mysql_async::{ClientIdentity, Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, SslOpts, TxOpts};
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::MysqlProfile;
 use crate::bindings::GuestError;
@@ -22,30 +26,55 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait SqlClient: Send + Sync {
     /// The database the profile uses (`db.table` names must name it).
     fn database(&self) -> &str;
-    /// Run one checked SELECT.
-    fn query(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<Rows, GuestError>>;
-    /// Run one checked INSERT, UPDATE, DELETE or CREATE TABLE.
-    fn execute(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<ExecResult, GuestError>>;
-    /// Run checked INSERT, UPDATE and DELETE statements in one transaction:
-    /// all committed, or, on any error, none.
-    fn transaction(&self, statements: Vec<(String, Vec<Value>)>) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>>;
+    /// Run one checked SELECT, finished by `deadline`.
+    fn query(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<Rows, GuestError>>;
+    /// Run one checked INSERT, UPDATE, DELETE or CREATE TABLE, finished by `deadline`.
+    fn execute(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>>;
+    /// Run checked INSERT, UPDATE and DELETE statements in one transaction,
+    /// finished by `deadline`: all committed, or, on any error, none.
+    fn transaction(
+        &self,
+        statements: Vec<(String, Vec<Value>)>,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>>;
+}
+
+/// KILL QUERY connections a profile opens at once. A flood of calls ending
+/// mid-statement cannot turn into a flood of connections; a statement not
+/// killed for want of one still ends at its server-side time limit.
+const MAX_KILLS_IN_FLIGHT: usize = 4;
+
+/// How long a KILL QUERY may take, connecting included.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The smallest server-side time limit a statement is given; with less of
+/// its call left, it does not start.
+const MIN_STATEMENT_TIME: Duration = Duration::from_millis(10);
+
+/// A profile's pool, ready: the password (kept only to scrub it from
+/// messages), the options (to open a KILL connection), and the server's kind.
+struct Ready {
+    pool: Pool,
+    password: String,
+    opts: Opts,
+    mariadb: bool,
 }
 
 /// The pool of one `mysql` profile.
 pub struct MysqlPool {
     name: String,
     profile: MysqlProfile,
-    pool: OnceCell<(Pool, String)>,
+    pool: OnceCell<Ready>,
+    kills: Arc<Semaphore>,
 }
 
 impl MysqlPool {
     /// A pool for `profile`; nothing connects until the first statement.
     pub fn new(name: &str, profile: MysqlProfile) -> Self {
-        Self { name: name.to_owned(), profile, pool: OnceCell::new() }
+        Self { name: name.to_owned(), profile, pool: OnceCell::new(), kills: Arc::new(Semaphore::new(MAX_KILLS_IN_FLIGHT)) }
     }
 
-    /// The pool and the password (kept only to scrub it from messages).
-    async fn pool(&self) -> Result<&(Pool, String), GuestError> {
+    async fn pool(&self) -> Result<&Ready, GuestError> {
         self.pool
             .get_or_try_init(|| async {
                 let p = &self.profile;
@@ -82,33 +111,144 @@ impl MysqlPool {
                     }
                     opts = opts.ssl_opts(ssl);
                 }
-                Ok((Pool::new(opts), password))
+                let opts = Opts::from(opts);
+                let pool = Pool::new(opts.clone());
+                let mariadb = server_is_mariadb(&pool, self.profile.connect_timeout_ms).await.map_err(|e| match e {
+                    Some(e) => backend_error(&self.name, &e, &password),
+                    None => self.no_connection(),
+                })?;
+                Ok(Ready { pool, password, opts, mariadb })
             })
             .await
     }
 
-    async fn conn(&self) -> Result<(mysql_async::Conn, &str), GuestError> {
-        let (pool, password) = self.pool().await?;
-        let wait = Duration::from_millis(self.profile.connect_timeout_ms);
-        match tokio::time::timeout(wait, pool.get_conn()).await {
-            Err(_) => Err(GuestError::Backend(format!(
-                "MySQL profile `{}`: no connection within {} ms",
-                self.name, self.profile.connect_timeout_ms
-            ))),
-            Ok(Err(e)) => Err(backend_error(&self.name, &e, password)),
-            Ok(Ok(conn)) => Ok((conn, password)),
+    fn no_connection(&self) -> GuestError {
+        GuestError::Backend(format!("MySQL profile `{}`: no connection within {} ms", self.name, self.profile.connect_timeout_ms))
+    }
+
+    /// A connection, waited for until the connect timeout or the deadline.
+    async fn conn(&self, deadline: Instant) -> Result<(Conn, &Ready), GuestError> {
+        let ready = self.pool().await?;
+        let wait = Duration::from_millis(self.profile.connect_timeout_ms).min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, ready.pool.get_conn()).await {
+            Err(_) => Err(self.no_connection()),
+            Ok(Err(e)) => Err(backend_error(&self.name, &e, &ready.password)),
+            Ok(Ok(conn)) => Ok((conn, ready)),
         }
     }
 
-    fn statement_time(&self) -> Duration {
-        Duration::from_millis(self.profile.statement_timeout_ms)
+    /// How long the next statement may run: the profile's statement
+    /// timeout or what is left of the call, whichever is shorter.
+    fn statement_time(&self, deadline: Instant) -> Result<Duration, GuestError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let time = Duration::from_millis(self.profile.statement_timeout_ms).min(left);
+        if time < MIN_STATEMENT_TIME {
+            return Err(GuestError::Backend(format!("MySQL profile `{}`: the call has no time left to run a statement", self.name)));
+        }
+        Ok(time)
     }
 
-    fn statement_timeout(&self) -> GuestError {
+    fn statement_timeout(&self, time: Duration) -> GuestError {
         GuestError::Backend(format!(
-            "MySQL profile `{}`: the statement ran past {} ms",
-            self.name, self.profile.statement_timeout_ms
+            "MySQL profile `{}`: the statement ran past its time limit of {} ms (statement_timeout_ms, or what was left of the call)",
+            self.name,
+            time.as_millis()
         ))
+    }
+
+    /// Watch the statements of `conn` until disarmed: if the call ends
+    /// first (its future dropped at the deadline) they are killed.
+    fn watch(&self, conn: &Conn, ready: &Ready) -> Running {
+        Running { id: conn.id(), opts: ready.opts.clone(), kills: self.kills.clone(), profile: self.name.clone(), armed: true }
+    }
+}
+
+/// The server-side time limit of `time` put on a checked statement: the
+/// text to prepare. MariaDB limits any statement (`SET STATEMENT
+/// max_statement_time`); MySQL limits SELECT only (`MAX_EXECUTION_TIME`),
+/// and its writes are bounded by the KILL at the deadline. The limit is
+/// rounded down to one of a few steps (each 4/5 of the next), so a
+/// statement is prepared in a handful of variants, not one per call.
+fn time_limited(sql: &str, time: Duration, mariadb: bool) -> String {
+    let ms = limit_step(time.as_millis().min(u128::from(u32::MAX)) as u64);
+    if mariadb {
+        format!("SET STATEMENT max_statement_time = {}.{:03} FOR {sql}", ms / 1000, ms % 1000)
+    } else if let Some(rest) = sql.strip_prefix("SELECT ") {
+        // Host-made text after the check, so the hint cannot come from a guest.
+        format!("SELECT /*+ MAX_EXECUTION_TIME({ms}) */ {rest}")
+    } else {
+        sql.to_owned()
+    }
+}
+
+/// The largest step not over `ms`: 10 ms, then each step 5/4 of the one before.
+fn limit_step(ms: u64) -> u64 {
+    let mut step = MIN_STATEMENT_TIME.as_millis() as u64;
+    while step + step / 4 <= ms {
+        step += step / 4;
+    }
+    step
+}
+
+/// Whether the server is MariaDB (asked once per pool). `None` as the error:
+/// no connection within the timeout.
+async fn server_is_mariadb(pool: &Pool, connect_timeout_ms: u64) -> Result<bool, Option<mysql_async::Error>> {
+    let ask = async {
+        let mut conn = pool.get_conn().await?;
+        let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+        Ok::<_, mysql_async::Error>(version.is_some_and(|v| v.contains("MariaDB")))
+    };
+    match tokio::time::timeout(Duration::from_millis(connect_timeout_ms), ask).await {
+        Err(_) => Err(None),
+        Ok(result) => result.map_err(Some),
+    }
+}
+
+/// A connection whose statement is killed unless disarmed: a call that
+/// ends mid-statement (its deadline, or a time limit the server did not
+/// enforce) leaves nothing running on the server, where runaway queries
+/// would otherwise pile up to `max_connections`.
+struct Running {
+    id: u32,
+    opts: Opts,
+    kills: Arc<Semaphore>,
+    profile: String,
+    armed: bool,
+}
+
+impl Running {
+    fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (id, profile) = (self.id, self.profile.clone());
+        let Ok(permit) = self.kills.clone().try_acquire_owned() else {
+            tracing::warn!(profile, connection = id, "too many KILL QUERY in flight; the statement ends at its server-side time limit");
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let opts = self.opts.clone();
+        runtime.spawn(async move {
+            let kill = async {
+                let mut conn = Conn::new(opts).await?;
+                conn.query_drop(format!("KILL QUERY {id}")).await?;
+                conn.disconnect().await
+            };
+            match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+                Ok(Ok(())) => tracing::debug!(profile, connection = id, "killed a statement its call left running"),
+                // Unknown thread: it ended on its own meanwhile.
+                Ok(Err(mysql_async::Error::Server(e))) if e.code == 1094 => {}
+                Ok(Err(e)) => tracing::warn!(profile, connection = id, error = %e, "KILL QUERY failed"),
+                Err(_) => tracing::warn!(profile, connection = id, "KILL QUERY timed out"),
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -117,10 +257,13 @@ impl SqlClient for MysqlPool {
         &self.profile.database
     }
 
-    fn query(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<Rows, GuestError>> {
+    fn query(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<Rows, GuestError>> {
         Box::pin(async move {
-            let (mut conn, password) = self.conn().await?;
+            let (mut conn, ready) = self.conn(deadline).await?;
+            let time = self.statement_time(deadline)?;
+            let running = self.watch(&conn, ready);
             let limit = self.profile.max_result_bytes;
+            let sql = time_limited(&sql, time, ready.mariadb);
             let run = async {
                 let mut result = conn.exec_iter(sql, to_params(params)).await?;
                 let columns = result.columns().unwrap_or_default();
@@ -136,6 +279,7 @@ impl SqlClient for MysqlPool {
                     }
                     rows.push(out);
                     if size > limit {
+                        // The rest of the result is the KILL's to end.
                         return Ok(Err(GuestError::Limit(format!(
                             "the query's result is over max_result_bytes ({limit} bytes) of MySQL profile `{}`",
                             self.name
@@ -144,66 +288,97 @@ impl SqlClient for MysqlPool {
                 }
                 Ok::<_, mysql_async::Error>(Ok(Rows { columns: names, rows }))
             };
-            match tokio::time::timeout(self.statement_time(), run).await {
-                Err(_) => Err(self.statement_timeout()),
-                Ok(Err(e)) => Err(backend_error(&self.name, &e, password)),
-                Ok(Ok(result)) => result,
+            match tokio::time::timeout(time, run).await {
+                Err(_) => Err(self.statement_timeout(time)),
+                Ok(Err(e)) => {
+                    running.done();
+                    Err(backend_error(&self.name, &e, &ready.password))
+                }
+                Ok(Ok(Err(over))) => Err(over),
+                Ok(Ok(Ok(rows))) => {
+                    running.done();
+                    Ok(rows)
+                }
             }
         })
     }
 
-    fn execute(&self, sql: String, params: Vec<Value>) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
+    fn execute(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
         Box::pin(async move {
-            let (mut conn, password) = self.conn().await?;
-            match tokio::time::timeout(self.statement_time(), exec(&mut conn, sql, params)).await {
-                Err(_) => Err(self.statement_timeout()),
-                Ok(Err(e)) => Err(backend_error(&self.name, &e, password)),
-                Ok(Ok(done)) => Ok(done),
+            let (mut conn, ready) = self.conn(deadline).await?;
+            let time = self.statement_time(deadline)?;
+            let running = self.watch(&conn, ready);
+            let sql = time_limited(&sql, time, ready.mariadb);
+            match tokio::time::timeout(time, exec(&mut conn, sql, params)).await {
+                Err(_) => Err(self.statement_timeout(time)),
+                Ok(done) => {
+                    running.done();
+                    done.map_err(|e| backend_error(&self.name, &e, &ready.password))
+                }
             }
         })
     }
 
-    fn transaction(&self, statements: Vec<(String, Vec<Value>)>) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
+    fn transaction(&self, statements: Vec<(String, Vec<Value>)>, deadline: Instant) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
         Box::pin(async move {
-            let (mut conn, password) = self.conn().await?;
+            let (mut conn, ready) = self.conn(deadline).await?;
+            let password = ready.password.as_str();
             let count = statements.len();
             let failed = |e: GuestError, at: &str| match e {
                 GuestError::Backend(m) => GuestError::Backend(format!("{m} ({at}; the transaction was rolled back)")),
                 other => other,
             };
-            let mut tx = match tokio::time::timeout(self.statement_time(), conn.start_transaction(TxOpts::default())).await {
-                Err(_) => return Err(self.statement_timeout()),
-                Ok(Err(e)) => return Err(backend_error(&self.name, &e, password)),
+            let running = self.watch(&conn, ready);
+            let time = self.statement_time(deadline)?;
+            let mut tx = match tokio::time::timeout(time, conn.start_transaction(TxOpts::default())).await {
+                Err(_) => return Err(self.statement_timeout(time)),
+                Ok(Err(e)) => {
+                    running.done();
+                    return Err(backend_error(&self.name, &e, password));
+                }
                 Ok(Ok(tx)) => tx,
             };
             let mut results = Vec::with_capacity(count);
             for (i, (sql, params)) in statements.into_iter().enumerate() {
                 let at = format!("statement {} of {count}", i + 1);
-                match tokio::time::timeout(self.statement_time(), exec(&mut tx, sql, params)).await {
+                let time = match self.statement_time(deadline) {
+                    Ok(time) => time,
+                    Err(e) => {
+                        // Nothing runs: dropping the transaction rolls back.
+                        running.done();
+                        return Err(failed(e, &at));
+                    }
+                };
+                let sql = time_limited(&sql, time, ready.mariadb);
+                match tokio::time::timeout(time, exec(&mut tx, sql, params)).await {
                     Ok(Ok(done)) => results.push(done),
                     Ok(Err(e)) => {
                         // A clean rollback keeps the connection for the pool;
                         // if even that fails, the server rolls back when the
                         // pool drops the broken connection.
-                        let _ = tokio::time::timeout(self.statement_time(), tx.rollback()).await;
+                        let _ = tokio::time::timeout(Duration::from_millis(self.profile.statement_timeout_ms), tx.rollback()).await;
+                        running.done();
                         return Err(failed(backend_error(&self.name, &e, password), &at));
                     }
-                    Err(_) => {
-                        // The statement may still be running: close the
-                        // connection, which ends it and rolls back, rather
-                        // than hand the pool a connection mid-statement.
-                        drop(tx);
-                        let _ = tokio::time::timeout(self.statement_time(), conn.disconnect()).await;
-                        return Err(failed(self.statement_timeout(), &at));
-                    }
+                    // The statement may still be running: `running` kills
+                    // it, and dropping the transaction rolls back.
+                    Err(_) => return Err(failed(self.statement_timeout(time), &at)),
                 }
             }
-            match tokio::time::timeout(self.statement_time(), tx.commit()).await {
-                Ok(Ok(())) => Ok(results),
-                Ok(Err(e)) => Err(failed(backend_error(&self.name, &e, password), "at commit")),
+            let time = self.statement_time(deadline)?;
+            match tokio::time::timeout(time, tx.commit()).await {
+                Ok(Ok(())) => {
+                    running.done();
+                    Ok(results)
+                }
+                Ok(Err(e)) => {
+                    running.done();
+                    Err(failed(backend_error(&self.name, &e, password), "at commit"))
+                }
                 Err(_) => Err(GuestError::Backend(format!(
                     "MySQL profile `{}`: the commit ran past {} ms; whether it committed is unknown",
-                    self.name, self.profile.statement_timeout_ms
+                    self.name,
+                    time.as_millis()
                 ))),
             }
         })

@@ -2,9 +2,11 @@
 //! statement of each; only a statement that passed it reaches the backend.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::MysqlCtx;
+use super::checker::{self, Unchecked};
 use super::sql::{self, Access, Denial, Function, Refusal};
+use super::{Granted, MysqlCtx, SqlClient};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::mysql::{ExecResult, Host, Rows, Statement, Value};
 use crate::caps::audit;
@@ -15,52 +17,86 @@ use crate::metrics::metrics;
 /// checking the host does before anything runs.
 pub const MAX_TRANSACTION_STATEMENTS: usize = 1000;
 
+/// Most bytes of distinct SQL text in one transaction (a statement repeated
+/// with other parameters counts once). Bounds the time the check of one
+/// transaction takes: about 150 ms of a checker thread at this size.
+pub const MAX_TRANSACTION_SQL_BYTES: usize = 1024 * 1024;
+
+/// A check's outcome for each statement, or the refusal and its index.
+type Checked = Result<Vec<String>, (Refusal, Option<usize>)>;
+
 impl MysqlCtx {
-    /// The grant's access and the profile's client, or the guest's error.
-    fn access(&self, function: Function, target: impl FnOnce() -> String) -> Result<(Access<'_>, &dyn super::SqlClient), GuestError> {
-        match (&self.grant, &self.client) {
+    /// The returner's grant and the profile's client, or the guest's error.
+    fn granted(&self, function: Function, target: impl FnOnce() -> String) -> Result<(Arc<Granted>, Arc<dyn SqlClient>), GuestError> {
+        match (&self.granted, &self.client) {
             // Admin's choice: no grant at all.
             (None, _) => Err(self.deny(function.as_str(), Denial { target: target(), reason: "it has no mysql grant".into() })),
-            (Some(g), Some(c)) => Ok((Access { tables: &g.tables, database: c.database() }, c.as_ref())),
+            (Some(g), Some(c)) => Ok((g.clone(), c.clone())),
             // Host bug: config validation guarantees the profile exists.
-            (Some(g), None) => Err(GuestError::Backend(format!("MySQL profile `{}` has no pool in this host", g.profile))),
+            (Some(g), None) => Err(GuestError::Backend(format!("MySQL profile `{}` has no pool in this host", g.grant.profile))),
         }
     }
 
-    /// The statement to run, or the refusal (a denial audited once) as the guest's error.
-    fn checked(&self, function: Function, sql: &str) -> Result<(String, &dyn super::SqlClient), GuestError> {
-        let (access, client) = self.access(function, || target_of(sql))?;
-        // Guest's fault (or its author's): the statement is outside the grant.
-        sql::check(sql, function, access).map(|statement| (statement, client)).map_err(|r| self.refused(function, r, None))
-    }
-
-    /// Every statement of a transaction checked, before any runs. The
-    /// checked text of each distinct SQL text is reused: a batch repeats one
-    /// INSERT with different parameters.
-    fn checked_all(&self, statements: Vec<Statement>) -> Result<(Vec<(String, Vec<Value>)>, &dyn super::SqlClient), GuestError> {
-        let function = Function::Transaction;
-        let (access, client) = self.access(function, || statements.first().map_or_else(String::new, |s| target_of(&s.sql)))?;
-        if statements.len() > MAX_TRANSACTION_STATEMENTS {
-            // Guest's fault: the batch is larger than the host runs at once.
-            return Err(GuestError::Limit(format!(
-                "a transaction of {} statements is over the most, {MAX_TRANSACTION_STATEMENTS}: split it",
-                statements.len()
-            )));
+    /// Check `statements` for `function`: the texts to send, in order, or
+    /// the guest's error (a denial audited once). Texts this grant passed
+    /// before are not checked again; the others are checked on a checker
+    /// thread, each distinct text once (a batch repeats one INSERT with
+    /// different parameters).
+    async fn check(&self, function: Function, statements: Vec<String>) -> Result<(Vec<String>, Arc<dyn SqlClient>), GuestError> {
+        let (granted, client) = self.granted(function, || statements.first().map_or_else(String::new, |s| target_of(s)))?;
+        let known: Option<Vec<String>> = statements.iter().map(|sql| granted.checked(function, sql)).collect();
+        if let Some(sent) = known {
+            return Ok((sent, client));
         }
-        let mut checked: HashMap<String, String> = HashMap::new();
-        let mut out = Vec::with_capacity(statements.len());
-        for (i, Statement { sql, params }) in statements.into_iter().enumerate() {
-            let statement = match checked.get(&sql) {
-                Some(statement) => statement.clone(),
-                None => {
-                    let statement = sql::check(&sql, function, access).map_err(|r| self.refused(function, r, Some(i)))?;
-                    checked.insert(sql, statement.clone());
-                    statement
+        let database = client.database().to_owned();
+        let shared = granted.clone();
+        let checked = checker::run(move |stopped| -> Checked {
+            let access = Access { tables: &shared.grant.tables, database: &database };
+            let mut distinct: HashMap<&str, String> = HashMap::new();
+            let mut distinct_bytes = 0usize;
+            let mut out = Vec::with_capacity(statements.len());
+            for (i, sql) in statements.iter().enumerate() {
+                if let Some(sent) = distinct.get(sql.as_str()) {
+                    out.push(sent.clone());
+                    continue;
                 }
-            };
-            out.push((statement, params));
+                if stopped() {
+                    // The call ran out of time; nobody reads this answer.
+                    return Ok(Vec::new());
+                }
+                distinct_bytes += sql.len();
+                if distinct_bytes > MAX_TRANSACTION_SQL_BYTES {
+                    let denial = Denial {
+                        target: "transaction".into(),
+                        reason: format!("the transaction's statements are over {MAX_TRANSACTION_SQL_BYTES} bytes of distinct SQL: split it"),
+                    };
+                    return Err((Refusal::Denied(denial), None));
+                }
+                let index = (function == Function::Transaction).then_some(i);
+                let sent = sql::check(sql, function, access).map_err(|r| (r, index))?;
+                shared.remember(function, sql, &sent);
+                distinct.insert(sql, sent.clone());
+                out.push(sent);
+            }
+            Ok(out)
+        })
+        .await;
+        match checked {
+            Ok(Ok(sent)) => Ok((sent, client)),
+            // Guest's fault (or its author's): the statement is outside the grant.
+            Ok(Err((refusal, index))) => Err(self.refused(function, refusal, index)),
+            // Host's limit: other returners' checks fill the queue.
+            Err(Unchecked::Busy) => Err(GuestError::Limit(format!(
+                "mysql {}: the host's SQL checker is busy ({} checks queued); try again",
+                function.as_str(),
+                checker::QUEUE
+            ))),
+            // Host's fault: the parser failed on this text; refuse it.
+            Err(Unchecked::Failed) => Err(self.deny(
+                function.as_str(),
+                Denial { target: "statement".into(), reason: "the statement could not be checked".into() },
+            )),
         }
-        Ok((out, client))
     }
 
     /// A refusal as the guest's error; `index` names a transaction's statement.
@@ -87,42 +123,91 @@ impl MysqlCtx {
         audit::denied(&self.returner, "mysql", op, &denial.target);
         GuestError::Denied(format!("mysql {op} denied for returner `{}`: {}", self.returner, denial.reason))
     }
+
+    /// One of the returner's connection slots on its profile, waited for
+    /// until the call's deadline: one returner cannot hold the whole pool.
+    async fn slot(&self, function: Function) -> Result<tokio::sync::OwnedSemaphorePermit, GuestError> {
+        let Some(granted) = &self.granted else {
+            // Host bug: a statement passed the check without a grant.
+            return Err(GuestError::Backend("mysql: no grant".into()));
+        };
+        let wait = self.deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(wait, granted.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                metrics().limited(&self.returner, "mysql_connections");
+                Err(GuestError::Limit(format!(
+                    "mysql {}: returner `{}` has all of its {} MySQL connections in use until its deadline",
+                    function.as_str(),
+                    self.returner,
+                    granted.connections
+                )))
+            }
+        }
+    }
 }
 
-/// A statement's first 200 characters, as the audit target of a call with no grant.
+/// A statement's first 200 characters, control characters escaped, as the
+/// audit target of a call with no grant.
 fn target_of(sql: &str) -> String {
-    sql.chars().take(200).collect()
+    sql.chars().take(200).flat_map(char::escape_default).collect()
 }
 
 impl Host for MysqlCtx {
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn query(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, GuestError>> {
-        let (statement, client) = match self.checked(Function::Query, &sql) {
+        let (mut sent, client) = match self.check(Function::Query, vec![sql]).await {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.counted(client.query(statement, params).await))
+        let _slot = match self.slot(Function::Query).await {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
+        let statement = sent.pop().unwrap_or_default();
+        Ok(self.counted(client.query(statement, params, self.deadline).await))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<ExecResult, GuestError>> {
-        let (statement, client) = match self.checked(Function::Execute, &sql) {
+        let (mut sent, client) = match self.check(Function::Execute, vec![sql]).await {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.counted(client.execute(statement, params).await))
+        let _slot = match self.slot(Function::Execute).await {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
+        let statement = sent.pop().unwrap_or_default();
+        Ok(self.counted(client.execute(statement, params, self.deadline).await))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, statements = statements.len()))]
     async fn transaction(&mut self, statements: Vec<Statement>) -> wasmtime::Result<Result<Vec<ExecResult>, GuestError>> {
-        let (statements, client) = match self.checked_all(statements) {
+        if statements.len() > MAX_TRANSACTION_STATEMENTS {
+            // Guest's fault: the batch is larger than the host runs at once.
+            if self.granted.is_none() {
+                let target = statements.first().map_or_else(String::new, |s| target_of(&s.sql));
+                return Ok(Err(self.deny("transaction", Denial { target, reason: "it has no mysql grant".into() })));
+            }
+            return Ok(Err(GuestError::Limit(format!(
+                "a transaction of {} statements is over the most, {MAX_TRANSACTION_STATEMENTS}: split it",
+                statements.len()
+            ))));
+        }
+        let (texts, params): (Vec<String>, Vec<Vec<Value>>) = statements.into_iter().map(|s| (s.sql, s.params)).unzip();
+        let (sent, client) = match self.check(Function::Transaction, texts).await {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        if statements.is_empty() {
+        if sent.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        Ok(self.counted(client.transaction(statements).await))
+        let _slot = match self.slot(Function::Transaction).await {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.counted(client.transaction(sent.into_iter().zip(params).collect(), self.deadline).await))
     }
 }
 
@@ -130,6 +215,7 @@ impl Host for MysqlCtx {
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::caps::mysql::client::BoxFuture;
@@ -143,15 +229,15 @@ mod tests {
         fn database(&self) -> &str {
             "salt"
         }
-        fn query(&self, sql: String, _: Vec<Value>) -> BoxFuture<'_, Result<Rows, GuestError>> {
+        fn query(&self, sql: String, _: Vec<Value>, _: Instant) -> BoxFuture<'_, Result<Rows, GuestError>> {
             self.0.lock().unwrap().push(sql);
             Box::pin(async { Ok(Rows { columns: vec![], rows: vec![] }) })
         }
-        fn execute(&self, sql: String, _: Vec<Value>) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
+        fn execute(&self, sql: String, _: Vec<Value>, _: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
             self.0.lock().unwrap().push(sql);
             Box::pin(async { Ok(ExecResult { affected_rows: 1, last_insert_id: None }) })
         }
-        fn transaction(&self, statements: Vec<(String, Vec<Value>)>) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
+        fn transaction(&self, statements: Vec<(String, Vec<Value>)>, _: Instant) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
             let n = statements.len();
             self.0.lock().unwrap().extend(statements.into_iter().map(|(sql, _)| sql));
             Box::pin(async move { Ok(vec![ExecResult { affected_rows: 1, last_insert_id: None }; n]) })
@@ -162,13 +248,13 @@ mod tests {
         let backends = MysqlBackends::with_clients(BTreeMap::from([("db".to_owned(), recorder as Arc<dyn SqlClient>)]));
         let grant = grant.then(|| {
             let verbs = vec![SqlVerb::Select, SqlVerb::Insert];
-            Arc::new(MysqlGrant { profile: "db".into(), tables: BTreeMap::from([("jids".to_owned(), verbs)]) })
+            MysqlGrant { profile: "db".into(), tables: BTreeMap::from([("jids".to_owned(), verbs)]), max_connections: None }
         });
-        MysqlCtx::new(Arc::from("r"), grant, &backends)
+        MysqlCtx::new(Arc::from("r"), grant.as_ref(), &backends, Instant::now() + Duration::from_secs(10))
     }
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
     }
 
     #[test]
@@ -217,5 +303,32 @@ mod tests {
         let denied = block(c.transaction(vec![statement("INSERT INTO jids (jid) VALUES (?)")])).unwrap();
         assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("no mysql grant")), "{denied:?}");
         assert!(recorder.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_statement_passed_under_a_grant_is_checked_again_when_the_grant_changes() {
+        let recorder = Arc::new(Recorder::default());
+        let backends = MysqlBackends::with_clients(BTreeMap::from([("db".to_owned(), recorder.clone() as Arc<dyn SqlClient>)]));
+        let grant = |verbs: Vec<SqlVerb>| MysqlGrant {
+            profile: "db".into(),
+            tables: BTreeMap::from([("jids".to_owned(), verbs)]),
+            max_connections: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let wide = grant(vec![SqlVerb::Select, SqlVerb::Delete]);
+        for _ in 0..2 {
+            let mut c = MysqlCtx::new(Arc::from("r"), Some(&wide), &backends, deadline);
+            assert!(block(c.execute("DELETE FROM jids".into(), vec![])).unwrap().is_ok());
+        }
+        // A reload took `delete` away: the same text, remembered as passed
+        // under the old grant, is denied under the new one.
+        let narrow = grant(vec![SqlVerb::Select]);
+        let mut c = MysqlCtx::new(Arc::from("r"), Some(&narrow), &backends, deadline);
+        let denied = block(c.execute("DELETE FROM jids".into(), vec![])).unwrap();
+        assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("`delete`")), "{denied:?}");
+        // Another returner never shares this one's statements.
+        let mut other = MysqlCtx::new(Arc::from("other"), Some(&narrow), &backends, deadline);
+        assert!(block(other.execute("DELETE FROM jids".into(), vec![])).unwrap().is_err());
+        assert_eq!(recorder.0.lock().unwrap().len(), 2);
     }
 }

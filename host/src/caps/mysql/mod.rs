@@ -4,22 +4,26 @@
 //! - [`MysqlProfile`] / [`MysqlGrant`]: the config (profile: where and how
 //!   to connect, host-side only; grant: verbs per table).
 //! - `sql`: the statement check (a real SQL parser, MySQL dialect).
+//! - `checker`: the threads the check runs on, off the async workers.
 //! - `client`: the backend behind a trait, one lazily created pool per profile.
 //! - `host`: the WIT functions; the grant check is the first thing each does.
 
+mod checker;
 mod client;
 mod host;
 pub mod sql;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Deserializer};
+use tokio::sync::Semaphore;
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::mysql;
-use crate::config::Profile;
+use super::Profile;
 
 pub use client::SqlClient;
 
@@ -178,28 +182,65 @@ pub enum SqlVerb {
     Create,
 }
 
-/// A returner's MySQL grant: a profile and the verbs allowed per table.
+/// A returner's MySQL grant: a profile, the verbs allowed per table, and
+/// how many of the profile's connections the returner may hold at once
+/// (default: half the pool, rounded up, so one returner cannot take it all).
 ///
 /// ```toml
 /// [returners.mysql.grants.mysql]
 /// profile = "salt_db"
 /// tables = { jids = ["select", "insert"], salt_returns = ["select", "insert"] }
+/// max_connections = 5
 /// ```
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlGrant {
     /// Name of a `mysql` profile.
     pub profile: String,
     /// Table name to the verbs allowed on it.
     pub tables: BTreeMap<String, Vec<SqlVerb>>,
+    /// Connections of the profile's pool the returner may use at once.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+impl MysqlGrant {
+    /// Connections the returner may hold at once on `profile`.
+    pub fn connections(&self, profile: &MysqlProfile) -> usize {
+        self.max_connections.unwrap_or(profile.pool_size.div_ceil(2)).max(1)
+    }
+
+    /// What is wrong with the grant on `profile`, if anything: the key and why.
+    pub fn validate(&self, profile: &MysqlProfile) -> Result<(), (String, String)> {
+        if let Some(n) = self.max_connections
+            && !(1..=profile.pool_size).contains(&n)
+        {
+            return Err((
+                "max_connections".into(),
+                format!("expected 1 to the profile's pool_size ({}), got {n}", profile.pool_size),
+            ));
+        }
+        for table in self.tables.keys() {
+            if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+                return Err((
+                    format!("tables.{table}"),
+                    "a table name of A-Z, a-z, 0-9, `_` and `$` only (no statement can name another)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// MySQL pools by profile name, shared by every call. Each pool is created
 /// on first use (the password file is read then), so a host whose MySQL is
-/// down still starts and serves its other returners.
+/// down still starts and serves its other returners. Beside them, what each
+/// returner's calls share, resolved on its first call.
 #[derive(Clone, Default)]
 pub struct MysqlBackends {
     pools: Arc<BTreeMap<String, Arc<dyn SqlClient>>>,
+    profiles: Arc<BTreeMap<String, MysqlProfile>>,
+    returners: Arc<Mutex<HashMap<String, Arc<Granted>>>>,
 }
 
 impl std::fmt::Debug for MysqlBackends {
@@ -212,17 +253,78 @@ impl MysqlBackends {
     /// Prepare a pool for every `mysql` profile.
     pub fn from_profiles(profiles: &BTreeMap<String, Profile>) -> anyhow::Result<Self> {
         let mut pools: BTreeMap<String, Arc<dyn SqlClient>> = BTreeMap::new();
+        let mut mysql = BTreeMap::new();
         for (name, profile) in profiles {
             if let Profile::Mysql(p) = profile {
                 pools.insert(name.clone(), Arc::new(client::MysqlPool::new(name, p.clone())));
+                mysql.insert(name.clone(), p.clone());
             }
         }
-        Ok(Self { pools: Arc::new(pools) })
+        Ok(Self { pools: Arc::new(pools), profiles: Arc::new(mysql), returners: Arc::default() })
     }
 
     /// Backends with the given clients by profile name (tests swap the backend this way).
     pub fn with_clients(clients: BTreeMap<String, Arc<dyn SqlClient>>) -> Self {
-        Self { pools: Arc::new(clients) }
+        Self { pools: Arc::new(clients), ..Self::default() }
+    }
+
+    /// What the calls of `returner` under `grant` share: made on its first
+    /// call, and made anew when its grant changes (a reload), so a call
+    /// never runs on a revoked grant's slots or checked statements.
+    fn granted(&self, returner: &str, grant: &MysqlGrant) -> Arc<Granted> {
+        let mut returners = self.returners.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(granted) = returners.get(returner)
+            && granted.grant == *grant
+        {
+            return granted.clone();
+        }
+        let connections = self.profiles.get(&grant.profile).map_or(DEFAULT_POOL_SIZE.div_ceil(2), |p| grant.connections(p));
+        let granted = Arc::new(Granted {
+            grant: grant.clone(),
+            connections,
+            slots: Arc::new(Semaphore::new(connections)),
+            checked: Mutex::new(HashMap::new()),
+        });
+        returners.insert(returner.to_owned(), granted.clone());
+        granted
+    }
+}
+
+/// Statements a returner has passed the check, kept to skip checking them
+/// again (a returner sends a handful of texts, again and again).
+pub(crate) type CheckedStatements = HashMap<(sql::Function, String), String>;
+
+/// Texts kept per returner at most; past it the cache starts over.
+const CHECKED_STATEMENTS: usize = 256;
+/// Longest text kept: bounds the cache at about 2 MiB per returner.
+const CHECKED_STATEMENT_BYTES: usize = 4 * 1024;
+
+/// One returner's grant, resolved once and shared by its calls: its
+/// connection slots on the profile and the statements it already passed.
+pub(crate) struct Granted {
+    grant: MysqlGrant,
+    connections: usize,
+    slots: Arc<Semaphore>,
+    checked: Mutex<CheckedStatements>,
+}
+
+impl Granted {
+    /// The text to send for `sql`, if this grant passed it before.
+    fn checked(&self, function: sql::Function, sql: &str) -> Option<String> {
+        let checked = self.checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        checked.get(&(function, sql.to_owned())).cloned()
+    }
+
+    /// Remember that `sql` passed as `sent`.
+    fn remember(&self, function: sql::Function, sql: &str, sent: &str) {
+        if sql.len() > CHECKED_STATEMENT_BYTES {
+            return;
+        }
+        let mut checked = self.checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if checked.len() >= CHECKED_STATEMENTS {
+            checked.clear();
+        }
+        checked.insert((function, sql.to_owned()), sent.to_owned());
     }
 }
 
@@ -230,15 +332,18 @@ impl MysqlBackends {
 #[derive(Clone)]
 pub struct MysqlCtx {
     returner: Arc<str>,
-    grant: Option<Arc<MysqlGrant>>,
+    granted: Option<Arc<Granted>>,
     client: Option<Arc<dyn SqlClient>>,
+    /// When the call ends: no statement runs on the server past it.
+    deadline: Instant,
 }
 
 impl MysqlCtx {
-    /// State for one call of `returner`, holding its grant if it has one.
-    pub fn new(returner: Arc<str>, grant: Option<Arc<MysqlGrant>>, backends: &MysqlBackends) -> Self {
-        let client = grant.as_ref().and_then(|g| backends.pools.get(&g.profile).cloned());
-        Self { returner, grant, client }
+    /// State for one call of `returner` ending at `deadline`, with its grant if it has one.
+    pub fn new(returner: Arc<str>, grant: Option<&MysqlGrant>, backends: &MysqlBackends, deadline: Instant) -> Self {
+        let client = grant.and_then(|g| backends.pools.get(&g.profile).cloned());
+        let granted = grant.map(|g| backends.granted(&returner, g));
+        Self { returner, granted, client, deadline }
     }
 }
 
