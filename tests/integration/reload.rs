@@ -288,14 +288,14 @@ fn sighup_refuses_whole_a_config_that_needs_a_restart() {
     // A narrowed grant together with a new returner, a new profile and another body limit.
     let host_toml = dir.path().join("host.toml");
     let text = std::fs::read_to_string(&host_toml).unwrap();
-    let text = text.replace("mode = \"rw\"", "mode = \"ro\"").replace("[server]\n", "[server]\nmax_body_bytes = 4096\n");
+    let text = text.replace("mode = \"rw\"", "mode = \"ro\"").replace("[server]\n", "[server]\nmax_body_bytes = 4096\ninstance_slots = 7\n");
     let added = "[returners.extra]\nmodule = \"builtin:local-cache\"\n[profiles.spare]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:1\"]\n";
     std::fs::write(&host_toml, format!("{text}\n{added}")).unwrap();
     hangup(&d);
     wait_for("the refusal to be logged", || d.log_text().contains("only a restart applies; nothing changed"));
     let log = d.log_text();
     let line = log.lines().find(|l| l.contains("only a restart applies")).unwrap();
-    for change in ["returner `extra` added", "profile `spare` added", "server.max_body_bytes changed"] {
+    for change in ["returner `extra` added", "profile `spare` added", "server.max_body_bytes changed", "server.instance_slots changed"] {
         assert!(line.contains(change), "names `{change}`: {line}");
     }
     // Nothing changed: the grant is still rw.
