@@ -92,8 +92,9 @@ pub const MAX_CONCURRENCY: u32 = 1_024;
 /// its tables into gigabytes of host memory.
 pub const MAX_TABLE_ELEMENTS: u32 = 1_000_000;
 /// The largest `instances`. Stops a config from letting one call create core
-/// instances without end.
-pub const MAX_INSTANCES: u32 = 10_000;
+/// instances without end; the largest value also sizes each of the pool's
+/// slots, so it bounds the memory the pool reserves.
+pub const MAX_INSTANCES: u32 = 1_024;
 /// The largest `max_result_mib`: an answer the host holds, parses and sends
 /// whole must stay well inside its memory.
 pub const MAX_RESULT_MIB: u64 = 4_096;
@@ -806,7 +807,7 @@ mod tests {
             ("memory_mib = 0", "memory_mib", "1 to 4096 MiB"),
             ("max_concurrency = 1025", "max_concurrency", "1 to 1024"),
             ("table_elements = 1000001", "table_elements", "1 to 1000000"),
-            ("instances = 0", "instances", "1 to 10000"),
+            ("instances = 0", "instances", "1 to 1024"),
             ("max_result_mib = 4097", "max_result_mib", "1 to 4096 MiB"),
             ("rate_per_second = 0.0", "rate_per_second", "above 0"),
             ("rate_per_second = inf", "rate_per_second", "above 0"),

@@ -127,25 +127,25 @@ impl Metrics {
     /// after it (Prometheus' "avoid missing metrics").
     pub fn declare_returner(&self, returner: &str, functions: &[&str]) {
         let name = || returner.to_owned();
-        self.in_flight.get_or_create(&ReturnerLabels { returner: name() });
+        let _ = self.in_flight.get_or_create(&ReturnerLabels { returner: name() });
         for function in functions {
             let (function, outcome) = ((*function).to_owned(), "ok".to_owned());
-            self.calls.get_or_create(&CallLabels { returner: name(), function, outcome });
+            let _ = self.calls.get_or_create(&CallLabels { returner: name(), function, outcome });
         }
         for kind in FAULT_KINDS {
-            self.faults.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
+            let _ = self.faults.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
         }
         for kind in LIMIT_KINDS {
-            self.limited.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
+            let _ = self.limited.get_or_create(&KindLabels { returner: name(), kind: (*kind).into() });
         }
         for capability in DENYING_CAPABILITIES {
-            self.denials.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
+            let _ = self.denials.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
         }
         for capability in BACKEND_CAPABILITIES {
-            self.backend_errors.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
+            let _ = self.backend_errors.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
         }
         for outcome in RELOAD_OUTCOMES {
-            self.reloads.get_or_create(&ReloadLabels { returner: name(), outcome: (*outcome).into() });
+            let _ = self.reloads.get_or_create(&ReloadLabels { returner: name(), outcome: (*outcome).into() });
         }
     }
 
