@@ -90,7 +90,8 @@ pub struct CallCaps {
 
 impl CallCaps {
     /// State for one call of `returner` with its grants and options, ending
-    /// at `deadline`; `fs_usage` is its `fs` grant's usage ([`fs::FsGrant::measure`]).
+    /// at `deadline`; `fs_usage` is its `fs` grant's usage ([`fs::FsGrant::measure`])
+    /// and `etcd_grant` its etcd grant, both resolved when it was loaded.
     pub fn new(
         returner: Arc<str>,
         grants: &Grants,
@@ -98,11 +99,12 @@ impl CallCaps {
         backends: &Backends,
         deadline: std::time::Instant,
         fs_usage: Option<Arc<fs::DirUsage>>,
+        etcd_grant: Option<Arc<etcd::EtcdGrant>>,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
-            etcd: etcd::EtcdCtx::new(returner.clone(), grants.etcd.clone().map(Arc::new), &backends.etcd),
+            etcd: etcd::EtcdCtx::new(returner.clone(), etcd_grant, &backends.etcd),
             mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.as_ref(), &backends.mysql, deadline),
             network: wasi::NetworkCtx::new(returner.clone()),
             fs: fs::FsCtx::new(returner, fs_usage),

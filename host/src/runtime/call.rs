@@ -112,6 +112,8 @@ pub struct Returner {
     /// Its read-write `fs` grant's usage, shared by every call, and by the
     /// returner's next module or settings while its `fs` grant stays the same.
     fs_usage: Option<Arc<DirUsage>>,
+    /// Its etcd grant, resolved once and borrowed by every call.
+    etcd_grant: Option<Arc<crate::caps::etcd::EtcdGrant>>,
     /// Shared with the returner's next module or settings after a reload,
     /// while its limits stay the same, so they hold across a swap.
     slots: Arc<Semaphore>,
@@ -126,6 +128,7 @@ impl Returner {
             name: Arc::from(config.name.as_str()),
             backends,
             fs_usage: config.grants.fs.as_ref().and_then(FsGrant::measure),
+            etcd_grant: config.grants.etcd.clone().map(Arc::new),
             slots: Arc::new(Semaphore::new(config.limits.max_concurrency as usize)),
             rate: config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst))),
             module,
@@ -154,7 +157,8 @@ impl Returner {
         } else {
             config.grants.fs.as_ref().and_then(FsGrant::measure)
         };
-        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, slots, rate }
+        let etcd_grant = config.grants.etcd.clone().map(Arc::new);
+        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, etcd_grant, slots, rate }
     }
 
     /// Its config.
@@ -318,6 +322,7 @@ impl Returner {
                 &self.backends,
                 deadline,
                 self.fs_usage.clone(),
+                self.etcd_grant.clone(),
             ),
             stderr,
         };
