@@ -208,7 +208,8 @@ impl EtcdServer {
         v["kvs"].as_array().map(|kvs| kvs.iter().map(|kv| kv["lease"].as_i64().unwrap_or(0)).collect()).unwrap_or_default()
     }
 
-    /// Every lease the cluster holds (`etcdctl lease list`), in hex as etcdctl prints them.
+    /// Every lease the cluster holds (`etcdctl lease list`), in hex as etcdctl
+    /// prints them: 16 digits, zero-padded (`format!("{id:016x}")`).
     pub fn lease_list(&self) -> Vec<String> {
         let (ok, text) = self.ctl(&["lease", "list"]);
         assert!(ok, "etcdctl lease list: {text}");

@@ -139,7 +139,7 @@ grants.etcd = {{ profile = "main", root = "/salt/return", ops = ["read", "write"
     assert_eq!((ttl, keys.len()), (600, 1000), "the lease has the TTL asked and holds every key");
     let on_keys = etcd.leases("/salt/return/flood/");
     assert_eq!(on_keys.len(), 1000);
-    assert!(on_keys.iter().all(|l| format!("{l:x}") == leases[0]), "every key carries the one lease");
+    assert!(on_keys.iter().all(|l| format!("{l:016x}") == leases[0]), "every key carries the one lease");
 
     // The next call makes a lease of its own: the sharing ends with the call.
     d.call("flood", "get_fun", &json!({ "fun": "lease-flood" })).result();
