@@ -2,12 +2,13 @@
 //! dirs, stopped on drop: one member, a member serving TLS with client
 //! certificates, or a three-member cluster; `etcdctl` to look at what landed.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::free_port;
 
 /// One etcd member.
 pub struct EtcdServer {
@@ -22,10 +23,6 @@ pub struct EtcdServer {
     cluster_token: String,
     tls: Option<Pki>,
     root_password: Option<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// How long a member may take to answer its first health check.

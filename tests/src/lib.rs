@@ -31,6 +31,30 @@ pub fn build_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A free loopback TCP port for a server a test starts (and may stop and
+/// start again on the same port). Taken below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768 and up here), from which `bind(:0)` and
+/// every outgoing connection take their ports: a server restarted on a port
+/// from there can find it taken by another test's client meanwhile.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    // Each test binary starts at its own offset so parallel binaries rarely
+    // probe the same ports; each port is checked free before it is handed out.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = FIRST + (std::process::id() % u32::from(LAST - FIRST)) as u16;
+    let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..(LAST - FIRST) {
+        let next = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + next.wrapping_sub(FIRST) % (LAST - FIRST);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {LAST}")
+}
+
 /// The directory of real Salt payloads, recorded from a Salt 3008 master
 /// and minion: the test kit's own copy (`host/src/testkit/salt`), the one
 /// copy in the repository.

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+
 const MISSING: &str = "mariadbd not found: run scripts/setup (installs Debian's mariadb-server)";
 
 /// A running `mariadbd`.
@@ -44,10 +46,6 @@ fn binary(name: &str) -> PathBuf {
         }
     }
     panic!("{MISSING} ({name} is missing)");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port").local_addr().unwrap().port()
 }
 
 impl MariaDb {

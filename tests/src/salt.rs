@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::free_port;
+
 /// The minion id of every Salt minion here.
 pub const MINION_ID: &str = "minion1";
 
@@ -274,10 +276,6 @@ fn stop_group(mut child: Child) {
     // Workers may outlive the leader; the group id stays theirs.
     signal("-KILL");
     let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// Call functions of Salt returner modules through Salt's loader in the
