@@ -3,9 +3,11 @@
 //! host/src/testkit/salt) through the HTTP API, alone, then beside clients
 //! that call the hostile suite back to back (a loop to its deadline, memory
 //! growth to its cap, a trap, a panic, deep recursion, a 100 MB answer, a
-//! flood of host calls, capability calls with no grant), then alone again.
-//! Throughput and latency of the good calls, and their ratio to the first
-//! phase, in the same run.
+//! flood of host calls, capability calls with no grant), then beside a
+//! client whose every call makes 100,000 denied etcd reads (each call's
+//! audit events capped, the rest counted), then alone again. Throughput and
+//! latency of the good calls, and their ratio to the first phase, in the
+//! same run.
 //!
 //! `cargo bench -p returner-host --bench isolation` (see BENCHMARKS.md).
 
@@ -22,19 +24,28 @@ const PHASE: Duration = Duration::from_secs(6);
 /// Clients of the good returner, each with a kept-alive connection.
 const GOOD_CLIENTS: usize = 2;
 
-/// The hostile calls: (returner, function, arguments).
-fn hostile_calls() -> Vec<(&'static str, &'static str, Value)> {
+/// A hostile call: (returner, function, arguments, whether it answers 200).
+type HostileCall = (&'static str, &'static str, Value, bool);
+
+/// The hostile suite's calls. Only the denied capabilities answer 200 (with
+/// the denials as data).
+fn hostile_calls() -> Vec<HostileCall> {
     let ret = json!({ "ret": { "id": "m1", "jid": "20261123120000000001", "fun": "test.ping", "return": true } });
     vec![
-        ("spin", "returner", ret.clone()),
-        ("memhog", "returner", ret.clone()),
-        ("trapper", "returner", ret),
-        ("trapper", "get_load", json!({ "jid": "1" })),
-        ("abuser", "get_load", json!({ "jid": "deep" })),
-        ("abuser", "get_jid", json!({ "jid": "100" })),
-        ("abuser", "get_fun", json!({ "fun": "flood" })),
-        ("nogrant", "get_minions", json!({})),
+        ("spin", "returner", ret.clone(), false),
+        ("memhog", "returner", ret.clone(), false),
+        ("trapper", "returner", ret, false),
+        ("trapper", "get_load", json!({ "jid": "1" }), false),
+        ("abuser", "get_load", json!({ "jid": "deep" }), false),
+        ("abuser", "get_jid", json!({ "jid": "100" }), false),
+        ("abuser", "get_fun", json!({ "fun": "flood" }), false),
+        ("nogrant", "get_minions", json!({}), true),
     ]
+}
+
+/// 100,000 denied etcd reads per call, back to back.
+fn denial_flood() -> Vec<HostileCall> {
+    vec![("abuser", "get_jids", json!({}), true)]
 }
 
 struct Phase {
@@ -56,14 +67,16 @@ fn main() {
     println!("good: local-cache storing the {} real Salt returns in turn over the unix socket", bodies.len());
 
     // Warm up: compile caches, page in the pool.
-    phase(&daemon, &bodies, 0);
-    let alone = phase(&daemon, &bodies, 0);
+    phase(&daemon, &bodies, 0, hostile_calls);
+    let alone = phase(&daemon, &bodies, 0, hostile_calls);
     report("alone", &alone, &alone);
     for hostile_clients in [1, 4] {
-        let beside = phase(&daemon, &bodies, hostile_clients);
+        let beside = phase(&daemon, &bodies, hostile_clients, hostile_calls);
         report(&format!("beside {hostile_clients} hostile client(s)"), &beside, &alone);
     }
-    let after = phase(&daemon, &bodies, 0);
+    let flood = phase(&daemon, &bodies, 1, denial_flood);
+    report("beside a flood of denials", &flood, &alone);
+    let after = phase(&daemon, &bodies, 0, hostile_calls);
     report("alone again", &after, &alone);
 }
 
@@ -78,8 +91,8 @@ fn report(name: &str, p: &Phase, alone: &Phase) {
     );
 }
 
-/// Good traffic for one phase, beside `hostile_clients` clients of the hostile suite.
-fn phase(daemon: &Daemon, bodies: &[Vec<u8>], hostile_clients: usize) -> Phase {
+/// Good traffic for one phase, beside `hostile_clients` clients making `calls` in turn.
+fn phase(daemon: &Daemon, bodies: &[Vec<u8>], hostile_clients: usize, calls: fn() -> Vec<HostileCall>) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let hostile_done = Arc::new(AtomicU64::new(0));
     let hostile: Vec<_> = (0..hostile_clients)
@@ -87,13 +100,12 @@ fn phase(daemon: &Daemon, bodies: &[Vec<u8>], hostile_clients: usize) -> Phase {
             let (socket, stop, done) = (daemon.socket.clone(), stop.clone(), hostile_done.clone());
             std::thread::spawn(move || {
                 let mut conn = HttpConn::connect(&socket);
-                let calls = hostile_calls();
+                let calls = calls();
                 let mut n = i;
                 while !stop.load(Ordering::Relaxed) {
-                    let (returner, function, args) = &calls[n % calls.len()];
+                    let (returner, function, args, answers) = &calls[n % calls.len()];
                     let r = conn.post(&format!("/v1/returners/{returner}/{function}"), args.to_string().as_bytes());
-                    // Only the denied capabilities answer 200 (with the denials as data).
-                    assert_eq!(r.status == 200, *returner == "nogrant", "{returner}.{function}: {:?}", r.json);
+                    assert_eq!(r.status == 200, *answers, "{returner}.{function}: {:?}", r.json);
                     done.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                 }

@@ -540,17 +540,21 @@ fn return_record(ret: &JobReturn) -> Value {
 
 /// Whether `ret` matches the return stored in `minion_dir` (Salt 3008's
 /// `_log_duplicate_return`): its record, and its outputter when it names
-/// one. `None` when the stored one cannot be read.
+/// one. Compared as the bytes `store_return` would write, so a duplicate
+/// costs a read, not a parse. `None` when the stored one cannot be read.
 fn same_as_stored(minion_dir: &Path, ret: &JobReturn) -> Option<bool> {
-    let mut stored = read_json(&minion_dir.join(RETURN_P)).ok()??;
-    let mut new = return_record(ret);
-    if let Some(out) = ret.full.get("out") {
-        new["out"] = out.clone();
-        if let (Some(object), Ok(Some(stored_out))) = (stored.as_object_mut(), read_json(&minion_dir.join(OUT_P))) {
-            object.entry("out").or_insert(stored_out);
+    let stored = fs::read(minion_dir.join(RETURN_P)).ok()?;
+    let new = serde_json::to_vec(&return_record(ret)).ok()?;
+    if stored != new {
+        return Some(false);
+    }
+    match ret.full.get("out") {
+        None => Some(true),
+        Some(out) => {
+            let stored_out = fs::read(minion_dir.join(OUT_P)).ok()?;
+            Some(serde_json::to_vec(out).ok()? == stored_out)
         }
     }
-    Some(stored == new)
 }
 
 /// Every minion's stored return in a job directory, as `get_jid` shows it,
