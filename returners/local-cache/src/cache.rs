@@ -293,13 +293,8 @@ impl JobCache {
             }
             let path = dir.join(&name);
             match read_json(&path) {
-                Ok(Some(Value::Array(ids))) => {
-                    minions.extend(
-                        ids.into_iter()
-                            .filter_map(|id| id.as_str().map(str::to_owned)),
-                    );
-                }
-                Ok(_) => {}
+                Ok(Some(value)) => minions.extend(minion_ids(value).unwrap_or_default()),
+                Ok(None) => {}
                 Err(err) => log::warn(&format!(
                     "skipping the minions file {}: {err}",
                     path.display()
@@ -632,12 +627,20 @@ fn create_exclusive(path: &Path, contents: &[u8]) -> Result<bool> {
 /// not a list of ids (the next save replaces it).
 fn read_minions(path: &Path) -> Option<BTreeSet<String>> {
     match read_json(path) {
-        Ok(Some(Value::Array(ids))) => Some(ids.into_iter().filter_map(|id| id.as_str().map(str::to_owned)).collect()),
-        Ok(_) => None,
+        Ok(Some(value)) => minion_ids(value),
+        Ok(None) => None,
         Err(err) => {
             log::warn(&format!("replacing the unreadable minions file {}: {err}", path.display()));
             None
         }
+    }
+}
+
+/// The minion ids of a minions file's JSON; `None` when it is not a list.
+fn minion_ids(value: Value) -> Option<BTreeSet<String>> {
+    match value {
+        Value::Array(ids) => Some(ids.into_iter().filter_map(|id| id.as_str().map(str::to_owned)).collect()),
+        _ => None,
     }
 }
 

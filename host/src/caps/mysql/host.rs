@@ -147,10 +147,10 @@ impl MysqlCtx {
     }
 }
 
-/// A statement's first 200 characters, control characters escaped, as the
-/// audit target of a call with no grant.
+/// A statement's first 200 bytes, on one line, as the audit target of a
+/// call with no grant.
 fn target_of(sql: &str) -> String {
-    sql.chars().take(200).flat_map(char::escape_default).collect()
+    crate::guest_text::bounded(sql, 200)
 }
 
 impl Host for MysqlCtx {
@@ -185,11 +185,11 @@ impl Host for MysqlCtx {
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, statements = statements.len()))]
     async fn transaction(&mut self, statements: Vec<Statement>) -> wasmtime::Result<Result<Vec<ExecResult>, GuestError>> {
         if statements.len() > MAX_TRANSACTION_STATEMENTS {
-            // Guest's fault: the batch is larger than the host runs at once.
-            if self.granted.is_none() {
-                let target = statements.first().map_or_else(String::new, |s| target_of(&s.sql));
-                return Ok(Err(self.deny("transaction", Denial { target, reason: "it has no mysql grant".into() })));
+            // No grant is a denial, whatever the size.
+            if let Err(e) = self.granted(Function::Transaction, || statements.first().map_or_else(String::new, |s| target_of(&s.sql))) {
+                return Ok(Err(e));
             }
+            // Guest's fault: the batch is larger than the host runs at once.
             return Ok(Err(GuestError::Limit(format!(
                 "a transaction of {} statements is over the most, {MAX_TRANSACTION_STATEMENTS}: split it",
                 statements.len()

@@ -221,7 +221,7 @@ impl MysqlGrant {
             ));
         }
         for table in self.tables.keys() {
-            if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+            if !sql::is_plain_name(table) {
                 return Err((
                     format!("tables.{table}"),
                     "a table name of A-Z, a-z, 0-9, `_` and `$` only (no statement can name another)".into(),
@@ -292,7 +292,9 @@ impl MysqlBackends {
 
 /// Statements a returner has passed the check, kept to skip checking them
 /// again (a returner sends a handful of texts, again and again).
-pub(crate) type CheckedStatements = HashMap<(sql::Function, String), String>;
+/// Per host function, guest text to the text sent (looked up by `&str`,
+/// so a hit allocates nothing).
+pub(crate) type CheckedStatements = HashMap<sql::Function, HashMap<String, String>>;
 
 /// Texts kept per returner at most; past it the cache starts over.
 const CHECKED_STATEMENTS: usize = 256;
@@ -312,7 +314,7 @@ impl Granted {
     /// The text to send for `sql`, if this grant passed it before.
     fn checked(&self, function: sql::Function, sql: &str) -> Option<String> {
         let checked = self.checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        checked.get(&(function, sql.to_owned())).cloned()
+        checked.get(&function)?.get(sql).cloned()
     }
 
     /// Remember that `sql` passed as `sent`.
@@ -321,10 +323,10 @@ impl Granted {
             return;
         }
         let mut checked = self.checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if checked.len() >= CHECKED_STATEMENTS {
+        if checked.values().map(HashMap::len).sum::<usize>() >= CHECKED_STATEMENTS {
             checked.clear();
         }
-        checked.insert((function, sql.to_owned()), sent.to_owned());
+        checked.entry(function).or_default().insert(sql.to_owned(), sent.to_owned());
     }
 }
 

@@ -9,6 +9,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use super::{Denial, deny};
+use crate::guest_text;
 
 /// Most tokens in one statement. Bounds the size of the tree the parser
 /// builds, so the cost of checking a statement is known before it is
@@ -119,13 +120,19 @@ fn check_word(value: &str, quote: Option<char>) -> Result<(), Denial> {
     if value.starts_with('@') {
         return deny(format!("variable `{}`", printable(value)), format!("variable `{}` is not allowed", printable(value)));
     }
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+    if !is_plain_name(value) {
         return deny(
             format!("identifier `{}`", printable(value)),
             format!("identifier `{}` is not allowed: names are of A-Z, a-z, 0-9, `_` and `$` only", printable(value)),
         );
     }
     Ok(())
+}
+
+/// Whether `name` is a name a statement may use: not empty, of
+/// `[A-Za-z0-9_$]` only.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
 }
 
 /// Decimal numbers only (`12`, `1.5`, `.5`, `1e3`): hexadecimal and binary
@@ -175,18 +182,14 @@ fn is_literal(token: &Token) -> bool {
     )
 }
 
-/// Characters of a guest's text quoted in a refusal, at most.
-const QUOTED_CHARS: usize = 160;
+/// Bytes of a guest's text quoted in a refusal, at most.
+const QUOTED_BYTES: usize = 160;
 
-/// A guest's text as it may appear in a message: at most
-/// [`QUOTED_CHARS`] characters, control characters escaped, so a refusal
-/// can neither grow without bound nor forge log lines.
+/// A guest's text as it may appear in a refusal: on one line and at most
+/// [`QUOTED_BYTES`] long ([`guest_text::bounded`]), so a refusal can
+/// neither grow without bound nor forge log lines.
 pub fn printable(text: &str) -> String {
-    let mut out: String = text.chars().take(QUOTED_CHARS).flat_map(char::escape_default).collect();
-    if text.chars().nth(QUOTED_CHARS).is_some() {
-        out.push('…');
-    }
-    out
+    guest_text::bounded(text, QUOTED_BYTES)
 }
 
 #[cfg(test)]
@@ -240,6 +243,7 @@ mod tests {
     #[test]
     fn printable_escapes_control_characters_and_cuts() {
         assert_eq!(printable("a\nb"), "a\\nb");
-        assert_eq!(printable(&"x".repeat(200)).chars().count(), QUOTED_CHARS + 1);
+        let cut = printable(&"x".repeat(200));
+        assert!(cut.starts_with(&"x".repeat(QUOTED_BYTES)) && cut.ends_with("… (40 bytes cut)"), "{cut}");
     }
 }

@@ -25,7 +25,7 @@ use sqlparser::parser::Parser;
 
 use super::SqlVerb;
 
-pub use lexical::{MAX_OPERATORS, MAX_TOKENS, printable};
+pub use lexical::{MAX_OPERATORS, MAX_TOKENS, is_plain_name, printable};
 pub use shape::ALLOWED_FUNCTIONS;
 
 /// Longest SQL text checked. Stops a guest from making the host parse
@@ -237,9 +237,6 @@ impl Needs {
                 let table = table_name(&create.name, access)?;
                 self.need(&table, SqlVerb::Create);
                 targets.push(table);
-                if create.clone.is_some() {
-                    return deny("statement", "CREATE TABLE ... CLONE is not allowed");
-                }
                 if let Some(CreateTableLikeKind::Plain(like) | CreateTableLikeKind::Parenthesized(like)) = &create.like {
                     let source = table_name(&like.name, access)?;
                     self.need(&source, SqlVerb::Select);
