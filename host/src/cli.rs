@@ -104,6 +104,18 @@ pub enum Command {
     },
     /// Create a returner crate from the project template.
     New(crate::template::NewArgs),
+    /// The spool of a running host: its queues and dead letters.
+    Spool {
+        /// Host config (TOML) of the running host; without it, the embedded default's socket.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data dir of the embedded default.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::spool::admin::SpoolCommand,
+    },
 }
 
 /// Run the command line; the process's exit code.
@@ -176,10 +188,25 @@ async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode
             let config = load_config(config_file.as_deref(), &overrides)?;
             init_tracing(log_format, true, config.server.audit_log.as_deref())?;
             let host = Arc::new(ReturnerHost::start(&config)?);
+            let names: Vec<String> = host.names().map(str::to_owned).collect();
+            let spool = crate::spool::Spool::open(
+                &config.server.spool_dir(),
+                &names,
+                &Default::default(),
+                config.server.spool.clone(),
+            )?;
+            host.attach_spool(spool.clone());
+            let delivery = spool.start_delivery(host.clone());
             let reloader = crate::reload::Reloader::new(host.clone(), &config, config_file, overrides);
             let watch = tokio::spawn(reloader.run(config.server.watch_interval));
-            crate::ingest::serve(host, &config.server, shutdown_signal()).await?;
+            let served = crate::ingest::serve(host, &config.server, shutdown_signal()).await;
             watch.abort();
+            // No more writes come in; deliver what the spool holds while
+            // the drain timeout allows, and keep the rest for the next start.
+            spool.stop_accepting();
+            delivery.drain_and_stop(&spool, config.server.spool.drain_timeout).await;
+            spool.close();
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call { config, data_dir, returner, function, json } => {
@@ -228,6 +255,12 @@ async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode
             crate::testkit::run_cli(crate::testkit::TestOptions { module, config, returner }, format).await
         }
         Command::New(args) => crate::template::create(&args),
+        Command::Spool { config, data_dir, command } => {
+            init_tracing(log_format, false, None)?;
+            let config = load_config(config.as_deref(), &Overrides { data_dir, ..Default::default() })?;
+            crate::spool::admin::run(&config, &command)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

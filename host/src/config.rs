@@ -179,6 +179,72 @@ struct ServerSection {
     audit_log: Option<PathBuf>,
     watch_interval_ms: Option<u64>,
     instance_slots: Option<u32>,
+    #[serde(default)]
+    spool: SpoolSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolSection {
+    max_bytes: Option<u64>,
+    fsync: Option<bool>,
+    drain_timeout_ms: Option<u64>,
+    batch_max_items: Option<u64>,
+    batch_max_bytes: Option<u64>,
+    retry_max_ms: Option<u64>,
+}
+
+/// The spool's settings (`[server.spool]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Bytes the spool holds at most, queued and dead together; a write
+    /// past it is refused with `spool_full` (507).
+    pub max_bytes: u64,
+    /// Whether each commit is on disk before writes are acknowledged. Off
+    /// is faster and loses the last moments' writes on a power loss (not on
+    /// a crash of the host alone).
+    pub fsync: bool,
+    /// How long a SIGTERM keeps delivering before the host exits.
+    pub drain_timeout: Duration,
+    /// Writes delivered in one guest call at most.
+    pub batch_max_items: usize,
+    /// Bytes of writes delivered in one guest call at most (one larger
+    /// write still goes, alone).
+    pub batch_max_bytes: usize,
+    /// The longest wait between retries of a failing delivery.
+    pub retry_max: Duration,
+}
+
+/// `server.spool.max_bytes` when the config does not set it: 4 GiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 << 30;
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            fsync: true,
+            drain_timeout: Duration::from_secs(10),
+            batch_max_items: 256,
+            batch_max_bytes: 4 << 20,
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+fn resolve_spool(s: &SpoolSection) -> Result<SpoolConfig, (&'static str, String)> {
+    let d = SpoolConfig::default();
+    Ok(SpoolConfig {
+        max_bytes: in_range("max_bytes", s.max_bytes, 1 << 20, 1 << 50, "bytes")?.unwrap_or(d.max_bytes),
+        fsync: s.fsync.unwrap_or(d.fsync),
+        drain_timeout: in_range("drain_timeout_ms", s.drain_timeout_ms, 0, 3_600_000, "ms")?
+            .map_or(d.drain_timeout, Duration::from_millis),
+        batch_max_items: in_range("batch_max_items", s.batch_max_items, 1, 10_000, "writes")?
+            .map_or(d.batch_max_items, |n| n as usize),
+        batch_max_bytes: in_range("batch_max_bytes", s.batch_max_bytes, 1024, 256 << 20, "bytes")?
+            .map_or(d.batch_max_bytes, |n| n as usize),
+        retry_max: in_range("retry_max_ms", s.retry_max_ms, 100, 600_000, "ms")?
+            .map_or(d.retry_max, Duration::from_millis),
+    })
 }
 
 
@@ -265,12 +331,19 @@ pub struct ServerConfig {
     /// Component instances the pool holds at once, when the config sets it;
     /// otherwise the sum of the returners' `max_concurrency` and a spare few.
     pub instance_slots: Option<u32>,
+    /// The spool's settings.
+    pub spool: SpoolConfig,
 }
 
 impl ServerConfig {
     /// Where compiled modules are cached (host-owned: no grant reaches it).
     pub fn compiled_dir(&self) -> PathBuf {
         self.data_dir.join(COMPILED_DIR)
+    }
+
+    /// Where the spool lives (host-owned: no grant reaches it).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join(SPOOL_DIR)
     }
 }
 
@@ -501,6 +574,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
     };
     let instance_slots = in_range("instance_slots", file.server.instance_slots, 1, MAX_INSTANCE_SLOTS, "slots")
         .map_err(|(k, m)| invalid(&format!("server.{k}"), m))?;
+    let spool = resolve_spool(&file.server.spool).map_err(|(k, m)| invalid(&format!("server.spool.{k}"), m))?;
     let host_owned: Vec<PathBuf> = HOST_OWNED_DIRS.iter().map(|d| resolve_symlinks(&data_dir.join(d))).collect();
 
     let mut profiles = BTreeMap::new();
@@ -602,6 +676,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
             audit_log,
             watch_interval,
             instance_slots,
+            spool,
         },
         profiles,
         returners,

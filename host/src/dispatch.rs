@@ -3,7 +3,8 @@
 //! under Salt's parameter names) and typed calls of the guest.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use serde_json::{Map, Value};
@@ -31,6 +32,9 @@ pub struct ReturnerHost {
     /// Core instances and memories one component instance may hold in the
     /// engine's pool, as sized at start.
     per_component: (u32, u32),
+    /// The spool, when this host serves through one (the daemon does; a
+    /// one-off `returner-host call` does not).
+    spool: OnceLock<Arc<crate::spool::Spool>>,
 }
 
 /// What [`ReturnerHost::reconfigure`] did.
@@ -76,7 +80,19 @@ impl ReturnerHost {
             let returner = Arc::new(Returner::new(rc.clone(), module, backends.clone()));
             returners.insert(rc.name.clone(), RwLock::new(returner));
         }
-        Ok(Self { runtime, returners, instance_slots, max_memory_bytes, per_component })
+        Ok(Self { runtime, returners, instance_slots, max_memory_bytes, per_component, spool: OnceLock::new() })
+    }
+
+    /// Serve writes through `spool` from now on: they are acknowledged once
+    /// on disk and delivered by its delivery tasks, and reads wait for the
+    /// writes accepted before them.
+    pub fn attach_spool(&self, spool: Arc<crate::spool::Spool>) {
+        let _ = self.spool.set(spool);
+    }
+
+    /// The spool, if writes go through one.
+    pub fn spool(&self) -> Option<&Arc<crate::spool::Spool>> {
+        self.spool.get()
     }
 
     /// The runtime.
@@ -214,6 +230,15 @@ impl ReturnerHost {
             CallError::new(ErrorKind::NotFound, format!("no returner `{name}`; this host serves: {}", known.join(", ")))
         })?;
         let call = parse_call(function, body)?;
+        if let Some(spool) = self.spool.get() {
+            if crate::spool::is_write(function) {
+                spool.accept(&self.runtime, &returner, name, function, body).await?;
+                return Ok(Value::Null);
+            }
+            if function.starts_with("get_") {
+                spool.barrier(name, Instant::now() + returner.limits().deadline).await?;
+            }
+        }
         let output = returner.call(&self.runtime, &call).await?;
         output_to_json(name, function, output)
     }

@@ -45,6 +45,12 @@ pub enum ErrorKind {
     BadOutput,
     /// A fault of the host itself.
     Internal,
+    /// A read waited past its deadline for earlier writes to be delivered.
+    Pending,
+    /// The spool has no room for the write (`server.spool.max_bytes`, or the disk).
+    SpoolFull,
+    /// The host is shutting down.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -66,6 +72,9 @@ impl ErrorKind {
             ErrorKind::MemoryLimit => "memory_limit",
             ErrorKind::BadOutput => "bad_output",
             ErrorKind::Internal => "internal",
+            ErrorKind::Pending => "pending",
+            ErrorKind::SpoolFull => "spool_full",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 
@@ -87,6 +96,9 @@ impl ErrorKind {
             ErrorKind::MemoryLimit => 507,
             ErrorKind::BadOutput => 502,
             ErrorKind::Internal => 500,
+            ErrorKind::Pending => 503,
+            ErrorKind::SpoolFull => 507,
+            ErrorKind::Unavailable => 503,
         }
     }
 }
@@ -98,6 +110,10 @@ pub struct CallError {
     pub kind: ErrorKind,
     /// One line naming the problem: control characters are escaped.
     pub message: String,
+    /// The guest's own code caused it (a trap, its memory cap, computing
+    /// past its deadline): the same call would fail the same way again.
+    /// Not on the wire; the spool's delivery does not retry such a write.
+    pub by_the_guest: bool,
 }
 
 impl CallError {
@@ -109,7 +125,12 @@ impl CallError {
             std::borrow::Cow::Borrowed(_) => None,
             std::borrow::Cow::Owned(escaped) => Some(escaped),
         };
-        Self { kind, message: escaped.unwrap_or(message) }
+        Self { kind, message: escaped.unwrap_or(message), by_the_guest: false }
+    }
+
+    /// The same error, marked as the guest's own doing.
+    pub fn by_the_guest(self) -> Self {
+        Self { by_the_guest: true, ..self }
     }
 
     /// The request is malformed.
@@ -133,7 +154,7 @@ impl CallError {
             GuestError::Limit(m) => (ErrorKind::Limit, said(m)),
         };
         // Already one line: `bounded` escapes as it cuts.
-        Self { kind, message }
+        Self { kind, message, by_the_guest: false }
     }
 }
 

@@ -35,6 +35,9 @@ pub fn router(host: Arc<ReturnerHost>, token: Option<String>, max_body_bytes: us
     Router::new()
         .route("/v1/returners/{name}/{function}", post(call))
         .route("/v1/returners", get(returners))
+        .route("/v1/spool", get(spool_status))
+        .route("/v1/spool/{name}/dead-letters", get(dead_letters))
+        .route("/v1/spool/{name}/dead-letters/{action}", post(dead_letters_action))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -191,6 +194,71 @@ async fn returners(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
     (StatusCode::OK, axum::Json(json!({ "returners": listing }))).into_response()
 }
 
+/// Each queue of the spool: depth, bytes, oldest age, dead letters, last error.
+async fn spool_status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let spool = match authorized_spool(&app, &headers) {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    (StatusCode::OK, axum::Json(json!({ "queues": spool.status().await }))).into_response()
+}
+
+/// The dead letters of one returner.
+async fn dead_letters(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>, headers: HeaderMap) -> Response {
+    let spool = match authorized_spool(&app, &headers) {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    match spool.dead_letters(&name).await {
+        Ok(letters) => (StatusCode::OK, axum::Json(json!({ "dead_letters": letters }))).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `retry` or `drop` dead letters of one returner: all, or `{"seqs": [...]}`.
+async fn dead_letters_action(
+    State(app): State<Arc<App>>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let spool = match authorized_spool(&app, &headers) {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Which {
+        seqs: Option<Vec<u64>>,
+    }
+    let which = if body.iter().all(u8::is_ascii_whitespace) {
+        Which { seqs: None }
+    } else {
+        match serde_json::from_slice::<Which>(&body) {
+            Ok(w) => w,
+            Err(e) => {
+                return error_response(&CallError::bad_request(format!(
+                    "the body must be empty (all dead letters) or {{\"seqs\": [numbers]}}: {e}"
+                )));
+            }
+        }
+    };
+    let done = match action.as_str() {
+        "retry" => spool.retry_dead(&name, which.seqs).await,
+        "drop" => spool.drop_dead(&name, which.seqs).await,
+        other => Err(CallError::new(ErrorKind::NotFound, format!("no dead-letter action `{other}`; expected retry or drop"))),
+    };
+    match done {
+        Ok(n) => (StatusCode::OK, axum::Json(json!({ "result": n }))).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn authorized_spool<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Arc<crate::spool::Spool>, CallError> {
+    authorize(app, headers)?;
+    app.host.spool().ok_or_else(|| CallError::new(ErrorKind::NotFound, "this host serves without a spool"))
+}
+
 async fn metrics() -> Response {
     let body = crate::metrics::metrics().encode();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
@@ -199,7 +267,8 @@ async fn metrics() -> Response {
 async fn not_found() -> Response {
     error_response(&CallError::new(
         ErrorKind::NotFound,
-        "no such endpoint; use POST /v1/returners/{name}/{function}, GET /v1/returners, GET /healthz or GET /metrics",
+        "no such endpoint; use POST /v1/returners/{name}/{function}, GET /v1/returners, GET /v1/spool, \
+         GET /v1/spool/{name}/dead-letters, POST /v1/spool/{name}/dead-letters/{retry|drop}, GET /healthz or GET /metrics",
     ))
 }
 

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod reload;
 pub mod metrics;
 pub mod runtime;
+pub mod spool;
 pub mod salt_shim;
 pub mod template;
 pub mod testkit;

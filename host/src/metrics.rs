@@ -79,6 +79,13 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     backend_errors: Family<CapabilityLabels, Counter>,
     audit_dropped: Counter,
+    spool_items: Family<ReturnerLabels, Gauge>,
+    spool_bytes: Family<ReturnerLabels, Gauge>,
+    spool_oldest: Family<ReturnerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    spool_dead: Family<ReturnerLabels, Gauge>,
+    delivered: Family<ReturnerLabels, Counter>,
+    retries: Family<ReturnerLabels, Counter>,
+    dead_letters: Family<ReturnerLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -100,6 +107,13 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let backend_errors = Family::<CapabilityLabels, Counter>::default();
         let audit_dropped = Counter::default();
+        let spool_items = Family::<ReturnerLabels, Gauge>::default();
+        let spool_bytes = Family::<ReturnerLabels, Gauge>::default();
+        let spool_oldest = Family::<ReturnerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let spool_dead = Family::<ReturnerLabels, Gauge>::default();
+        let delivered = Family::<ReturnerLabels, Counter>::default();
+        let retries = Family::<ReturnerLabels, Counter>::default();
+        let dead_letters = Family::<ReturnerLabels, Counter>::default();
         registry.register("calls", "Returner calls by returner, function and outcome (ok or the error kind)", calls.clone());
         registry.register("call_duration_seconds", "Time from a call's arrival at the runtime to its answer", latency.clone());
         registry.register("calls_in_flight", "Calls of a returner running now", in_flight.clone());
@@ -117,7 +131,17 @@ impl Metrics {
             "Audit events not written to server.audit_log because its queue was full (the disk not keeping up)",
             audit_dropped.clone(),
         );
-        Self { registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors, audit_dropped }
+        registry.register("spool_items", "Writes in a returner's spool waiting for delivery", spool_items.clone());
+        registry.register("spool_bytes", "Bytes of the writes in a returner's spool waiting for delivery", spool_bytes.clone());
+        registry.register("spool_oldest_age_seconds", "Age of the oldest write waiting in a returner's spool (0 when empty)", spool_oldest.clone());
+        registry.register("spool_dead_letters", "Writes kept as dead letters of a returner now", spool_dead.clone());
+        registry.register("delivered", "Spooled writes delivered to a returner", delivered.clone());
+        registry.register("delivery_retries", "Deliveries that failed in a way worth retrying (backend, deadline, limit) and were retried", retries.clone());
+        registry.register("dead_lettered", "Spooled writes moved to dead letters because they can never be delivered", dead_letters.clone());
+        Self {
+            registry, calls, latency, in_flight, faults, denials, limited, reloads, backend_errors, audit_dropped,
+            spool_items, spool_bytes, spool_oldest, spool_dead, delivered, retries, dead_letters,
+        }
     }
 
     /// Start every counter and gauge of `returner` at 0 for each label
@@ -144,6 +168,9 @@ impl Metrics {
         for capability in BACKEND_CAPABILITIES {
             let _ = self.backend_errors.get_or_create(&CapabilityLabels { returner: name(), capability: (*capability).into() });
         }
+        let _ = self.delivered.get_or_create(&ReturnerLabels { returner: name() });
+        let _ = self.retries.get_or_create(&ReturnerLabels { returner: name() });
+        let _ = self.dead_letters.get_or_create(&ReturnerLabels { returner: name() });
         for outcome in RELOAD_OUTCOMES {
             let _ = self.reloads.get_or_create(&ReloadLabels { returner: name(), outcome: (*outcome).into() });
         }
@@ -199,6 +226,38 @@ impl Metrics {
     /// An audit line the audit log's queue had no room for.
     pub fn audit_dropped(&self) {
         self.audit_dropped.inc();
+    }
+
+    /// A returner's spool holds `items` writes of `bytes` bytes.
+    pub fn spool_depth(&self, returner: &str, items: u64, bytes: u64) {
+        let labels = ReturnerLabels { returner: returner.into() };
+        self.spool_items.get_or_create(&labels).set(items as i64);
+        self.spool_bytes.get_or_create(&labels).set(bytes as i64);
+    }
+
+    /// A returner's spool keeps `items` dead letters.
+    pub fn spool_dead(&self, returner: &str, items: u64) {
+        self.spool_dead.get_or_create(&ReturnerLabels { returner: returner.into() }).set(items as i64);
+    }
+
+    /// The oldest write in a returner's spool is `age` seconds old.
+    pub fn spool_oldest(&self, returner: &str, age: f64) {
+        self.spool_oldest.get_or_create(&ReturnerLabels { returner: returner.into() }).set(age);
+    }
+
+    /// `n` spooled writes were delivered to `returner`.
+    pub fn spool_delivered(&self, returner: &str, n: u64) {
+        self.delivered.get_or_create(&ReturnerLabels { returner: returner.into() }).inc_by(n);
+    }
+
+    /// A delivery to `returner` failed and will be retried.
+    pub fn spool_retry(&self, returner: &str) {
+        self.retries.get_or_create(&ReturnerLabels { returner: returner.into() }).inc();
+    }
+
+    /// A spooled write of `returner` moved to dead letters.
+    pub fn spool_dead_letter(&self, returner: &str) {
+        self.dead_letters.get_or_create(&ReturnerLabels { returner: returner.into() }).inc();
     }
 
     /// A call refused by the limit `kind` (one of [`LIMIT_KINDS`]).

@@ -28,7 +28,7 @@ fn bad_requests_get_4xx_and_the_host_keeps_serving() {
     let socket = d.socket.clone();
 
     let accepted = json!({ "id": "m1", "jid": "20261123110000000001", "fun": "test.ping", "return": true, "retcode": 0, "success": true });
-    assert_eq!(d.call("local_cache", "returner", &json!({ "ret": accepted })).result(), &json!(null));
+    assert_eq!(d.write("local_cache", "returner", &json!({ "ret": accepted })).result(), &json!(null));
 
     let post = |path: &str, body: &[u8]| http_unix(&socket, "POST", path, &[], body);
     let call = "/v1/returners/local_cache";

@@ -104,7 +104,7 @@ grants.fs = {{ dir = {jobs}, mode = "rw" }}
 
     // A returner under its quota works as before.
     let ret = json!({ "id": "m1", "jid": "20261130010203040506", "fun": "test.ping", "return": true, "retcode": 0, "success": true });
-    d.call("local_cache", "returner", &json!({ "ret": ret })).result();
+    d.write("local_cache", "returner", &json!({ "ret": ret })).result();
     let back = d.call("local_cache", "get_jid", &json!({ "jid": "20261130010203040506" }));
     assert_eq!(back.result()["m1"]["return"], json!(true));
 }

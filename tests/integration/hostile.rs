@@ -149,7 +149,7 @@ fn hostile_guests_fail_alone_audited_and_counted() {
     let cases = hostile_cases();
     for c in &cases {
         let started = Instant::now();
-        let r = d.call(c.returner, c.function, &c.args);
+        let r = d.outcome(c.returner, c.function, &c.args);
         let took = started.elapsed();
         let what = format!("{}.{}", c.returner, c.function);
         assert_eq!((r.status, r.error().0), (c.status, c.kind), "{what}: {:?}", r.json);
@@ -169,7 +169,7 @@ fn hostile_guests_fail_alone_audited_and_counted() {
     let r = d.call("nogrant", "get_jid", &json!({ "jid": "/data/inside.txt" }));
     assert_ne!(r.status, 200, "no filesystem without a grant: {:?}", r.json);
     // Each hostile returner serves its next call afresh (no state leaks).
-    assert_eq!(d.call("spin", "returner", &ret("m1")).error().0, "deadline");
+    assert_eq!(d.write("spin", "returner", &ret("m1")).error().0, "deadline");
 
     let good_calls = traffic.finish();
     assert!(d.is_running(), "the host is still up");
@@ -253,7 +253,7 @@ fn filesystem_escapes_are_refused() {
     }
 
     for target in ["/data/../escaped.txt", "/tmp/returner-host-escaped.txt", "/data/link-out/escaped.txt"] {
-        let r = d.call("escaper", "returner", &json!({ "ret": { "id": target, "jid": "1", "return": "x" } }));
+        let r = d.write("escaper", "returner", &json!({ "ret": { "id": target, "jid": "1", "return": "x" } }));
         assert_ne!(r.status, 200, "{target} was written");
     }
     assert!(!dir.path().join("escaped.txt").exists());

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::default_daemon;
 
 /// Salt's jid directory: sha256 of the jid, split after two hex digits.
-fn jid_dir(jobs: &Path, jid: &str) -> PathBuf {
+pub(crate) fn jid_dir(jobs: &Path, jid: &str) -> PathBuf {
     let h = hex::encode(Sha256::digest(jid.as_bytes()));
     jobs.join(&h[..2]).join(&h[2..])
 }
@@ -39,7 +39,7 @@ fn minion_returns_round_trip_byte_for_byte() {
     assert!(largest > 128_000, "the fixtures include a return over 128 KB ({largest} bytes)");
 
     for ret in &returns {
-        assert_eq!(d.call("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);
+        assert_eq!(d.write("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);
     }
     for ret in &returns {
         let jid = ret["jid"].as_str().unwrap();
@@ -71,13 +71,13 @@ fn replay_master(d: &returner_host_tests::Daemon) -> Vec<Value> {
                 let prep = d.call("local_cache", "prep_jid", &json!({ "nocache": false, "passed_jid": jid }));
                 assert_eq!(prep.result(), jid, "prep_jid adopts the passed jid");
                 let args = json!({ "jid": jid, "load": c["load"], "minions": c["minions"] });
-                assert_eq!(d.call("local_cache", "save_load", &args).result(), &Value::Null);
+                assert_eq!(d.write("local_cache", "save_load", &args).result(), &Value::Null);
             }
             "returner" => {
-                assert_eq!(d.call("local_cache", "returner", &json!({ "ret": c["ret"] })).result(), &Value::Null);
+                assert_eq!(d.write("local_cache", "returner", &json!({ "ret": c["ret"] })).result(), &Value::Null);
             }
             "event_return" => {
-                let r = d.call("local_cache", "event_return", &json!({ "events": c["events"] }));
+                let r = d.write("local_cache", "event_return", &json!({ "events": c["events"] }));
                 assert_eq!(r.status, 501, "{:?}", r.json);
                 assert_eq!(r.error().0, "unsupported");
                 assert!(r.error().1.contains("'local_cache.event_return' is not available."), "{:?}", r.json);
@@ -154,13 +154,13 @@ fn save_load_first_write_wins_and_minions_merge_syndics() {
     let jid = "20261123090000000001";
     let first = json!({ "fun": "test.ping", "tgt": "*", "tgt_type": "glob", "jid": jid, "arg": [] });
     let second = json!({ "fun": "cmd.run", "tgt": "other", "jid": jid });
-    assert_eq!(d.call("local_cache", "save_load", &json!({ "jid": jid, "load": first })).result(), &Value::Null);
-    assert_eq!(d.call("local_cache", "save_load", &json!({ "jid": jid, "load": second })).result(), &Value::Null);
+    assert_eq!(d.write("local_cache", "save_load", &json!({ "jid": jid, "load": first })).result(), &Value::Null);
+    assert_eq!(d.write("local_cache", "save_load", &json!({ "jid": jid, "load": second })).result(), &Value::Null);
     assert_eq!(d.call("local_cache", "get_load", &json!({ "jid": jid })).result(), &first);
 
-    let r = d.call("local_cache", "save_minions", &json!({ "jid": jid, "minions": ["b", "a"] }));
+    let r = d.write("local_cache", "save_minions", &json!({ "jid": jid, "minions": ["b", "a"] }));
     assert_eq!(r.result(), &Value::Null);
-    let r = d.call("local_cache", "save_minions", &json!({ "jid": jid, "minions": ["c", "a"], "syndic_id": "syn1" }));
+    let r = d.write("local_cache", "save_minions", &json!({ "jid": jid, "minions": ["c", "a"], "syndic_id": "syn1" }));
     assert_eq!(r.result(), &Value::Null);
     let load = d.call("local_cache", "get_load", &json!({ "jid": jid }));
     assert_eq!(load.result()["Minions"], json!(["a", "b", "c"]));
@@ -174,7 +174,7 @@ fn endtime_round_trip() {
     let jid = "20261123090000000002";
     assert_eq!(d.call("local_cache", "get_endtime", &json!({ "jid": jid })).result(), &json!(false));
     let time = "2026, Nov 23 09:00:01.123456";
-    assert_eq!(d.call("local_cache", "update_endtime", &json!({ "jid": jid, "time": time })).result(), &Value::Null);
+    assert_eq!(d.write("local_cache", "update_endtime", &json!({ "jid": jid, "time": time })).result(), &Value::Null);
     assert_eq!(d.call("local_cache", "get_endtime", &json!({ "jid": jid })).result(), &json!(time));
 }
 
@@ -203,9 +203,9 @@ fn clean_old_jobs_removes_old_jobs_and_keeps_new_ones() {
     for jid in [old, new] {
         let load = json!({ "fun": "test.ping", "tgt": "n1", "jid": jid });
         assert_eq!(d.call("local_cache", "prep_jid", &json!({ "passed_jid": jid })).result(), &json!(jid));
-        assert_eq!(d.call("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result(), &Value::Null);
+        assert_eq!(d.write("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result(), &Value::Null);
         let ret = json!({ "id": "n1", "jid": jid, "fun": "test.ping", "return": true, "retcode": 0, "success": true });
-        assert_eq!(d.call("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);
+        assert_eq!(d.write("local_cache", "returner", &json!({ "ret": ret })).result(), &Value::Null);
     }
     // Age the old job past the default retention of 86400 s, as time would.
     let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86400);
@@ -236,8 +236,8 @@ fn socket_is_private_and_health_lists_returners() {
 }
 
 /// Salt 3008's `test_save_load` and the jobs runner read a job while the
-/// master saves its load and minions return: 20 writers and 20 readers of
-/// the same jids for a few seconds. Every read succeeds with Salt's shapes;
+/// master saves its load and minions return: 20 writers (each reading its
+/// write back) and 20 readers of the same jids for a few seconds. Every read succeeds with Salt's shapes;
 /// before, a reader listing a job directory while a writer renamed its
 /// temporary file into place failed with `No such file or directory`.
 #[test]
@@ -265,10 +265,19 @@ fn concurrent_writers_and_readers_of_one_job_never_see_a_vanished_file() {
                 let jid = &jids[(n as usize + t) % jids.len()];
                 let (status, body) = if t < 20 {
                     let load = json!({ "jid": jid, "fun": "test.ping", "arg": [], "tgt": "*", "tgt_type": "glob", "user": "root" });
-                    match n % 3 {
+                    let written = match n % 3 {
                         0 => call("save_load", json!({ "jid": jid, "load": load, "minions": [format!("m{t}")] })),
                         1 => call("returner", json!({ "ret": { "id": format!("m{t}-{n}"), "jid": jid, "fun": "test.ping", "return": true, "retcode": 0, "success": true } })),
                         _ => call("save_minions", json!({ "jid": jid, "minions": [format!("m{t}")] })),
+                    };
+                    if written.0 != 200 {
+                        written
+                    } else {
+                        // Read it back: the read waits for its delivery, so
+                        // writers go at the pace of delivery, and their
+                        // reads too run beside other writes.
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        call("get_jid", json!({ "jid": jid }))
                     }
                 } else {
                     reads.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +319,7 @@ fn get_jids_shows_metadata_passed_as_a_kwarg_in_arg() {
     let jid = "20261130010203040506";
     let load = json!({ "jid": jid, "fun": "state.apply", "arg": ["web", { "metadata": { "team": "ops" }, "__kwarg__": true }],
                        "tgt": "*", "tgt_type": "glob", "user": "root" });
-    d.call("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result();
+    d.write("local_cache", "save_load", &json!({ "jid": jid, "load": load })).result();
     let jobs = d.call("local_cache", "get_jids", &json!({}));
     assert_eq!(jobs.result()[jid]["Metadata"], json!({ "team": "ops" }));
 }

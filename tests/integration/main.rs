@@ -14,6 +14,7 @@ mod mysql;
 mod reload;
 mod runtime;
 mod salt;
+mod spool;
 mod sql_escapes;
 mod testkit;
 

@@ -101,7 +101,7 @@ fn minion_returns_land_in_salt_returns_column_by_column() {
     let d = daemon(dir.path(), &db);
     let rets = salt_fixture_lines("minion-returns.jsonl");
     for ret in &rets {
-        assert_eq!(d.call("mysql", "returner", &json!({ "ret": ret })).result(), &Value::Null);
+        assert_eq!(d.write("mysql", "returner", &json!({ "ret": ret })).result(), &Value::Null);
     }
     let rows = db.sql("SELECT fun, jid, `return`, id, success, full_ret FROM salt_returns ORDER BY jid, alter_time");
     assert_eq!(rows.len(), rets.len(), "one row per return, as Salt writes (no replay check)");
@@ -151,7 +151,7 @@ fn replay_master(d: &Daemon) -> Vec<Value> {
     for c in &calls {
         let mut args = c.clone();
         let call = args.as_object_mut().unwrap().remove("call").unwrap();
-        let r = d.call("mysql", call.as_str().unwrap(), &args);
+        let r = d.outcome("mysql", call.as_str().unwrap(), &args);
         assert_eq!(r.result(), &Value::Null, "{call}");
     }
     calls
@@ -179,7 +179,7 @@ fn master_job_cache_and_events_round_trip() {
 
     // save_load of a known jid: no error, the first load stays.
     let (ping, ping_load) = first_loads.iter().find(|(_, l)| l["fun"] == "test.ping").unwrap().clone();
-    let again = d.call("mysql", "save_load", &json!({ "jid": ping, "load": { "fun": "other" }, "minions": null }));
+    let again = d.write("mysql", "save_load", &json!({ "jid": ping, "load": { "fun": "other" }, "minions": null }));
     assert_eq!(again.result(), &Value::Null);
     assert_eq!(d.call("mysql", "get_load", &json!({ "jid": ping })).result(), &ping_load);
     assert_eq!(d.call("mysql", "get_load", &json!({ "jid": "19990101000000000000" })).result(), &json!({}));
@@ -323,7 +323,7 @@ fn hostile_sql_is_denied_audited_and_changes_nothing() {
     for (function, sql, names) in attempts {
         let audits = audit_lines(&d);
         let arg = if *function == "get_fun" { "fun" } else { "jid" };
-        let r = d.call("escaper", function, &json!({ arg: sql }));
+        let r = d.outcome("escaper", function, &json!({ arg: sql }));
         assert_eq!(r.status, 403, "{sql}: {:?}", r.json);
         let (kind, message) = r.error();
         assert_eq!(kind, "denied", "{sql}");
@@ -383,29 +383,46 @@ fn a_wrong_password_is_a_clear_backend_error_that_never_shows_a_password() {
 }
 
 #[test]
-fn mariadb_stopped_mid_stream_gives_errors_then_recovers() {
+fn mariadb_stopped_mid_stream_holds_returns_and_delivers_them_when_back() {
     let dir = temp_dir();
     let mut server = MariaDb::start();
     let db = server.database();
     db.sql(SCHEMA);
     let d = daemon(dir.path(), &db);
     let ret = |n: u32| json!({ "ret": { "id": "m1", "jid": format!("202611230843{n:08}"), "fun": "test.ping", "return": true, "success": true } });
-    assert_eq!(d.call("mysql", "returner", &ret(1)).result(), &Value::Null);
+    assert_eq!(d.write("mysql", "returner", &ret(1)).result(), &Value::Null);
 
     server.stop();
-    let started = Instant::now();
-    let r = d.call("mysql", "returner", &ret(2));
-    assert_eq!(r.error().0, "backend", "{:?}", r.json);
-    assert!(started.elapsed() < Duration::from_secs(8), "the error took {:?}", started.elapsed());
-    assert_eq!(d.call("mysql", "returner", &ret(3)).error().0, "backend");
-    let errors = d.metrics()[r#"returner_host_backend_errors_total{returner="mysql",capability="mysql"}"#];
-    assert_eq!(errors, 2.0, "each failed insert is counted as a backend error");
+    // Accepted at once, whatever the backend: the spool holds them.
+    for n in 2..=4 {
+        assert_eq!(d.call("mysql", "returner", &ret(n)).result(), &Value::Null);
+    }
+    let held = Instant::now();
+    loop {
+        let q = d.queue("mysql");
+        if q["last_error"].is_string() {
+            assert_eq!(q["items"], 3, "{q}");
+            break;
+        }
+        assert!(held.elapsed() < Duration::from_secs(30), "delivery never reported the backend down: {q}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.metrics()[r#"returner_host_backend_errors_total{returner="mysql",capability="mysql"}"#] >= 1.0);
+    // A read waits for the writes before it, then says what holds them.
+    let r = d.call("mysql", "get_jid", &json!({ "jid": "20261123084300000002" }));
+    assert_eq!((r.status, r.error().0), (503, "pending"), "{:?}", r.json);
+    assert!(r.error().1.contains("3 earlier writes") && r.error().1.contains("failing"), "{:?}", r.json);
     assert_eq!(returner_host_tests::http_unix(&d.socket, "GET", "/healthz", &[], b"").status, 200);
 
     server.run();
-    // The pool drops its dead connections and opens new ones.
-    d.call_until_ok("mysql", "returner", &ret(4), Duration::from_secs(20));
-    assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns WHERE jid LIKE '202611230843%'")[0][0], "2");
+    // The pool drops its dead connections and opens new ones; delivery
+    // retries until it gets through, in order, and the read sees it all.
+    d.settle("mysql", Duration::from_secs(60));
+    assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns WHERE jid LIKE '202611230843%'")[0][0], "4");
+    assert_eq!(d.call("mysql", "get_jid", &json!({ "jid": "20261123084300000004" })).result()["m1"]["return"], json!(true));
+    assert!(d.dead_letters("mysql").is_empty());
+    let log = d.log_text();
+    assert!(log.contains("cannot deliver; holding writes") && log.contains("delivering again"), "{log}");
 }
 
 /// Every event of the recorded master calls, as `event_return` receives them.
@@ -432,9 +449,11 @@ fn an_event_batch_is_stored_whole_or_not_at_all() {
     // server refuses that INSERT after accepting the others of the batch.
     let mut batch = events.clone();
     batch.push(json!({ "tag": format!("salt/job/{}", "9".repeat(300)), "data": {} }));
-    let r = d.call("mysql", "event_return", &json!({ "events": batch }));
+    // A server refusing the data is not worth a retry: the write goes to
+    // dead letters at once, and the next write is delivered.
+    let r = d.write("mysql", "event_return", &json!({ "events": batch }));
     let (kind, message) = r.error();
-    assert_eq!((r.status, kind), (502, "backend"), "{:?}", r.json);
+    assert_eq!((r.status, kind), (422, "invalid"), "{:?}", r.json);
     assert!(message.starts_with("MySQL error 1406 "), "{message}");
     assert!(message.contains(&format!("statement {n} of {n}; the transaction was rolled back", n = batch.len())), "{message}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM salt_events"), 0, "a failed batch stored some of its events");
@@ -443,7 +462,7 @@ fn an_event_batch_is_stored_whole_or_not_at_all() {
     // about 6,000 rows of a multi-row INSERT) and than one transaction
     // (1,000 statements) lands whole, in order.
     let big: Vec<Value> = (0..7000).map(|i| json!({ "tag": format!("bulk/{i}"), "data": events[i % events.len()]["data"] })).collect();
-    assert_eq!(d.call("mysql", "event_return", &json!({ "events": big })).result(), &Value::Null);
+    assert_eq!(d.write("mysql", "event_return", &json!({ "events": big })).result(), &Value::Null);
     let tags: Vec<String> = db.sql("SELECT tag FROM salt_events ORDER BY id").into_iter().map(|r| r[0].clone()).collect();
     assert_eq!(tags, (0..7000).map(|i| format!("bulk/{i}")).collect::<Vec<_>>());
 }
@@ -473,7 +492,7 @@ fn a_transaction_commits_every_statement_or_none() {
     // A server error in the last statement (j1 exists) undoes the first two.
     let r = transaction(&d, json!([[load, ["j2", "{}"]], [event, ["e3", "{}", "m"]], [load, ["j1", "{}"]]]));
     let (kind, message) = r.error();
-    assert_eq!(kind, "backend", "{:?}", r.json);
+    assert_eq!(kind, "invalid", "a duplicate key fails the same way every time: {:?}", r.json);
     assert!(message.starts_with("MySQL error 1062 "), "{message}");
     assert!(message.contains("(statement 3 of 3; the transaction was rolled back)"), "{message}");
     assert_eq!(snapshot(&db), before, "a failed transaction left rows behind");
@@ -521,7 +540,7 @@ fn clean_old_jobs_archives_and_deletes_in_one_transaction() {
     let live = snapshot(&db);
     let r = d.call("mysql_archive", "clean_old_jobs", &json!({}));
     let (kind, message) = r.error();
-    assert_eq!(kind, "backend", "{:?}", r.json);
+    assert_eq!(kind, "invalid", "{:?}", r.json);
     assert!(message.starts_with("MySQL error 1136 "), "{message}");
     assert!(message.contains("(statement 3 of 6; the transaction was rolled back)"), "{message}");
     assert_eq!(snapshot(&db), live, "a failed clean_old_jobs archived or deleted part of the old jobs");

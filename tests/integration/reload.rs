@@ -217,7 +217,7 @@ fn first_refused_return(d: &Daemon, returner: &str) -> returner_host_tests::Resp
     let mut n = 1u64;
     loop {
         n += 1;
-        let r = d.call(returner, "returner", &job_return(&format!("2026113000{n:010}")));
+        let r = d.write(returner, "returner", &job_return(&format!("2026113000{n:010}")));
         if r.status != 200 {
             return r;
         }
@@ -231,7 +231,7 @@ fn sighup_applies_a_narrowed_fs_grant_to_the_next_call() {
     let dir = temp_dir();
     let original = std::fs::read(guest("returner-local-cache")).unwrap();
     let d = hot_daemon(dir.path(), &original, None, "deadline_ms = 5000");
-    assert_eq!(d.call("hot", "returner", &job_return("20261130000000000001")).status, 200);
+    assert_eq!(d.write("hot", "returner", &job_return("20261130000000000001")).status, 200);
 
     // rw to ro: the next write is denied, reads go on.
     let host_toml = dir.path().join("host.toml");
@@ -264,7 +264,7 @@ fn sighup_applies_a_revoked_etcd_op_to_the_next_call() {
         "",
         &format!("{}\n{}", super::etcd::etcd_profile_toml("main", &etcd), super::etcd::etcd_returner_toml("main")),
     );
-    assert_eq!(d.call("etcd", "returner", &job_return("20261130000000000001")).status, 200);
+    assert_eq!(d.write("etcd", "returner", &job_return("20261130000000000001")).status, 200);
 
     let host_toml = dir.path().join("host.toml");
     let text = std::fs::read_to_string(&host_toml).unwrap();
@@ -299,7 +299,7 @@ fn sighup_refuses_whole_a_config_that_needs_a_restart() {
         assert!(line.contains(change), "names `{change}`: {line}");
     }
     // Nothing changed: the grant is still rw.
-    assert_eq!(d.call("hot", "returner", &job_return("20261130000000000001")).status, 200);
+    assert_eq!(d.write("hot", "returner", &job_return("20261130000000000001")).status, 200);
 }
 
 #[test]
@@ -316,7 +316,7 @@ fn sighup_after_removing_a_table_from_a_mysql_grant_denies_the_next_call() {
     );
     // The statement passes and is remembered as checked under this grant.
     for jid in ["20261130000000000001", "20261130000000000002"] {
-        assert_eq!(d.call("mysql", "returner", &job_return(jid)).status, 200);
+        assert_eq!(d.write("mysql", "returner", &job_return(jid)).status, 200);
     }
 
     let host_toml = dir.path().join("host.toml");
@@ -329,7 +329,7 @@ fn sighup_after_removing_a_table_from_a_mysql_grant_denies_the_next_call() {
     assert_eq!((r.status, r.error().0), (403, "denied"), "{:?}", r.json);
     assert!(r.error().1.contains("table `salt_returns` is not granted `insert`"), "{:?}", r.json);
     let stored = db.sql("SELECT COUNT(*) FROM salt_returns");
-    let again = d.call("mysql", "returner", &job_return("20261130000000000003"));
+    let again = d.write("mysql", "returner", &job_return("20261130000000000003"));
     assert_eq!(again.error().0, "denied", "every call after the reload: {:?}", again.json);
     assert_eq!(db.sql("SELECT COUNT(*) FROM salt_returns"), stored, "a denied call stored nothing");
 }

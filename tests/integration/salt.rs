@@ -508,8 +508,8 @@ fn fixture_job(jid: &str, index: usize) -> (Value, Value) {
 /// A fixture job stored by the host's `returner` (save_load, returner).
 fn stored_by_host(host: &Daemon, returner: &str, jid: &str, index: usize) -> (Value, Value) {
     let (ret, load) = fixture_job(jid, index);
-    host.call(returner, "save_load", &json!({ "jid": jid, "load": load })).result();
-    host.call(returner, "returner", &json!({ "ret": ret })).result();
+    host.write(returner, "save_load", &json!({ "jid": jid, "load": load })).result();
+    host.write(returner, "returner", &json!({ "ret": ret })).result();
     (ret, load)
 }
 

@@ -299,6 +299,22 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Send SIGTERM and wait (at most `within`) for the process to exit;
+    /// panics if it does not, or exits unsuccessfully.
+    pub fn terminate(&mut self, within: Duration) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "sending SIGTERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "returner-host exited with {status} after SIGTERM:\n{}", self.log_text());
+                return;
+            }
+            assert!(Instant::now() < deadline, "returner-host still runs {within:?} after SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -313,6 +329,101 @@ impl Daemon {
             &[("Content-Type", "application/json")],
             args.to_string().as_bytes(),
         )
+    }
+
+    /// `GET /v1/spool`: each queue's state.
+    pub fn spool_status(&self) -> Vec<Value> {
+        let r = http_unix(&self.socket, "GET", "/v1/spool", &[], b"");
+        assert_eq!(r.status, 200, "GET /v1/spool: {}", String::from_utf8_lossy(&r.body));
+        r.json["queues"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The state of `returner`'s queue.
+    pub fn queue(&self, returner: &str) -> Value {
+        self.spool_status()
+            .into_iter()
+            .find(|q| q["returner"] == returner)
+            .unwrap_or_else(|| panic!("the spool has no queue `{returner}`"))
+    }
+
+    /// Wait until the spool has delivered (or moved to dead letters) every
+    /// write of `returner`; panics after `within` with the queue's state.
+    pub fn settle(&self, returner: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let q = self.queue(returner);
+            if q["items"] == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{returner}'s spool did not drain within {within:?}: {q}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The error `returner`'s delivery is failing with, once it reports one
+    /// (within `within`); the write stays in the spool meanwhile.
+    pub fn delivery_error(&self, returner: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let q = self.queue(returner);
+            if let Some(e) = q["last_error"].as_str() {
+                assert!(q["items"].as_u64() > Some(0), "a failing delivery holds its writes: {q}");
+                return e.to_owned();
+            }
+            assert!(Instant::now() < deadline, "{returner}'s delivery reported no error within {within:?}: {q}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `returner`'s dead letters.
+    pub fn dead_letters(&self, returner: &str) -> Vec<Value> {
+        let r = http_unix(&self.socket, "GET", &format!("/v1/spool/{returner}/dead-letters"), &[], b"");
+        assert_eq!(r.status, 200, "dead letters of {returner}: {}", String::from_utf8_lossy(&r.body));
+        r.json["dead_letters"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A write, and what became of it: the answer when the host refused it,
+    /// otherwise the outcome of its delivery: `200 {"result": null}` once
+    /// delivered, or, when it went to dead letters, an error carrying the
+    /// dead letter's error as `{"error": {"kind", "message"}}`, with the
+    /// status a call failing that way is answered with.
+    pub fn write(&self, returner: &str, function: &str, args: &Value) -> Response {
+        let sent = args.to_string();
+        let letters = |d: &Daemon| -> Vec<Value> {
+            d.dead_letters(returner).into_iter().filter(|l| l["body"] == sent.as_str()).collect()
+        };
+        let before = letters(self).len();
+        let r = self.call(returner, function, args);
+        if r.status != 200 {
+            return r;
+        }
+        self.settle(returner, Duration::from_secs(60));
+        match letters(self).into_iter().nth(before) {
+            None => r,
+            Some(letter) => {
+                // The status the host answers a call failing this way with.
+                let status = match letter["kind"].as_str().unwrap_or("") {
+                    "denied" => 403,
+                    "backend" | "bad_output" => 502,
+                    "guest_not_found" => 404,
+                    "unsupported" => 501,
+                    "limit" => 429,
+                    "deadline" => 504,
+                    "memory_limit" => 507,
+                    "trap" | "internal" => 500,
+                    _ => 422,
+                };
+                let json = serde_json::json!({ "error": { "kind": letter["kind"], "message": letter["message"] } });
+                Response { status, body: json.to_string().into_bytes(), json }
+            }
+        }
+    }
+
+    /// Salt's `function` and what it did: [`Daemon::write`] for a write
+    /// (which the host spools), [`Daemon::call`] for the rest.
+    pub fn outcome(&self, returner: &str, function: &str, args: &Value) -> Response {
+        const WRITES: [&str; 5] = ["returner", "save_load", "save_minions", "event_return", "update_endtime"];
+        if WRITES.contains(&function) { self.write(returner, function, args) } else { self.call(returner, function, args) }
     }
 
     /// The `name{labels} value` lines of `GET /metrics`, by series.

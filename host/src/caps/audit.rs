@@ -27,6 +27,8 @@ pub const MAX_AUDIT_EVENTS_PER_CALL: u32 = 100;
 struct Budget {
     written: Cell<u32>,
     dropped: Cell<u64>,
+    /// A probe's call (`Returner::probe`): nothing is audited or counted.
+    silent: bool,
 }
 
 tokio::task_local! {
@@ -48,6 +50,17 @@ pub async fn budgeted<F: Future>(call: F) -> (F::Output, u64) {
         .await
 }
 
+/// Run a probe call's future: its denials are neither audited nor counted
+/// (it has no grants, so every capability it tries is refused by design).
+pub async fn silenced<F: Future>(call: F) -> (F::Output, u64) {
+    BUDGET.scope(Budget { silent: true, ..Budget::default() }, async move { (call.await, 0) }).await
+}
+
+/// Whether the running call is a probe's.
+fn silent() -> bool {
+    BUDGET.try_with(|b| b.silent).unwrap_or(false)
+}
+
 /// Whether the running call may write one more event; counts it either way.
 fn admit() -> bool {
     BUDGET
@@ -66,6 +79,9 @@ fn admit() -> bool {
 /// Record that `returner` was refused `operation` on `target` through
 /// `capability`.
 pub fn denied(returner: &str, capability: &str, operation: &str, target: &str) {
+    if silent() {
+        return;
+    }
     crate::metrics::metrics().denial(returner, capability);
     if !admit() {
         return;
@@ -133,6 +149,22 @@ pub fn module_refused(returner: &str, module_sha256: &str, source: &str, reason:
         outcome = "refused",
         message = reason,
         "module refused"
+    );
+}
+
+/// A spooled write that can never be delivered was moved to dead letters.
+pub fn dead_letter(returner: &str, seq: u64, kind: &str, message: &str) {
+    let message = one_line(message);
+    tracing::warn!(
+        target: "returner_host::audit",
+        returner,
+        capability = "spool",
+        operation = "deliver",
+        target = seq,
+        outcome = "dead_letter",
+        kind,
+        message = &*message,
+        "write moved to dead letters; `returner-host spool dead-letters list` shows it"
     );
 }
 

@@ -118,6 +118,9 @@ pub struct Returner {
     /// while its limits stay the same, so they hold across a swap.
     slots: Arc<Semaphore>,
     rate: Option<Arc<RateLimiter>>,
+    /// A probe (see [`Returner::probe`]): its calls are not counted in the
+    /// metrics nor logged above debug.
+    probe: bool,
 }
 
 impl Returner {
@@ -133,7 +136,18 @@ impl Returner {
             rate: config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst))),
             module,
             config,
+            probe: false,
         }
+    }
+
+    /// A returner that only finds out what this one's module implements:
+    /// the same name, module and limits, but no grants, no options, at most
+    /// `deadline` per call, and calls neither counted in the metrics nor
+    /// audited.
+    pub fn probe(&self, deadline: std::time::Duration) -> Self {
+        let mut config = crate::dispatch::sandbox_config(&self.name, self.config.module.clone());
+        config.limits = Limits { deadline: deadline.min(self.config.limits.deadline), rate: None, ..self.config.limits };
+        Self { probe: true, ..Self::new(config, self.module.clone(), Backends::default()) }
     }
 
     /// The same returner serving `module` under `config` (its grants,
@@ -158,7 +172,7 @@ impl Returner {
             config.grants.fs.as_ref().and_then(FsGrant::measure)
         };
         let etcd_grant = config.grants.etcd.clone().map(Arc::new);
-        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, etcd_grant, slots, rate }
+        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, etcd_grant, slots, rate, probe: self.probe }
     }
 
     /// Its config.
@@ -191,14 +205,22 @@ impl Returner {
             module_sha256 = %self.module.info().sha256
         );
         let started = Instant::now();
-        let (result, audit_dropped) =
-            crate::caps::audit::budgeted(self.call_limited(runtime, call).instrument(span.clone())).await;
+        let limited = self.call_limited(runtime, call).instrument(span.clone());
+        let (result, audit_dropped) = if self.probe {
+            crate::caps::audit::silenced(limited).await
+        } else {
+            crate::caps::audit::budgeted(limited).await
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
-        crate::metrics::metrics().call_done(&self.name, function, outcome, started.elapsed());
         let _entered = span.enter();
+        if self.probe {
+            tracing::debug!(outcome, "probe call done");
+            return result;
+        }
+        crate::metrics::metrics().call_done(&self.name, function, outcome, started.elapsed());
         if audit_dropped > 0 {
             crate::caps::audit::dropped_events(&self.name, &self.module.info().sha256, function, audit_dropped);
         }
@@ -245,7 +267,10 @@ impl Returner {
         let mut store = self.new_store(runtime, started + limits.deadline).map_err(|e| {
             CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
         })?;
-        let remaining = limits.deadline.saturating_sub(started.elapsed());
+        // The timeout comes a little after the deadline, so a guest still
+        // computing then is interrupted by the epoch (its own fault); the
+        // timeout ends a call waiting in a host function.
+        let remaining = limits.deadline.saturating_sub(started.elapsed()) + HOST_WAIT_GRACE;
         time_slice(&mut store, started + limits.deadline);
 
         let outcome = tokio::time::timeout(remaining, self.run(&mut store, call)).await;
@@ -257,7 +282,7 @@ impl Returner {
                 if let Some(full) = fault.downcast_ref::<PoolConcurrencyLimitError>() {
                     return Err(self.pool_full(runtime, function, full));
                 }
-                let e = self.fault_error(function, &store, fault);
+                let e = self.fault_error(function, &store, fault).by_the_guest();
                 Err(self.fault(function, e))
             }
         }
@@ -281,6 +306,9 @@ impl Returner {
 
     /// Audit a guest fault and hand its error back.
     fn fault(&self, function: &str, e: CallError) -> CallError {
+        if self.probe {
+            return e;
+        }
         crate::caps::audit::fault(&self.name, &self.module.info().sha256, function, e.kind.as_str(), &e.message);
         e
     }
@@ -414,6 +442,18 @@ impl Returner {
     }
 }
 
+impl Returner {
+    /// Whether its module takes a batch of returns in one call.
+    pub fn supports_batch(&self) -> bool {
+        false
+    }
+
+    /// Store a batch of returns in one call.
+    pub async fn call_batch(&self, _runtime: &super::Runtime, _rets: &[JobReturn]) -> Result<(), CallError> {
+        Err(CallError::new(ErrorKind::Unsupported, format!("returner `{}` takes no batches", self.name)))
+    }
+}
+
 /// Keeps the in-flight gauge right however a call ends.
 struct InFlight<'a>(&'a str);
 
@@ -449,6 +489,10 @@ impl RateLimiter {
         }
     }
 }
+
+/// How long after its deadline a call waiting in a host function is ended
+/// by the runtime's timeout; see `call_limited`.
+const HOST_WAIT_GRACE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Guest code runs for at most this many epoch ticks before it yields to
 /// the async executor, so a guest that computes cannot hold a worker thread

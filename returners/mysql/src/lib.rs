@@ -64,7 +64,7 @@ impl Returner for MysqlReturner {
         match mysql::execute("INSERT INTO `jids` (`jid`, `load`) VALUES (?, ?)", &[jid.into(), dumps(&load).into()]) {
             Ok(_) => Ok(()),
             // Salt ignores the duplicate (salt#22171): the first load wins.
-            Err(Error::Backend(message)) if message.starts_with(ER_DUP_ENTRY) => {
+            Err(Error::Backend(message) | Error::Invalid(message)) if message.starts_with(ER_DUP_ENTRY) => {
                 log::debug(&format!("job {jid} already has a load; kept the first one"));
                 Ok(())
             }

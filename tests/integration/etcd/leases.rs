@@ -68,10 +68,10 @@ grants.etcd = {{ profile = "main", root = "/salt/return", ops = ["read", "write"
     // Long leases: one per return and one per saved load, each holding exactly its keys.
     let long = returns("20261123100000");
     for ret in &long {
-        d.call("etcd", "returner", &json!({ "ret": ret })).result();
+        d.write("etcd", "returner", &json!({ "ret": ret })).result();
     }
     let jid = long[0]["jid"].as_str().unwrap();
-    d.call("etcd", "save_load", &json!({ "jid": jid, "load": { "fun": "test.ping", "jid": jid } })).result();
+    d.write("etcd", "save_load", &json!({ "jid": jid, "load": { "fun": "test.ping", "jid": jid } })).result();
     let leases = etcd.lease_list();
     assert_eq!(leases.len(), long.len() + 1, "one lease per return and one per load, not one per key: {leases:?}");
     let mut held: BTreeMap<BTreeSet<String>, i64> = BTreeMap::new();
@@ -88,7 +88,7 @@ grants.etcd = {{ profile = "main", root = "/salt/return", ops = ["read", "write"
     // Short leases: the keys are there, then gone; the long ones stay.
     let short = returns("20261123110000");
     for ret in &short[..3] {
-        d.call("etcd_short", "returner", &json!({ "ret": ret })).result();
+        d.write("etcd_short", "returner", &json!({ "ret": ret })).result();
     }
     let prefix = |ret: &Value| format!("/salt/return/jobs/{}/", ret["jid"].as_str().unwrap());
     for ret in &short[..3] {

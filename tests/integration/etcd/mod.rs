@@ -88,7 +88,7 @@ fn minion_returns_land_in_salts_layout_under_one_lease() {
     let dir = temp_dir();
     let d = etcd_daemon(dir.path(), &etcd);
     for ret in salt_fixture_lines("minion-returns.jsonl") {
-        d.call("etcd", "returner", &json!({ "ret": ret })).result();
+        d.write("etcd", "returner", &json!({ "ret": ret })).result();
         let (jid, id) = (ret["jid"].as_str().unwrap(), ret["id"].as_str().unwrap());
         let prefix = format!("/salt/return/jobs/{jid}/{id}/");
         let stored = etcd.dump(&prefix);
@@ -144,7 +144,7 @@ fn master_job_cache_replay_reads_back_in_salt_shapes() {
         if function == "save_load" {
             jids.push(args["jid"].as_str().unwrap().to_owned());
         }
-        d.call("etcd", function, &Value::Object(args)).result();
+        d.outcome("etcd", function, &Value::Object(args)).result();
     }
     let jid = &jids[0];
     let load = d.call("etcd", "get_load", &json!({ "jid": jid }));
@@ -152,7 +152,7 @@ fn master_job_cache_replay_reads_back_in_salt_shapes() {
     let stored = etcd.dump(&format!("/salt/return/jobs/{jid}/.load.p"));
     assert_eq!(stored.len(), 1);
     // First write wins.
-    d.call("etcd", "save_load", &json!({ "jid": jid, "load": { "fun": "other" } })).result();
+    d.write("etcd", "save_load", &json!({ "jid": jid, "load": { "fun": "other" } })).result();
     assert_eq!(etcd.dump(&format!("/salt/return/jobs/{jid}/.load.p")), stored);
     assert_eq!(d.call("etcd", "get_load", &json!({ "jid": "19990101000000000000" })).result(), &json!({}));
     let all = d.call("etcd", "get_jids", &json!({}));
@@ -168,7 +168,7 @@ fn master_job_cache_replay_reads_back_in_salt_shapes() {
     assert_eq!(filtered.len(), 2);
     assert!(filtered[0]["JID"].as_str().unwrap() < filtered[1]["JID"].as_str().unwrap());
     assert!(!etcd.dump("/salt/return/events/").is_empty(), "events stored");
-    d.call("etcd", "update_endtime", &json!({ "jid": jid, "time": "2026, Nov 23 08:43:01.000000" })).result();
+    d.write("etcd", "update_endtime", &json!({ "jid": jid, "time": "2026, Nov 23 08:43:01.000000" })).result();
     assert_eq!(d.call("etcd", "get_endtime", &json!({ "jid": jid })).result(), &json!("2026, Nov 23 08:43:01.000000"));
     d.call("etcd", "clean_old_jobs", &json!({})).result();
 }
@@ -179,36 +179,46 @@ fn denials_are_audited_and_write_nothing() {
     let dir = temp_dir();
     let d = etcd_daemon(dir.path(), &etcd);
     let ret = json!({ "id": "n1", "jid": "20261123084300320186", "fun": "test.ping", "return": true });
-    let r = d.call("etcd_ro", "returner", &json!({ "ret": ret }));
+    let r = d.write("etcd_ro", "returner", &json!({ "ret": ret }));
     assert_eq!(r.error().0, "denied", "{:?}", r.json);
     assert!(r.error().1.contains("put-many") && r.error().1.contains("write"), "{:?}", r.json);
-    let r = d.call("etcd_long", "returner", &json!({ "ret": ret }));
+    let r = d.write("etcd_long", "returner", &json!({ "ret": ret }));
     assert_eq!(r.error().0, "denied", "{:?}", r.json);
     assert!(r.error().1.contains("7200"), "{:?}", r.json);
     assert!(etcd.dump("/salt").is_empty(), "nothing written");
     let log = d.log_text();
-    assert_eq!(log.matches("returner_host::audit").count(), 2, "{log}");
+    let audited = |outcome: &str| log.lines().filter(|l| l.contains("returner_host::audit") && l.contains(outcome)).count();
+    assert_eq!(audited("outcome=\"denied\""), 2, "{log}");
+    assert_eq!(audited("outcome=\"dead_letter\""), 2, "each refused write is kept as a dead letter: {log}");
+    assert_eq!(log.matches("returner_host::audit").count(), 4, "{log}");
 }
 
 #[test]
-fn etcd_down_is_a_backend_error_and_calls_recover_after_restart() {
+fn etcd_down_holds_returns_and_delivers_them_after_restart() {
     let mut etcd = EtcdServer::start();
     let dir = temp_dir();
     let d = etcd_daemon(dir.path(), &etcd);
     let ret = |n: u32| json!({ "ret": { "id": "n1", "jid": format!("2026112308430032{n:04}"), "fun": "test.ping", "return": true } });
-    d.call("etcd", "returner", &ret(1)).result();
+    d.write("etcd", "returner", &ret(1)).result();
     etcd.stop();
-    let started = Instant::now();
-    let r = d.call("etcd", "returner", &ret(2));
-    assert_eq!(r.error().0, "backend", "{:?}", r.json);
-    assert!(r.error().1.contains(&etcd.endpoint()), "names the endpoint: {:?}", r.json);
-    assert!(started.elapsed() < Duration::from_secs(2), "within the timeout: {:?}", started.elapsed());
-    d.call("local_cache", "returner", &ret(3)).result();
-    let errors = d.metrics()[r#"returner_host_backend_errors_total{returner="etcd",capability="etcd"}"#];
-    assert_eq!(errors, 1.0, "the failed put is counted as a backend error");
+    d.call("etcd", "returner", &ret(2)).result();
+    d.write("local_cache", "returner", &ret(3)).result();
+    let held = Instant::now();
+    loop {
+        let q = d.queue("etcd");
+        if let Some(error) = q["last_error"].as_str() {
+            assert!(error.contains(&etcd.endpoint()), "names the endpoint: {q}");
+            break;
+        }
+        assert!(held.elapsed() < Duration::from_secs(30), "delivery never reported etcd down: {q}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.metrics()[r#"returner_host_backend_errors_total{returner="etcd",capability="etcd"}"#] >= 1.0);
     etcd.restart();
-    d.call_until_ok("etcd", "returner", &ret(4), Duration::from_secs(15));
-    assert_eq!(d.call("etcd", "get_jid", &json!({ "jid": "20261123084300320004" })).result()["n1"]["return"], json!(true));
+    d.write("etcd", "returner", &ret(4)).result();
+    for jid in ["20261123084300320002", "20261123084300320004"] {
+        assert_eq!(d.call("etcd", "get_jid", &json!({ "jid": jid })).result()["n1"]["return"], json!(true), "{jid}");
+    }
 }
 
 #[test]
@@ -258,12 +268,15 @@ ops = ["read", "write"]
         ),
     );
     let ret = json!({ "ret": { "id": "n1", "jid": "20261123084300320186", "fun": "test.ping", "return": true } });
-    d.call("etcd", "returner", &ret).result();
+    d.write("etcd", "returner", &ret).result();
     assert_eq!(etcd.dump("/salt/return/minions/"), [("/salt/return/minions/n1".to_owned(), "20261123084300320186".to_owned())]);
-    let r = d.call("etcd_bad", "returner", &ret);
+    let r = d.call("etcd_bad", "get_jid", &json!({ "jid": "20261123084300320186" }));
     assert_eq!(r.error().0, "backend", "{:?}", r.json);
     assert!(r.error().1.contains("authentication failed"), "a clear error: {:?}", r.json);
     assert!(!r.error().1.contains("wrong-password"), "{:?}", r.json);
+    d.call("etcd_bad", "returner", &ret).result();
+    let held = d.delivery_error("etcd_bad", Duration::from_secs(30));
+    assert!(held.contains("authentication failed") && !held.contains("wrong-password"), "{held}");
     let log = d.log_text();
     assert!(!log.contains(password) && !log.contains("wrong-password"), "a password reached the log:\n{log}");
 }
@@ -274,8 +287,8 @@ fn a_return_over_etcds_request_limit_is_invalid_and_etcd_keeps_serving() {
     let dir = temp_dir();
     let d = etcd_daemon(dir.path(), &etcd);
     let big = "x".repeat(3 * 1024 * 1024);
-    let r = d.call("etcd", "returner", &json!({ "ret": { "id": "n1", "jid": "20261123084300320186", "fun": "cmd.run", "return": big } }));
+    let r = d.write("etcd", "returner", &json!({ "ret": { "id": "n1", "jid": "20261123084300320186", "fun": "cmd.run", "return": big } }));
     assert_eq!(r.error().0, "invalid", "{:?}", r.error());
     assert!(r.error().1.contains("too large"), "{:?}", r.error());
-    d.call("etcd", "returner", &json!({ "ret": { "id": "n1", "jid": "20261123084300320187", "fun": "test.ping", "return": true } })).result();
+    d.write("etcd", "returner", &json!({ "ret": { "id": "n1", "jid": "20261123084300320187", "fun": "test.ping", "return": true } })).result();
 }

@@ -65,8 +65,8 @@ kind = "etcd"
     );
     let ret = |jid: &str| json!({ "ret": { "id": "n1", "jid": jid, "fun": "test.ping", "return": true } });
 
-    d.call("etcd", "returner", &ret("20261123084300320186")).result();
-    d.call("etcd_salt_names", "returner", &ret("20261123084300320187")).result();
+    d.write("etcd", "returner", &ret("20261123084300320186")).result();
+    d.write("etcd_salt_names", "returner", &ret("20261123084300320187")).result();
     assert_eq!(
         etcd.dump("/salt/return/jobs/").into_iter().filter(|(k, _)| k.ends_with("/return")).collect::<Vec<_>>(),
         [
@@ -81,13 +81,18 @@ kind = "etcd"
         ("etcd_wrong_ca", format!("not signed by the CA in ca_file ({})", pki.other_ca.display())),
         ("etcd_no_cert", "requires a client certificate; set cert_file and key_file".to_owned()),
     ] {
+        // A read fails at once, naming the problem.
         let started = Instant::now();
-        let r = d.call(returner, "returner", &ret("20261123084300320188"));
+        let r = d.call(returner, "get_jid", &json!({ "jid": "20261123084300320188" }));
         let took = started.elapsed();
         assert_eq!(r.error().0, "backend", "{returner}: {:?}", r.json);
         let message = r.error().1;
         assert!(message.contains(&says) && message.contains(&etcd.endpoint()), "{returner} should say `{says}`: {message}");
         assert!(took < REFUSAL_WITHIN, "{returner}: a TLS refusal is not retried until the timeout ({took:?})");
+        // A write is held, and its delivery says the same.
+        d.call(returner, "returner", &ret("20261123084300320188")).result();
+        let held = d.delivery_error(returner, Duration::from_secs(30));
+        assert!(held.contains(&says), "{returner}'s delivery should say `{says}`: {held}");
     }
     assert!(etcd.dump("/salt/return/jobs/20261123084300320188/").is_empty(), "nothing written without trust");
 }

@@ -326,6 +326,7 @@ impl SqlClient for MysqlPool {
             let count = statements.len();
             let failed = |e: GuestError, at: &str| match e {
                 GuestError::Backend(m) => GuestError::Backend(format!("{m} ({at}; the transaction was rolled back)")),
+                GuestError::Invalid(m) => GuestError::Invalid(format!("{m} ({at}; the transaction was rolled back)")),
                 other => other,
             };
             let running = self.watch(&conn, ready);
@@ -395,14 +396,39 @@ async fn exec<Q: Queryable>(conn: &mut Q, sql: String, params: Vec<Value>) -> Re
 
 /// The driver's error as the guest sees it: a server error with its code
 /// (so a returner can tell a duplicate key, 1062, from the rest), anything
-/// else as the driver says it; never the password.
+/// else as the driver says it; never the password. A server error about the
+/// statement or its data (too long, a duplicate key, no such column, ...) is
+/// `invalid`: the same statement fails the same way on any server, so the
+/// spool does not retry it. What may pass on a retry (the server or node
+/// unavailable, a deadlock, a timeout, too many connections, read-only) and
+/// every error of the connection is `backend`.
 fn backend_error(profile: &str, e: &mysql_async::Error, password: &str) -> GuestError {
-    let text = match e {
-        mysql_async::Error::Server(s) => format!("MySQL error {} ({}): {}", s.code, s.state, s.message),
-        other => format!("MySQL profile `{profile}`: {other}"),
+    let (text, lasting) = match e {
+        mysql_async::Error::Server(s) => {
+            (format!("MySQL error {} ({}): {}", s.code, s.state, s.message), !server_error_may_pass(s.code))
+        }
+        other => (format!("MySQL profile `{profile}`: {other}"), false),
     };
     let text = if password.is_empty() { text } else { text.replace(password, "********") };
-    GuestError::Backend(text)
+    if lasting { GuestError::Invalid(text) } else { GuestError::Backend(text) }
+}
+
+/// Server errors that may pass when the statement is run again: the server
+/// going away or not ready (1053 shutdown, 1047 a Galera node outside the
+/// primary component, 1927 connection killed, 1317 interrupted), contention
+/// (1205 lock wait timeout, 1213 deadlock, 1180 commit failed), time limits
+/// (1969 MariaDB's max_statement_time, 3024 MySQL's MAX_EXECUTION_TIME),
+/// connection limits (1040, 1203, 1226), read-only servers (1290, 1792,
+/// 1836), disk or memory trouble on the server (1021, 1037, 1038, 1041,
+/// 1114 table full, 3, 1030 storage engine), and the server's setup, which
+/// an admin fixes (1044, 1045 access denied, 1049 unknown database, 1142,
+/// 1143, 1227 privileges, 1146 no such table).
+fn server_error_may_pass(code: u16) -> bool {
+    matches!(
+        code,
+        3 | 1021 | 1030 | 1037 | 1038 | 1040 | 1041 | 1044 | 1045 | 1047 | 1049 | 1053 | 1114 | 1142 | 1143 | 1146
+            | 1180 | 1203 | 1205 | 1213 | 1226 | 1227 | 1290 | 1317 | 1792 | 1836 | 1927 | 1969 | 3024
+    )
 }
 
 fn to_params(params: Vec<Value>) -> Params {

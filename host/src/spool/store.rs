@@ -1,0 +1,522 @@
+//! The spool's store: one redb file, `data_dir/spool/spool.redb`, owned by
+//! one thread that commits whatever writes have queued up in one transaction
+//! (group commit: concurrent writes share one fsync) and answers each only
+//! after the commit.
+//!
+//! Tables: `queue:<returner>` (sequence number → item), `dead:<returner>`
+//! (sequence number → dead letter) and `counts` (returner → items and bytes
+//! queued and dead), kept in the same transactions as the tables they count,
+//! so they cannot drift and a start need not walk a large backlog.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Duration;
+
+use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableHandle as _};
+use tokio::sync::oneshot;
+
+use super::item::DeadLetter;
+use super::{Counts, QueueState};
+
+/// Writes collected into one transaction at most.
+const MAX_OPS_PER_COMMIT: usize = 4096;
+/// Bytes of items collected into one transaction at most.
+const MAX_BYTES_PER_COMMIT: usize = 64 * 1024 * 1024;
+/// With `fsync = false`, a durable commit this often anyway: redb frees the
+/// pages of removed items only at a durable commit.
+const LAZY_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+const COUNTS: TableDefinition<&str, [u64; 4]> = TableDefinition::new("counts");
+
+fn queue_table(name: &str) -> String {
+    format!("queue:{name}")
+}
+
+fn dead_table(name: &str) -> String {
+    format!("dead:{name}")
+}
+
+/// Why the store could not take a write.
+#[derive(Debug, Clone)]
+pub enum StoreError {
+    /// Taking it would put the spool over `server.spool.max_bytes`.
+    Full { held: u64, max: u64 },
+    /// The disk or the store failed; nothing of this write was kept.
+    Io(String),
+}
+
+/// redb could not open the file at all (as opposed to a failure after).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unopenable(pub String);
+
+/// A request to the store's thread.
+pub enum Op {
+    /// Add `item` to the end of every queue in `queues`, in one commit.
+    Append { queues: Vec<Arc<QueueState>>, item: Vec<u8>, reply: oneshot::Sender<Result<u64, StoreError>> },
+    /// Remove delivered items (sequence numbers, and their bytes).
+    Delivered { queue: Arc<QueueState>, items: Vec<(u64, u64)> },
+    /// Move one item to the queue's dead letters with the error it met.
+    Bury { queue: Arc<QueueState>, seq: u64, error_kind: String, error: String, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// Up to `max_items` items (and about `max_bytes`) after `after`.
+    Read {
+        queue: Arc<QueueState>,
+        after: u64,
+        max_items: usize,
+        max_bytes: usize,
+        reply: oneshot::Sender<Result<Vec<(u64, Vec<u8>)>, StoreError>>,
+    },
+    /// The sequence number and item at the head of a queue, if any.
+    Head { queue: Arc<QueueState>, reply: oneshot::Sender<Option<(u64, Vec<u8>)>> },
+    /// The dead letters of a queue.
+    ListDead { queue: Arc<QueueState>, reply: oneshot::Sender<Result<Vec<(u64, DeadLetter)>, StoreError>> },
+    /// Put dead letters (all, or these) back at the end of their queue.
+    RetryDead { queue: Arc<QueueState>, seqs: Option<Vec<u64>>, reply: oneshot::Sender<Result<usize, StoreError>> },
+    /// Delete dead letters (all, or these).
+    DropDead { queue: Arc<QueueState>, seqs: Option<Vec<u64>>, reply: oneshot::Sender<Result<usize, StoreError>> },
+}
+
+/// The handle to the store's thread.
+pub struct Store {
+    tx: Sender<Op>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What opening found.
+pub struct Opened {
+    pub store: Store,
+    /// Queues found in the file, with their counts: returners of the config
+    /// and any the config no longer has.
+    pub queues: BTreeMap<String, Counts>,
+    /// Whether redb had to repair the file (the last run did not close it).
+    pub repaired: bool,
+}
+
+impl Store {
+    /// Open (or create) the store at `path`, creating `names`' queues, and
+    /// start its thread. `max_bytes` bounds queued plus dead bytes; `fsync`
+    /// makes every commit durable before it is answered.
+    pub fn open(
+        path: &Path,
+        names: &[String],
+        states: impl Fn(&str, Counts, u64) -> Arc<QueueState>,
+        max_bytes: u64,
+        fsync: bool,
+    ) -> anyhow::Result<(Opened, BTreeMap<String, Arc<QueueState>>)> {
+        let (db, repaired) = open_db(path).map_err(|e| anyhow::Error::new(Unopenable(format!("{e:#}"))))?;
+        let (queues, last_seq, next_seq) = scan(&db, names)?;
+        let mut by_name = BTreeMap::new();
+        for (name, counts) in &queues {
+            by_name.insert(name.clone(), states(name, *counts, last_seq.get(name).copied().unwrap_or(0)));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut writer = Writer {
+            path: path.to_path_buf(),
+            db: Some(db),
+            next_seq,
+            held: queues.values().map(|c| c.bytes + c.dead_bytes).sum(),
+            max_bytes,
+            fsync,
+            last_sync: std::time::Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("spool-store".into())
+            .spawn(move || writer.run(rx))?;
+        let store = Store { tx, thread: Some(thread) };
+        Ok((Opened { store, queues, repaired }, by_name))
+    }
+
+    /// Send `op` to the store's thread. After [`Store::close`] the op is
+    /// dropped, and so is its reply channel: the waiter sees that.
+    pub fn send(&self, op: Op) {
+        let _ = self.tx.send(op);
+    }
+
+    /// Stop the thread once it has done every op sent before.
+    pub fn close(mut self) {
+        let (tx, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let (tx, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_db(path: &Path) -> anyhow::Result<(Database, bool)> {
+    use anyhow::Context as _;
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = repaired.clone();
+    let db = Database::builder()
+        .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .create(path)
+        .with_context(|| format!("opening the spool {}", path.display()))?;
+    Ok((db, repaired.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+type Scanned = (BTreeMap<String, Counts>, BTreeMap<String, u64>, u64);
+
+/// The queues in `db` (and `names`, created empty), their counts and last
+/// sequence numbers, and the next sequence number to hand out.
+fn scan(db: &Database, names: &[String]) -> anyhow::Result<Scanned> {
+    let txn = db.begin_write()?;
+    {
+        let mut counts = txn.open_table(COUNTS)?;
+        for name in names {
+            if counts.get(name.as_str())?.is_none() {
+                counts.insert(name.as_str(), [0u64; 4])?;
+            }
+            txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))?;
+            txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))?;
+        }
+    }
+    txn.commit()?;
+    let read = db.begin_read()?;
+    let mut queues = BTreeMap::new();
+    let mut last = BTreeMap::new();
+    let mut next = 1u64;
+    let counts = read.open_table(COUNTS)?;
+    for entry in counts.iter()? {
+        let (name, c) = entry?;
+        let [items, bytes, dead_items, dead_bytes] = c.value();
+        queues.insert(name.value().to_owned(), Counts { items, bytes, dead_items, dead_bytes });
+    }
+    for name in queues.keys() {
+        let mut top = 0;
+        for table in [queue_table(name), dead_table(name)] {
+            let t = read.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
+            if let Some((k, _)) = t.last()? {
+                top = top.max(k.value());
+            }
+        }
+        // A queue's own last item, for the read barrier.
+        let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))?;
+        last.insert(name.clone(), q.last()?.map_or(0, |(k, _)| k.value()));
+        next = next.max(top + 1);
+    }
+    // Tables of a returner whose counts row is missing should not exist; a
+    // sequence number must still never be reused.
+    for table in read.list_tables()? {
+        if !table.name().starts_with("queue:") && !table.name().starts_with("dead:") {
+            continue;
+        }
+        let t = read.open_table(TableDefinition::<u64, &[u8]>::new(table.name()))?;
+        if let Some((k, _)) = t.last()? {
+            next = next.max(k.value() + 1);
+        }
+    }
+    Ok((queues, last, next))
+}
+
+struct Writer {
+    path: PathBuf,
+    db: Option<Database>,
+    next_seq: u64,
+    /// Bytes queued plus dead, over every queue.
+    held: u64,
+    max_bytes: u64,
+    fsync: bool,
+    last_sync: std::time::Instant,
+}
+
+/// The effect of a committed transaction on one queue's counts.
+#[derive(Default)]
+struct Delta {
+    items: i64,
+    bytes: i64,
+    dead_items: i64,
+    dead_bytes: i64,
+    last_seq: Option<u64>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Op>) {
+        loop {
+            let first = match rx.recv_timeout(LAZY_SYNC_EVERY) {
+                Ok(op) => op,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !self.fsync && self.last_sync.elapsed() >= LAZY_SYNC_EVERY {
+                        self.sync_now();
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut ops = vec![first];
+            let mut bytes = 0usize;
+            while ops.len() < MAX_OPS_PER_COMMIT && bytes < MAX_BYTES_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        if let Op::Append { item, .. } = &op {
+                            bytes += item.len();
+                        }
+                        ops.push(op);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.handle(ops);
+        }
+        self.sync_now();
+    }
+
+    /// Writes in one transaction, then reads (which see the commit).
+    fn handle(&mut self, ops: Vec<Op>) {
+        let (writes, reads): (Vec<Op>, Vec<Op>) =
+            ops.into_iter().partition(|op| !matches!(op, Op::Read { .. } | Op::Head { .. } | Op::ListDead { .. }));
+        if !writes.is_empty() {
+            self.commit(writes);
+        }
+        for op in reads {
+            self.read(op);
+        }
+    }
+
+    fn db(&mut self) -> Result<&Database, StoreError> {
+        if self.db.is_none() {
+            match open_db(&self.path) {
+                Ok((db, _)) => {
+                    tracing::warn!(spool = %self.path.display(), "spool reopened after an I/O error");
+                    self.db = Some(db);
+                }
+                Err(e) => return Err(StoreError::Io(format!("{e:#}"))),
+            }
+        }
+        Ok(self.db.as_ref().expect("just opened"))
+    }
+
+    fn commit(&mut self, writes: Vec<Op>) {
+        let mut replies: Vec<Box<dyn FnOnce(Result<(), StoreError>)>> = Vec::new();
+        let mut deltas: BTreeMap<String, (Arc<QueueState>, Delta)> = BTreeMap::new();
+        let outcome = self.apply(writes, &mut replies, &mut deltas);
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // An I/O error leaves redb refusing every later operation
+                // until the file is opened again; the transaction's writes
+                // are not in the file.
+                if matches!(e, StoreError::Io(_)) {
+                    self.db = None;
+                }
+                Err(e)
+            }
+        };
+        if outcome.is_ok() {
+            for (_, (state, d)) in deltas {
+                self.held = (self.held as i64 + d.bytes + d.dead_bytes).max(0) as u64;
+                state.apply(d.items, d.bytes, d.dead_items, d.dead_bytes, d.last_seq);
+            }
+        }
+        for reply in replies {
+            reply(outcome.clone());
+        }
+    }
+
+    fn apply(
+        &mut self,
+        writes: Vec<Op>,
+        replies: &mut Vec<Box<dyn FnOnce(Result<(), StoreError>)>>,
+        deltas: &mut BTreeMap<String, (Arc<QueueState>, Delta)>,
+    ) -> Result<(), StoreError> {
+        let durable = self.fsync || self.last_sync.elapsed() >= LAZY_SYNC_EVERY;
+        let (max_bytes, mut held, mut next_seq) = (self.max_bytes, self.held, self.next_seq);
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(io)?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(io)?;
+        for op in writes {
+            match op {
+                Op::Append { queues, item, reply } => {
+                    let size = item.len() as u64 * queues.len() as u64;
+                    if held + size > max_bytes {
+                        let _ = reply.send(Err(StoreError::Full { held, max: max_bytes }));
+                        continue;
+                    }
+                    held += size;
+                    let seq = next_seq;
+                    next_seq += 1;
+                    for q in &queues {
+                        queue(&txn, &q.name)?.insert(seq, item.as_slice()).map_err(io)?;
+                        let d = delta(deltas, q);
+                        d.items += 1;
+                        d.bytes += item.len() as i64;
+                        d.last_seq = Some(seq);
+                    }
+                    replies.push(Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| seq));
+                    }));
+                }
+                Op::Delivered { queue: q, items } => {
+                    let mut t = queue(&txn, &q.name)?;
+                    for (seq, _) in items {
+                        if let Some(gone) = t.remove(seq).map_err(io)? {
+                            let d = delta(deltas, &q);
+                            d.items -= 1;
+                            d.bytes -= gone.value().len() as i64;
+                        }
+                    }
+                }
+                Op::Bury { queue: q, seq, error_kind, error, reply } => {
+                    let item = queue(&txn, &q.name)?.remove(seq).map_err(io)?.map(|v| v.value().to_vec());
+                    if let Some(item) = item {
+                        let letter = DeadLetter::new(&error_kind, &error, item.clone()).encode();
+                        dead(&txn, &q.name)?.insert(seq, letter.as_slice()).map_err(io)?;
+                        let d = delta(deltas, &q);
+                        d.items -= 1;
+                        d.bytes -= item.len() as i64;
+                        d.dead_items += 1;
+                        d.dead_bytes += letter.len() as i64;
+                    }
+                    replies.push(Box::new(move |r| {
+                        let _ = reply.send(r);
+                    }));
+                }
+                Op::RetryDead { queue: q, seqs, reply } => {
+                    let letters = take_dead(&txn, &q.name, seqs.as_deref())?;
+                    let n = letters.len();
+                    for (_, letter, size) in letters {
+                        let seq = next_seq;
+                        next_seq += 1;
+                        queue(&txn, &q.name)?.insert(seq, letter.item.as_slice()).map_err(io)?;
+                        let d = delta(deltas, &q);
+                        d.dead_items -= 1;
+                        d.dead_bytes -= size as i64;
+                        d.items += 1;
+                        d.bytes += letter.item.len() as i64;
+                        d.last_seq = Some(seq);
+                    }
+                    replies.push(Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| n));
+                    }));
+                }
+                Op::DropDead { queue: q, seqs, reply } => {
+                    let letters = take_dead(&txn, &q.name, seqs.as_deref())?;
+                    let n = letters.len();
+                    for (_, _, size) in letters {
+                        let d = delta(deltas, &q);
+                        d.dead_items -= 1;
+                        d.dead_bytes -= size as i64;
+                    }
+                    replies.push(Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| n));
+                    }));
+                }
+                Op::Read { .. } | Op::Head { .. } | Op::ListDead { .. } => unreachable!("reads are served after the commit"),
+            }
+        }
+        {
+            let mut counts = txn.open_table(COUNTS).map_err(io)?;
+            for (name, (_, d)) in deltas.iter() {
+                let [items, bytes, dead_items, dead_bytes] =
+                    counts.get(name.as_str()).map_err(io)?.map_or([0; 4], |v| v.value());
+                let add = |a: u64, b: i64| (a as i64 + b).max(0) as u64;
+                let row = [add(items, d.items), add(bytes, d.bytes), add(dead_items, d.dead_items), add(dead_bytes, d.dead_bytes)];
+                counts.insert(name.as_str(), row).map_err(io)?;
+            }
+        }
+        txn.commit().map_err(io)?;
+        if durable {
+            self.last_sync = std::time::Instant::now();
+        }
+        self.next_seq = next_seq;
+        Ok(())
+    }
+
+    /// A durable commit of nothing: makes earlier non-durable commits durable.
+    fn sync_now(&mut self) {
+        let Ok(db) = self.db() else { return };
+        let Ok(txn) = db.begin_write() else { return };
+        if txn.commit().is_ok() {
+            self.last_sync = std::time::Instant::now();
+        }
+    }
+
+    fn read(&mut self, op: Op) {
+        match op {
+            Op::Read { queue: q, after, max_items, max_bytes, reply } => {
+                let _ = reply.send(self.read_items(&q.name, after, max_items, max_bytes));
+            }
+            Op::Head { queue: q, reply } => {
+                let _ = reply.send(self.read_items(&q.name, 0, 1, 0).ok().and_then(|mut v| v.pop()));
+            }
+            Op::ListDead { queue: q, reply } => {
+                let _ = reply.send(self.list_dead(&q.name));
+            }
+            _ => unreachable!("writes are committed"),
+        }
+    }
+
+    fn read_items(&mut self, name: &str, after: u64, max_items: usize, max_bytes: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(io)?;
+        let t = txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for entry in t.range(after.saturating_add(1)..).map_err(io)? {
+            let (k, v) = entry.map_err(io)?;
+            // Always at least one item, however large.
+            if !out.is_empty() && (out.len() >= max_items || bytes + v.value().len() > max_bytes) {
+                break;
+            }
+            bytes += v.value().len();
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn list_dead(&mut self, name: &str) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(io)?;
+        let t = txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(io)? {
+            let (k, v) = entry.map_err(io)?;
+            out.push((k.value(), DeadLetter::decode_or_raw(v.value())));
+        }
+        Ok(out)
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn delta<'a>(deltas: &'a mut BTreeMap<String, (Arc<QueueState>, Delta)>, q: &Arc<QueueState>) -> &'a mut Delta {
+    &mut deltas.entry(q.name.to_string()).or_insert_with(|| (q.clone(), Delta::default())).1
+}
+
+fn queue<'t>(txn: &'t redb::WriteTransaction, name: &str) -> Result<redb::Table<'t, u64, &'static [u8]>, StoreError> {
+    txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name))).map_err(io)
+}
+
+fn dead<'t>(txn: &'t redb::WriteTransaction, name: &str) -> Result<redb::Table<'t, u64, &'static [u8]>, StoreError> {
+    txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name))).map_err(io)
+}
+
+/// Remove dead letters (all, or those in `seqs`) and hand them back with
+/// their stored size.
+fn take_dead(txn: &redb::WriteTransaction, name: &str, seqs: Option<&[u64]>) -> Result<Vec<(u64, DeadLetter, usize)>, StoreError> {
+    let mut t = dead(txn, name)?;
+    let keys: Vec<u64> = match seqs {
+        Some(seqs) => seqs.to_vec(),
+        None => t.iter().map_err(io)?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>().map_err(io)?,
+    };
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(v) = t.remove(k).map_err(io)? {
+            let size = v.value().len();
+            out.push((k, DeadLetter::decode_or_raw(v.value()), size));
+        }
+    }
+    Ok(out)
+}
