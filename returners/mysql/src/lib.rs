@@ -16,7 +16,7 @@ mod pyjson;
 
 use std::time::SystemTime;
 
-use returner_sdk::mysql::{self, MAX_TRANSACTION_STATEMENTS, Statement, Value as Sql};
+use returner_sdk::mysql::{self, ExecResult, MAX_TRANSACTION_STATEMENTS, Statement, Value as Sql};
 use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, config, log};
 
 use returner_sdk::salt;
@@ -28,16 +28,28 @@ const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
 /// The three tables Salt's returner writes, in the order it archives them.
 const TABLES: [&str; 3] = ["jids", "salt_returns", "salt_events"];
 const INSERT_EVENT: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES (?, ?, ?)";
+/// Salt's row of a return, unless the same return (jid, minion and full
+/// return, byte for byte) is stored already: the host delivers at least
+/// once, and a redelivered return must not add a second row. A minion that
+/// returns a job again with another payload still gets a second row, as in
+/// Salt. `full_ret` is compared as bytes: the column's collation would take
+/// `"X"` for `"x"`. Under REPEATABLE READ (InnoDB's default) the subquery's
+/// read locks the jid's range of the index, so of two deliveries of one
+/// return racing, one inserts and the other waits, then skips it, or fails
+/// on a deadlock and is delivered again.
+const INSERT_RETURN: &str = "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) \
+     SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM `salt_returns` \
+     WHERE `jid` = ? AND `id` = ? AND CAST(`full_ret` AS BINARY) = CAST(? AS BINARY))";
 
 /// The `mysql` returner.
 pub struct MysqlReturner;
 
-returner_sdk::export_returner!(MysqlReturner);
+returner_sdk::export_returner!(MysqlReturner, batch);
 
-impl Returner for MysqlReturner {
-    fn returner(mut ret: JobReturn) -> Result<()> {
-        // A minion returning a job it ran on its own asks for a jid: Salt
-        // allocates one and saves the return as the job's load.
+impl MysqlReturner {
+    /// A minion returning a job it ran on its own asks for a jid (`req`):
+    /// Salt allocates one and saves the return as the job's load.
+    fn with_jid(mut ret: JobReturn) -> Result<JobReturn> {
         if ret.jid == "req" {
             let nocache = ret.full.get("nocache").and_then(Value::as_bool).unwrap_or(false);
             ret.jid = Self::prep_jid(nocache, None)?;
@@ -46,17 +58,58 @@ impl Returner for MysqlReturner {
             }
             Self::save_load(&ret.jid, ret.full.clone(), None)?;
         }
-        mysql::execute(
-            "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)",
-            &[
-                ret.fun.as_str().into(),
-                ret.jid.as_str().into(),
-                dumps(&ret.ret).into(),
-                ret.id.as_str().into(),
-                success_column(ret.full.get("success")).into(),
-                dumps(&ret.full).into(),
-            ],
-        )?;
+        Ok(ret)
+    }
+}
+
+/// [`INSERT_RETURN`] of `ret`, with every value bound.
+fn insert_return(ret: &JobReturn) -> Statement {
+    let full_ret = dumps(&ret.full);
+    Statement::new(
+        INSERT_RETURN,
+        vec![
+            ret.fun.as_str().into(),
+            ret.jid.as_str().into(),
+            dumps(&ret.ret).into(),
+            ret.id.as_str().into(),
+            success_column(ret.full.get("success")).into(),
+            full_ret.clone().into(),
+            ret.jid.as_str().into(),
+            ret.id.as_str().into(),
+            full_ret.into(),
+        ],
+    )
+}
+
+/// Says in the log which returns were stored already (a redelivery).
+fn log_skipped(ret: &JobReturn, result: &ExecResult) {
+    if result.affected_rows == 0 {
+        log::debug(&format!("the return of minion {} for job {} is stored already; not stored again", ret.id, ret.jid));
+    }
+}
+
+impl Returner for MysqlReturner {
+    fn returner(ret: JobReturn) -> Result<()> {
+        let ret = Self::with_jid(ret)?;
+        let insert = insert_return(&ret);
+        log_skipped(&ret, &mysql::execute(&insert.sql, &insert.params)?);
+        Ok(())
+    }
+
+    /// Each return's row as `returner` writes it, all of them in one
+    /// transaction (per 1,000 returns): every row of the batch or none.
+    fn returner_batch(rets: Vec<JobReturn>) -> Result<()> {
+        let rets = rets
+            .into_iter()
+            .enumerate()
+            .map(|(i, ret)| Self::with_jid(ret).map_err(|e| e.context(format!("rets[{i}]"))))
+            .collect::<Result<Vec<_>>>()?;
+        for batch in rets.chunks(MAX_TRANSACTION_STATEMENTS) {
+            let results = mysql::transaction(&batch.iter().map(insert_return).collect::<Vec<_>>())?;
+            for (ret, result) in batch.iter().zip(&results) {
+                log_skipped(ret, result);
+            }
+        }
         Ok(())
     }
 
@@ -251,6 +304,27 @@ fn shape(function: &str) -> Error {
 mod tests {
     use super::*;
     use returner_sdk::json;
+
+    #[test]
+    fn a_return_is_compared_with_the_stored_ones_by_jid_minion_and_full_return() {
+        let full = json!({"id": "n1", "jid": "20261123084300320186", "fun": "test.ping", "return": true, "success": true});
+        let ret = JobReturn {
+            id: "n1".into(),
+            jid: "20261123084300320186".into(),
+            fun: "test.ping".into(),
+            fun_args: json!([]),
+            ret: json!(true),
+            retcode: None,
+            success: Some(true),
+            full: full.clone(),
+        };
+        let insert = insert_return(&ret);
+        let text = |v: &Sql| v.as_str().unwrap().to_owned();
+        let params: Vec<String> = insert.params.iter().map(text).collect();
+        let full_ret = dumps(&full);
+        assert_eq!(params, ["test.ping", "20261123084300320186", "true", "n1", "1", &full_ret, "20261123084300320186", "n1", &full_ret]);
+        assert_eq!(insert.sql.matches('?').count(), insert.params.len());
+    }
 
     #[test]
     fn success_is_stored_as_salts_driver_renders_it() {
