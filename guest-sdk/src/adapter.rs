@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::returner::{Event, JobReturn, Returner};
+use crate::wit::batch_export::exports::salt::returner::batch::Guest as BatchGuest;
 use crate::wit::exports::salt::returner::returner::Guest;
 use crate::wit::salt::returner::types as wit;
 
@@ -26,23 +27,34 @@ fn render(value: &Value) -> WitResult<String> {
 }
 
 impl JobReturn {
-    fn from_wit(ret: wit::JobReturn) -> Result<Self, Error> {
+    /// `field` names the return in errors (`ret`, `rets[3]`).
+    ///
+    /// The typed JSON slots hold `full`'s own `return` and `fun_args`, so
+    /// `full` is parsed once and they are taken from it: parsing their text
+    /// too would parse a large return twice. A slot's text is parsed only
+    /// when `full` lacks its key (the host then sends `null` and `[]`).
+    fn from_wit(ret: wit::JobReturn, field: &str) -> Result<Self, Error> {
+        let full = parse(&format!("{field}.full"), &ret.full)?;
+        let slot = |key: &str, slot: &str, text: &str| match full.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => parse(&format!("{field}.{slot}"), text),
+        };
         Ok(JobReturn {
-            fun_args: parse("ret.fun_args", &ret.fun_args)?,
-            ret: parse("ret.return", &ret.return_)?,
-            full: parse("ret.full", &ret.full)?,
+            fun_args: slot("fun_args", "fun_args", &ret.fun_args)?,
+            ret: slot("return", "return", &ret.return_)?,
             id: ret.id,
             jid: ret.jid,
             fun: ret.fun,
             retcode: ret.retcode,
             success: ret.success,
+            full,
         })
     }
 }
 
 impl<R: Returner> Guest for Adapter<R> {
     fn returner(ret: wit::JobReturn) -> WitResult<()> {
-        Ok(R::returner(JobReturn::from_wit(ret)?)?)
+        Ok(R::returner(JobReturn::from_wit(ret, "ret")?)?)
     }
 
     fn save_load(jid: String, load: String, minions: Option<Vec<String>>) -> WitResult<()> {
@@ -108,6 +120,17 @@ impl<R: Returner> Guest for Adapter<R> {
     }
 }
 
+impl<R: Returner> BatchGuest for Adapter<R> {
+    fn returner_batch(rets: Vec<wit::JobReturn>) -> WitResult<()> {
+        let rets = rets
+            .into_iter()
+            .enumerate()
+            .map(|(i, ret)| JobReturn::from_wit(ret, &format!("rets[{i}]")))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(R::returner_batch(rets)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +153,7 @@ mod tests {
 
     #[test]
     fn job_return_json_slots_are_parsed() {
-        let ret = JobReturn::from_wit(wit_return(r#"["a", 1]"#)).unwrap();
+        let ret = JobReturn::from_wit(wit_return(r#"["a", 1]"#), "ret").unwrap();
         assert_eq!(ret.fun_args, serde_json::json!(["a", 1]));
         assert_eq!(ret.ret, Value::Bool(true));
         assert_eq!(ret.full["id"], "m1");
@@ -138,8 +161,20 @@ mod tests {
     }
 
     #[test]
+    fn the_typed_slots_come_from_the_full_return_when_it_has_them() {
+        let mut wire = wit_return("[]");
+        wire.full = r#"{"id":"m1","fun_args":["x"],"return":{"a":[1,2]}}"#.into();
+        // Not parsed: `full` has both keys.
+        wire.return_ = "not json".into();
+        wire.fun_args = "not json either".into();
+        let ret = JobReturn::from_wit(wire, "ret").unwrap();
+        assert_eq!(ret.ret, serde_json::json!({"a": [1, 2]}));
+        assert_eq!(ret.fun_args, serde_json::json!(["x"]));
+    }
+
+    #[test]
     fn malformed_json_from_the_host_is_invalid_and_names_the_field() {
-        let err = JobReturn::from_wit(wit_return("[oops")).unwrap_err();
+        let err = JobReturn::from_wit(wit_return("[oops"), "ret").unwrap_err();
         match err {
             Error::Invalid(msg) => assert!(msg.starts_with("ret.fun_args:"), "{msg}"),
             other => panic!("expected invalid, got {other:?}"),
@@ -160,5 +195,47 @@ mod tests {
             Adapter::<Bare>::clean_old_jobs(),
             Err(wit::Error::Unsupported(_))
         ));
+    }
+
+    /// Remembers what `returner` was handed, and refuses the minion `bad`.
+    struct Recorder;
+    thread_local! {
+        static STORED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    impl Returner for Recorder {
+        fn returner(ret: JobReturn) -> crate::Result<()> {
+            if ret.id == "bad" {
+                return Err(Error::invalid("ret.id", "refused"));
+            }
+            STORED.with(|s| s.borrow_mut().push(format!("{}/{}", ret.jid, ret.id)));
+            Ok(())
+        }
+    }
+
+    fn wit_return_of(id: &str, jid: &str) -> wit::JobReturn {
+        wit::JobReturn { id: id.into(), jid: jid.into(), ..wit_return("[]") }
+    }
+
+    #[test]
+    fn the_default_batch_stores_each_return_in_order_and_stops_at_the_first_error() {
+        STORED.with(|s| s.borrow_mut().clear());
+        let batch = vec![wit_return_of("m1", "1"), wit_return_of("m2", "2"), wit_return_of("m1", "3")];
+        Adapter::<Recorder>::returner_batch(batch).unwrap();
+        assert_eq!(STORED.with(|s| s.borrow().clone()), ["1/m1", "2/m2", "3/m1"]);
+
+        STORED.with(|s| s.borrow_mut().clear());
+        let batch = vec![wit_return_of("m1", "1"), wit_return_of("bad", "2"), wit_return_of("m1", "3")];
+        assert!(matches!(Adapter::<Recorder>::returner_batch(batch), Err(wit::Error::Invalid(_))));
+        assert_eq!(STORED.with(|s| s.borrow().clone()), ["1/m1"]);
+    }
+
+    #[test]
+    fn a_malformed_return_in_a_batch_is_named_by_its_place() {
+        let mut bad = wit_return_of("m2", "2");
+        bad.full = "{".into();
+        match Adapter::<Recorder>::returner_batch(vec![wit_return_of("m1", "1"), bad]) {
+            Err(wit::Error::Invalid(msg)) => assert!(msg.starts_with("rets[1].full:"), "{msg}"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
     }
 }

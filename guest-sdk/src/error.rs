@@ -42,6 +42,20 @@ impl Error {
     pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Self {
         Error::Invalid(format!("{field}: {problem}"))
     }
+
+    /// The same error, of the same kind, with `what: ` before its message:
+    /// e.g. which return of a batch it is about (`rets[3]`).
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        let prefixed = |message: String| format!("{what}: {message}");
+        match self {
+            Error::Denied(m) => Error::Denied(prefixed(m)),
+            Error::Backend(m) => Error::Backend(prefixed(m)),
+            Error::Invalid(m) => Error::Invalid(prefixed(m)),
+            Error::NotFound(m) => Error::NotFound(prefixed(m)),
+            Error::Unsupported(m) => Error::Unsupported(prefixed(m)),
+            Error::Limit(m) => Error::Limit(prefixed(m)),
+        }
+    }
 }
 
 impl From<std::io::Error> for Error {
@@ -105,6 +119,12 @@ mod tests {
     fn json_errors_are_invalid() {
         let err = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
         assert!(matches!(Error::from(err), Error::Invalid(_)));
+    }
+
+    #[test]
+    fn context_keeps_the_kind_and_prefixes_the_message() {
+        assert_eq!(Error::Backend("down".into()).context("rets[2]"), Error::Backend("rets[2]: down".into()));
+        assert_eq!(Error::invalid("jid", "empty").context("rets[0]"), Error::Invalid("rets[0]: jid: empty".into()));
     }
 
     #[test]

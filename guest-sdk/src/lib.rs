@@ -5,7 +5,9 @@
 //! per function of Salt's returner interface, typed like Salt's Python ones.
 //! Every function has a default answering [`Error::Unsupported`], so a
 //! returner implements only what it supports. [`export_returner!`] wires the
-//! type to the component's exports.
+//! type to the component's exports; `export_returner!(Type, batch)` also
+//! exports the batch interface, through which the host hands the returner
+//! several returns in one call ([`Returner::returner_batch`]).
 //!
 //! The returner reaches nothing but what the admin granted it in the host's
 //! config, through the modules here: [`etcd`], [`mysql`], files under
@@ -83,14 +85,37 @@ pub mod wit {
         // returner uses for files, these bindings merely satisfy the world.
         generate_all,
         additional_type_attributes: {
-            "salt:returner/etcd@0.1.1/key-value": [#[derive(PartialEq, Eq)]],
-            "salt:returner/mysql@0.1.1/value": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.1/rows": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.1/exec-result": [#[derive(PartialEq, Eq)]],
+            "salt:returner/etcd@0.1.2/key-value": [#[derive(PartialEq, Eq)]],
+            "salt:returner/mysql@0.1.2/value": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.2/rows": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.2/exec-result": [#[derive(PartialEq, Eq)]],
         },
         pub_export_macro: true,
         default_bindings_module: "returner_sdk::wit",
     });
+
+    /// The optional `batch` export, apart from the world above so that only
+    /// a returner that opts in exports it: wit-bindgen's export macro
+    /// exports every export of its world, and `wit-component` unions the
+    /// worlds of every export macro a component invokes. This world holds
+    /// nothing but the batch export; its types are the ones above.
+    pub mod batch_export {
+        wit_bindgen::generate!({
+            path: "../wit",
+            inline: "
+                package returner-sdk:batch;
+                world batch-export {
+                    export salt:returner/batch@0.1.2;
+                }
+            ",
+            world: "returner-sdk:batch/batch-export",
+            with: {
+                "salt:returner/types@0.1.2": crate::wit::salt::returner::types,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "returner_sdk::wit::batch_export",
+        });
+    }
 }
 
 #[doc(hidden)]
@@ -112,9 +137,30 @@ pub mod __private {
 /// impl returner_sdk::Returner for Noop {}
 /// returner_sdk::export_returner!(Noop);
 /// ```
+///
+/// `export_returner!(Type, batch)` also exports the `batch` interface
+/// (world `returner-batch-component`): the host then hands the returner
+/// consecutive returns in one call of [`Returner::returner_batch`] rather
+/// than one call of [`Returner::returner`] each. Opt in only when storing a
+/// return a second time is harmless: after a failed batch the host may
+/// deliver any of its returns again, those stored included.
+///
+/// ```
+/// struct Batched;
+/// impl returner_sdk::Returner for Batched {}
+/// returner_sdk::export_returner!(Batched, batch);
+/// ```
 #[macro_export]
 #[rustfmt::skip]
 macro_rules! export_returner {
+    ($returner:ty, batch) => {
+        $crate::export_returner!($returner);
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __ReturnerSdkBatchExport = $crate::__private::Adapter<$returner>;
+            $crate::wit::batch_export::export!(__ReturnerSdkBatchExport with_types_in $crate::wit::batch_export);
+        };
+    };
     ($returner:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {

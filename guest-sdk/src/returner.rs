@@ -50,6 +50,28 @@ pub trait Returner {
         Err(Error::unsupported("returner"))
     }
 
+    /// Store consecutive job returns, in order, in one call. The host calls
+    /// it only when the returner is exported with
+    /// `export_returner!(Type, batch)`.
+    ///
+    /// `Ok` means every one is stored. After an error the host may deliver
+    /// any of them again, those already stored included, so storing a
+    /// return twice must be harmless. The error's kind means what it means
+    /// for [`Returner::returner`]: [`Error::Backend`] is retried later;
+    /// [`Error::Invalid`], [`Error::Denied`] and [`Error::Unsupported`]
+    /// never succeed, and the host splits the batch to find the return that
+    /// fails.
+    ///
+    /// The default stores them one [`Returner::returner`] at a time and
+    /// stops at the first error; override it to store them together (one
+    /// transaction, one write).
+    fn returner_batch(rets: Vec<JobReturn>) -> Result<()> {
+        for ret in rets {
+            Self::returner(ret)?;
+        }
+        Ok(())
+    }
+
     /// Store the load (publish data) of a job. First write wins: a later call
     /// for the same jid must leave the stored load unchanged.
     fn save_load(jid: &str, load: Value, minions: Option<Vec<String>>) -> Result<()> {

@@ -22,5 +22,13 @@ pub use salt::returner::types::{Error as GuestError, Event, JobReturn};
 /// without version.
 pub const RETURNER_INTERFACE: &str = "salt:returner/returner";
 
+/// The WIT package's interface name of the optional batch export, without
+/// version. Not part of the world bound here: a module may or may not
+/// export it, so the runtime looks it up on each module (`runtime::module`).
+pub const BATCH_INTERFACE: &str = "salt:returner/batch";
+
+/// The function of [`BATCH_INTERFACE`], as the WIT names it.
+pub const BATCH_FUNCTION: &str = "returner-batch";
+
 /// Version of the `salt:returner` WIT package this host implements.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";

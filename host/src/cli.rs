@@ -313,6 +313,7 @@ async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
             "world": world,
             "exports": info.exports,
             "functions": functions,
+            "batch": info.batch,
             "imports": info.imports,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -323,6 +324,10 @@ async fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         println!("functions:");
         for (f, s) in &functions {
             println!("  {f:<16} {s}");
+        }
+        match &info.batch {
+            Some(export) => println!("batch:   {export} (consecutive returns are delivered in one call)"),
+            None => println!("batch:   not exported (returns are delivered one call each)"),
         }
         println!("imports:");
         for i in &info.imports {

@@ -4,6 +4,7 @@
 
 mod audit;
 mod bad_input;
+mod batch;
 mod cli;
 mod etcd;
 mod fs_quota;

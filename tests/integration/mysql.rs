@@ -104,7 +104,7 @@ fn minion_returns_land_in_salt_returns_column_by_column() {
         assert_eq!(d.write("mysql", "returner", &json!({ "ret": ret })).result(), &Value::Null);
     }
     let rows = db.sql("SELECT fun, jid, `return`, id, success, full_ret FROM salt_returns ORDER BY jid, alter_time");
-    assert_eq!(rows.len(), rets.len(), "one row per return, as Salt writes (no replay check)");
+    assert_eq!(rows.len(), rets.len(), "one row per return, as Salt writes");
     let returns = python_dumps(&rets.iter().map(|r| r["return"].clone()).collect::<Vec<_>>());
     let fulls = python_dumps(&rets);
     let mut want: Vec<Vec<String>> = rets

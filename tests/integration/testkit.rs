@@ -99,7 +99,7 @@ fn the_local_cache_returner_passes_in_every_report_format() {
     let module = guest("returner-local-cache");
     let report = passes(&module, None);
     assert_checked(&report, JOB_CACHE_RULES);
-    assert_checked(&report, &["get-fun-latest", "endtime-round-trip", "save-minions", "clean-old-jobs-keeps-recent"]);
+    assert_checked(&report, &["get-fun-latest", "endtime-round-trip", "save-minions", "clean-old-jobs-keeps-recent", "batch-round-trip"]);
     // local_cache has no event_return, as in Salt.
     let skipped: Vec<&Value> = report["cases"].as_array().unwrap().iter().filter(|c| c["outcome"] == "skip").collect();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
@@ -132,7 +132,7 @@ fn the_etcd_returner_passes_twice_against_one_cluster() {
     for _ in 0..2 {
         let report = passes(&guest("returner-etcd"), Some(&config));
         assert_checked(&report, JOB_CACHE_RULES);
-        assert_checked(&report, &["get-fun-latest", "endtime-round-trip", "event-return-batch"]);
+        assert_checked(&report, &["get-fun-latest", "endtime-round-trip", "event-return-batch", "batch-round-trip"]);
     }
     assert!(!etcd.dump("/salt/return/jobs/").is_empty(), "the suite wrote through the grant");
 }
@@ -164,7 +164,7 @@ tables = {{ jids = ["select", "insert", "delete"], salt_returns = ["select", "in
     .unwrap();
     let report = passes(&guest("returner-mysql"), Some(&config));
     let mut rules = JOB_CACHE_RULES.to_vec();
-    rules.extend(["get-fun-latest", "event-return-batch", "clean-old-jobs-keeps-recent"]);
+    rules.extend(["get-fun-latest", "event-return-batch", "clean-old-jobs-keeps-recent", "batch-round-trip"]);
     assert_checked(&report, &rules);
     let rows = db.sql("SELECT COUNT(*) FROM salt_returns");
     assert!(rows[0][0].parse::<u32>().unwrap() > 20, "the suite wrote through the grant: {rows:?}");

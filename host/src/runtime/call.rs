@@ -1,6 +1,6 @@
-//! One call of a returner function: a concurrency slot, a fresh store with
-//! the returner's grants and limits, the guest export, and the fault (if
-//! any) turned into a [`CallError`] that names it.
+//! One call of a returner function (or of the batch export): a concurrency
+//! slot, a fresh store with the returner's grants and limits, the guest
+//! export, and the fault (if any) turned into a [`CallError`] that names it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -12,8 +12,9 @@ use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+use super::module::{BatchParams, BatchResults};
 use super::{CallState, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
-use crate::bindings::{Event, JobReturn};
+use crate::bindings::{BATCH_INTERFACE, Event, JobReturn};
 use crate::caps::fs::{DirUsage, FsGrant};
 use crate::caps::{Backends, CallCaps};
 use crate::config::{Limits, ReturnerConfig};
@@ -87,6 +88,27 @@ impl Call {
     }
 }
 
+/// The function name a call of the batch export goes by in metrics, logs
+/// and audit events, beside Salt's names of [`Call::function`]. Not one of
+/// Salt's functions: the ingest API does not offer it.
+pub const RETURNER_BATCH: &str = "returner_batch";
+
+/// What one guest call runs: one of Salt's functions, or the batch export.
+#[derive(Clone, Copy)]
+enum Invocation<'a> {
+    Salt(&'a Call),
+    Batch(&'a [JobReturn]),
+}
+
+impl Invocation<'_> {
+    fn function(self) -> &'static str {
+        match self {
+            Invocation::Salt(call) => call.function(),
+            Invocation::Batch(_) => RETURNER_BATCH,
+        }
+    }
+}
+
 /// What a successful call returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -127,6 +149,7 @@ impl Returner {
     /// A returner serving `config` with `module`. Walks its `fs` grant's
     /// directory, if read-write, to measure what it holds.
     pub fn new(config: ReturnerConfig, module: Module, backends: Backends) -> Self {
+        declare_batch_metrics(&config.name, &module);
         Self {
             name: Arc::from(config.name.as_str()),
             backends,
@@ -172,6 +195,7 @@ impl Returner {
             config.grants.fs.as_ref().and_then(FsGrant::measure)
         };
         let etcd_grant = config.grants.etcd.clone().map(Arc::new);
+        declare_batch_metrics(&self.name, &module);
         Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, etcd_grant, slots, rate, probe: self.probe }
     }
 
@@ -195,17 +219,62 @@ impl Returner {
         &self.config.limits
     }
 
+    /// Whether its module exports `salt:returner/batch`, so that
+    /// [`Returner::call_batch`] can store several returns in one call.
+    pub fn supports_batch(&self) -> bool {
+        self.module.supports_batch()
+    }
+
     /// Run one call in a fresh instance. A guest fault ends this call only.
     pub async fn call(&self, runtime: &super::Runtime, call: &Call) -> Result<Output, CallError> {
-        let function = call.function();
+        self.invoke(runtime, Invocation::Salt(call)).await
+    }
+
+    /// Store `rets` with one call of the module's batch export, in one fresh
+    /// instance, in order: what `rets.len()` calls of `returner` would store.
+    /// Limits, metrics (function [`RETURNER_BATCH`]) and faults are those of
+    /// one call; the deadline is one call's, for the whole batch.
+    ///
+    /// `Ok` means every return is stored. On an error none or some are, and
+    /// the caller may deliver any of them again: the kinds mean what they
+    /// mean for `returner` (`backend` is worth a retry; `invalid`, `denied`
+    /// and `unsupported` from the guest never succeed, and splitting the
+    /// batch finds the return that fails).
+    ///
+    /// A module without the batch export ([`Returner::supports_batch`] is
+    /// false) answers `unsupported` at once, without a call: deliver its
+    /// returns with one [`Call::Returner`] each. An empty `rets` is `Ok`
+    /// without a call.
+    pub async fn call_batch(&self, runtime: &super::Runtime, rets: &[JobReturn]) -> Result<(), CallError> {
+        if !self.supports_batch() {
+            return Err(CallError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "returner `{}`'s module does not export {BATCH_INTERFACE}; deliver its returns with one `returner` call each",
+                    self.name
+                ),
+            ));
+        }
+        if rets.is_empty() {
+            return Ok(());
+        }
+        self.invoke(runtime, Invocation::Batch(rets)).await.map(|_| ())
+    }
+
+    async fn invoke(&self, runtime: &super::Runtime, invocation: Invocation<'_>) -> Result<Output, CallError> {
+        let function = invocation.function();
         let span = tracing::info_span!(
             "call",
             returner = %self.name,
             function,
-            module_sha256 = %self.module.info().sha256
+            module_sha256 = %self.module.info().sha256,
+            returns = tracing::field::Empty
         );
+        if let Invocation::Batch(rets) = invocation {
+            span.record("returns", rets.len());
+        }
         let started = Instant::now();
-        let limited = self.call_limited(runtime, call).instrument(span.clone());
+        let limited = self.call_limited(runtime, invocation).instrument(span.clone());
         let (result, audit_dropped) = if self.probe {
             crate::caps::audit::silenced(limited).await
         } else {
@@ -231,10 +300,10 @@ impl Returner {
         result
     }
 
-    async fn call_limited(&self, runtime: &super::Runtime, call: &Call) -> Result<Output, CallError> {
+    async fn call_limited(&self, runtime: &super::Runtime, invocation: Invocation<'_>) -> Result<Output, CallError> {
         let started = Instant::now();
         let limits = self.config.limits;
-        let function = call.function();
+        let function = invocation.function();
         let metrics = crate::metrics::metrics();
         if let Some(rate) = &self.rate
             && !rate.try_take()
@@ -273,7 +342,7 @@ impl Returner {
         let remaining = limits.deadline.saturating_sub(started.elapsed()) + HOST_WAIT_GRACE;
         time_slice(&mut store, started + limits.deadline);
 
-        let outcome = tokio::time::timeout(remaining, self.run(&mut store, call)).await;
+        let outcome = tokio::time::timeout(remaining, self.run(&mut store, invocation)).await;
         match outcome {
             Err(_) => Err(self.fault(function, self.deadline_error(function))),
             Ok(Ok(Ok(output))) => self.check_result_size(function, output),
@@ -362,8 +431,12 @@ impl Returner {
     async fn run(
         &self,
         store: &mut Store<CallState>,
-        call: &Call,
+        invocation: Invocation<'_>,
     ) -> wasmtime::Result<Result<Output, crate::bindings::GuestError>> {
+        let call = match invocation {
+            Invocation::Salt(call) => call,
+            Invocation::Batch(rets) => return self.run_batch(store, rets).await,
+        };
         let instance = self.module.pre.instantiate_async(&mut *store).await?;
         let r = instance.salt_returner_returner();
         let s = &mut *store;
@@ -394,6 +467,23 @@ impl Returner {
             }
             Call::GetEndtime { jid } => r.call_get_endtime(s, jid).await?.map(Output::OptionalString),
         })
+    }
+
+    /// The batch export is not in the world the bindings were generated
+    /// for (a module may lack it), so it is called through the index found,
+    /// and type-checked, when the module was loaded.
+    async fn run_batch(
+        &self,
+        store: &mut Store<CallState>,
+        rets: &[JobReturn],
+    ) -> wasmtime::Result<Result<Output, crate::bindings::GuestError>> {
+        let Some(index) = &self.module.batch else {
+            wasmtime::bail!("the module has no {BATCH_INTERFACE} export");
+        };
+        let instance = self.module.pre.instance_pre().instantiate_async(&mut *store).await?;
+        let func = instance.get_typed_func::<BatchParams<'_>, BatchResults>(&mut *store, index)?;
+        let (result,) = func.call_async(&mut *store, (rets,)).await?;
+        Ok(result.map(|()| Output::Unit))
     }
 
     fn deadline_error(&self, function: &str) -> CallError {
@@ -442,15 +532,13 @@ impl Returner {
     }
 }
 
-impl Returner {
-    /// Whether its module takes a batch of returns in one call.
-    pub fn supports_batch(&self) -> bool {
-        false
-    }
-
-    /// Store a batch of returns in one call.
-    pub async fn call_batch(&self, _runtime: &super::Runtime, _rets: &[JobReturn]) -> Result<(), CallError> {
-        Err(CallError::new(ErrorKind::Unsupported, format!("returner `{}` takes no batches", self.name)))
+/// Start the `ok` series of [`RETURNER_BATCH`] at 0 for a module that
+/// exports batch, beside those of Salt's functions (declared by whoever
+/// loads the returner), so a `rate()` over it has a series before the first
+/// batch.
+fn declare_batch_metrics(returner: &str, module: &Module) {
+    if module.supports_batch() {
+        crate::metrics::metrics().declare_returner(returner, &[RETURNER_BATCH]);
     }
 }
 

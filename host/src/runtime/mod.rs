@@ -8,7 +8,7 @@ mod call;
 mod module;
 mod seal;
 
-pub use call::{Call, Output, Returner};
+pub use call::{Call, Output, RETURNER_BATCH, Returner};
 pub use module::{FUNCTIONS, Module, ModuleInfo, sha256_hex};
 
 use std::hash::{DefaultHasher, Hash, Hasher};

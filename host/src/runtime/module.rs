@@ -1,17 +1,17 @@
 //! Loading a component: the header check, compilation with an on-disk cache
 //! keyed by the module's sha256 and the engine's compatibility hash (each
-//! file sealed, see `seal`), the world check, and one `InstancePre` per
-//! module.
+//! file sealed, see `seal`), the world check, the optional batch export, and
+//! one `InstancePre` per module.
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex};
 
 use super::{ReturnerComponentPre, Runtime, seal};
-use crate::bindings::{RETURNER_INTERFACE, WIT_VERSION};
+use crate::bindings::{BATCH_FUNCTION, BATCH_INTERFACE, GuestError, JobReturn, RETURNER_INTERFACE, WIT_VERSION};
 
 /// Salt's returner function names, in the order of the WIT interface.
 pub const FUNCTIONS: [&str; 14] = [
@@ -35,24 +35,41 @@ pub const FUNCTIONS: [&str; 14] = [
 #[derive(Clone)]
 pub struct Module {
     pub(super) pre: ReturnerComponentPre<super::CallState>,
+    /// `salt:returner/batch.returner-batch`, when the module exports it;
+    /// its type was checked at load.
+    pub(super) batch: Option<ComponentExportIndex>,
     info: ModuleInfo,
 }
+
+/// The parameters and results of `returner-batch`, as the runtime calls it.
+pub(super) type BatchParams<'a> = (&'a [JobReturn],);
+/// See [`BatchParams`].
+pub(super) type BatchResults = (Result<(), GuestError>,);
 
 /// What a module is, for `inspect`, `check` and logs.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModuleInfo {
     /// sha256 of the `.wasm` bytes, hex.
     pub sha256: String,
-    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.1`.
+    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.2`.
     pub exports: String,
     /// Every interface the component imports, sorted.
     pub imports: Vec<String>,
+    /// The exported batch interface with its version, e.g.
+    /// `salt:returner/batch@0.1.2`, when the module takes consecutive
+    /// returns in one call; `None` when it takes one `returner` call each.
+    pub batch: Option<String>,
 }
 
 impl Module {
     /// What the module is.
     pub fn info(&self) -> &ModuleInfo {
         &self.info
+    }
+
+    /// Whether the module exports `salt:returner/batch`.
+    pub fn supports_batch(&self) -> bool {
+        self.batch.is_some()
     }
 }
 
@@ -84,10 +101,17 @@ impl Runtime {
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow!("the component imports something this host does not provide (only the salt:returner interfaces and WASI 0.2 are linked): {e:#}")
         })?;
+        let (batch_name, batch) = match compatible_export(&exported, BATCH_INTERFACE)? {
+            Some(name) => {
+                let index = batch_export(&component, &pre, &name)?;
+                (Some(name), Some(index))
+            }
+            None => (None, None),
+        };
         let pre = ReturnerComponentPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the component does not match the salt:returner world")?;
-        Ok(Module { pre, info: ModuleInfo { sha256, exports, imports } })
+        Ok(Module { pre, batch, info: ModuleInfo { sha256, exports, imports, batch: batch_name } })
     }
 
     /// Read a `.wasm` file and load it.
@@ -170,17 +194,49 @@ fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
 
 /// The component must export `salt:returner/returner` of a compatible version.
 fn check_world(exported: &[String]) -> anyhow::Result<String> {
+    if let Some(name) = compatible_export(exported, RETURNER_INTERFACE)? {
+        return Ok(name);
+    }
+    let list = if exported.is_empty() { "nothing".to_owned() } else { exported.join(", ") };
+    bail!("not a returner component: it exports {list}; expected {RETURNER_INTERFACE}@{WIT_VERSION} (targets another world?)")
+}
+
+/// The exported `interface` (with its version) among `exported`, if any;
+/// an error if it is there in a version this host does not speak.
+fn compatible_export(exported: &[String], interface: &str) -> anyhow::Result<Option<String>> {
     let want_minor = minor_prefix(WIT_VERSION);
     for name in exported {
-        if let Some(version) = name.strip_prefix(RETURNER_INTERFACE).and_then(|v| v.strip_prefix('@')) {
+        if let Some(version) = name.strip_prefix(interface).and_then(|v| v.strip_prefix('@')) {
             if minor_prefix(version) == want_minor {
-                return Ok(name.clone());
+                return Ok(Some(name.clone()));
             }
             bail!("the component exports {name}, but this host speaks salt:returner@{WIT_VERSION} (compatible: {want_minor}.x)");
         }
     }
-    let list = if exported.is_empty() { "nothing".to_owned() } else { exported.join(", ") };
-    bail!("not a returner component: it exports {list}; expected {RETURNER_INTERFACE}@{WIT_VERSION} (targets another world?)")
+    Ok(None)
+}
+
+/// The `returner-batch` function of the exported batch interface `name`,
+/// with its type checked now, so a module whose batch export does not match
+/// the WIT is refused at load rather than at its first delivery.
+fn batch_export(
+    component: &Component,
+    pre: &wasmtime::component::InstancePre<super::CallState>,
+    name: &str,
+) -> anyhow::Result<ComponentExportIndex> {
+    let wanted = format!("func(rets: list<job-return>) -> result<_, error> of salt:returner@{WIT_VERSION}");
+    let (_, interface) = component.get_export(None, name).with_context(|| format!("the component's export {name} vanished"))?;
+    let Some((item, func)) = component.get_export(Some(&interface), BATCH_FUNCTION) else {
+        bail!("the component exports {name} without its function {BATCH_FUNCTION} ({wanted})");
+    };
+    let ComponentItem::ComponentFunc(ty) = item else {
+        bail!("the component's {name}.{BATCH_FUNCTION} is not a function; expected {wanted}");
+    };
+    // The check `get_typed_func` makes at every call, made once here. It is
+    // what wasmtime's own generated bindings call (hence hidden in its docs).
+    ty.typecheck::<BatchParams<'static>, BatchResults>(&pre.instance_type())
+        .map_err(|e| anyhow!("the component's {name}.{BATCH_FUNCTION} has the wrong type (expected {wanted}): {e:#}"))?;
+    Ok(func)
 }
 
 /// `0.1` of `0.1.3`: the semver-compatible part for 0.x versions.
@@ -218,9 +274,20 @@ mod tests {
         let ok = vec!["salt:returner/returner@0.1.7".to_owned()];
         assert_eq!(check_world(&ok).unwrap(), "salt:returner/returner@0.1.7");
         let newer = vec!["salt:returner/returner@0.2.0".to_owned()];
-        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.1"));
+        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.2"));
         let other = vec!["wasi:http/incoming-handler@0.2.0".to_owned()];
         let msg = check_world(&other).unwrap_err().to_string();
         assert!(msg.contains("not a returner component") && msg.contains("wasi:http"), "{msg}");
+    }
+
+    #[test]
+    fn the_batch_export_is_optional_but_must_be_of_a_compatible_version() {
+        let without = vec!["salt:returner/returner@0.1.0".to_owned()];
+        assert_eq!(compatible_export(&without, BATCH_INTERFACE).unwrap(), None);
+        let with = vec!["salt:returner/returner@0.1.2".to_owned(), "salt:returner/batch@0.1.3".to_owned()];
+        assert_eq!(compatible_export(&with, BATCH_INTERFACE).unwrap().as_deref(), Some("salt:returner/batch@0.1.3"));
+        let newer = vec!["salt:returner/batch@0.2.0".to_owned()];
+        let msg = compatible_export(&newer, BATCH_INTERFACE).unwrap_err().to_string();
+        assert!(msg.contains("salt:returner/batch@0.2.0") && msg.contains("compatible: 0.1.x"), "{msg}");
     }
 }

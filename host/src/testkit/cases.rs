@@ -17,7 +17,7 @@ use super::Harness;
 use super::jid::{JidSource, start_time};
 use super::report::{CaseResult, Outcome};
 use crate::error::ErrorKind;
-use crate::runtime::FUNCTIONS;
+use crate::runtime::{FUNCTIONS, RETURNER_BATCH};
 
 const MINION_RETURNS: &str = include_str!("salt/minion-returns.jsonl");
 const MASTER_CALLS: &str = include_str!("salt/master-job-cache-calls.jsonl");
@@ -56,6 +56,10 @@ const RETURNER_ROUND_TRIP: Rule = Rule {
 const MASTER_REPLAY: Rule = Rule {
     id: "master-replay",
     text: "every save_load, returner and event_return call a Salt master made succeeds",
+};
+const BATCH_ROUND_TRIP: Rule = Rule {
+    id: "batch-round-trip",
+    text: "job returns stored in one call of the batch export (salt:returner/batch) come back from get_jid as those of `returner` do, and the same batch delivered again succeeds and changes no answer (the host delivers at least once)",
 };
 const SAVE_LOAD_FIRST_WINS: Rule = Rule {
     id: "save-load-first-wins",
@@ -215,6 +219,8 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
         self.unicode_and_large().await;
         self.concurrency().await;
         self.clean_old_jobs().await;
+        // Last: its fresh jobs are the newest, which earlier cases do not expect.
+        self.batch().await;
     }
 
     async fn function_set(&mut self) {
@@ -669,6 +675,28 @@ impl<F: FnMut(&CaseResult)> Suite<F> {
                 .ok_or_else(|| format!("get_load({jid}) answered {}, which is none of the loads saved whole", brief(&first)))?;
             let again = h.call("get_load", json!({"jid": jid})).await.map_err(|e| answered("get_load", &jid, &e))?;
             contains(&again, winner).map_err(|why| format!("a second get_load({jid}) changed: it {why}"))
+        })
+        .await;
+    }
+
+    async fn batch(&mut self) {
+        let rets = fixture(MINION_RETURNS, &mut self.jids);
+        for ret in &rets {
+            self.remember_return(ret);
+        }
+        let h = self.h.clone();
+        let jobs: BTreeSet<&str> = rets.iter().filter_map(|ret| ret["jid"].as_str()).collect();
+        let name = format!("{} returns of {} jobs in one batch, delivered twice", rets.len(), jobs.len());
+        self.case(BATCH_ROUND_TRIP, name, &[RETURNER_BATCH, "returner", "get_jid"], async move {
+            for delivery in ["first", "second"] {
+                h.call_batch(&rets).await.map_err(|e| {
+                    format!("returner_batch ({delivery} delivery) answered {}: {}", e.kind.as_str(), e.message)
+                })?;
+                for ret in &rets {
+                    read_back(&h, ret).await.map_err(|e| format!("after the {delivery} delivery: {e}"))?;
+                }
+            }
+            Ok(())
         })
         .await;
     }

@@ -25,7 +25,7 @@ use crate::caps::fs::{FsGrant, FsMode};
 use crate::config::{HostConfig, ModuleSource, Overrides, ReturnerConfig};
 use crate::dispatch;
 use crate::error::{CallError, ErrorKind};
-use crate::runtime::{FUNCTIONS, Returner, Runtime, RuntimeOptions};
+use crate::runtime::{FUNCTIONS, RETURNER_BATCH, Returner, Runtime, RuntimeOptions};
 
 /// Instance slots of the suite's runtime: the concurrency cases and the probe.
 const INSTANCE_SLOTS: u32 = 40;
@@ -187,7 +187,20 @@ impl Harness {
         self.returner.limits().max_concurrency
     }
 
-    /// Every function that does not answer `unsupported` in an empty sandbox.
+    /// Store `rets` (Salt's returns) with one call of the batch export.
+    pub(crate) async fn call_batch(&self, rets: &[Value]) -> Result<(), CallError> {
+        let mut batch = Vec::with_capacity(rets.len());
+        for ret in rets {
+            match dispatch::parse_call("returner", serde_json::json!({ "ret": ret }).to_string().as_bytes())? {
+                crate::runtime::Call::Returner(ret) => batch.push(ret),
+                other => unreachable!("parse_call(\"returner\") made a call of {}", other.function()),
+            }
+        }
+        self.returner.call_batch(&self.runtime, &batch).await
+    }
+
+    /// Every function that does not answer `unsupported` in an empty
+    /// sandbox, and [`RETURNER_BATCH`] when the module exports batch.
     async fn implemented(&self) -> Vec<&'static str> {
         let mut implemented = Vec::new();
         for function in FUNCTIONS {
@@ -198,6 +211,9 @@ impl Harness {
                 Err(e) if e.kind == ErrorKind::Unsupported => {}
                 _ => implemented.push(function),
             }
+        }
+        if self.probe.supports_batch() {
+            implemented.push(RETURNER_BATCH);
         }
         implemented
     }

@@ -6,11 +6,12 @@
 //!
 //! Options (`options = { ... }` in the host config):
 //! - `ttl` (or Salt's `etcd.ttl`): seconds every key written lives; one
-//!   lease per call. Absent: keys live until deleted.
+//!   lease per call (a batch of returns is one call). Absent: keys live
+//!   until deleted.
 
 mod layout;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::SystemTime;
 
 use returner_sdk::salt::{format_jid_instance, format_jid_instance_ext, gen_jid, json_dumps, newest};
@@ -24,11 +25,16 @@ use crate::layout::{check_jid, check_minion_id, event_key};
 const RANGE_LIMIT: u32 = 1_000_000;
 /// etcd's default `--max-txn-ops`: the most writes in one transaction.
 const MAX_TXN_OPS: usize = 128;
+/// Bytes of keys and values a batch puts in one transaction, under etcd's
+/// default `--max-request-bytes` of 1.5 MiB with room for the request's own
+/// framing. One return larger than this still goes in one transaction of
+/// its own, as `returner` writes it.
+const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 /// The `etcd` returner.
 pub struct EtcdReturn;
 
-returner_sdk::export_returner!(EtcdReturn);
+returner_sdk::export_returner!(EtcdReturn, batch);
 
 /// The lease every write of a call gets, from the `ttl` option.
 fn ttl() -> Result<Option<u32>> {
@@ -46,6 +52,54 @@ fn kv(key: String, value: impl Into<Vec<u8>>) -> etcd::KeyValue {
     etcd::KeyValue { key, value: value.into() }
 }
 
+/// The keys Salt's `etcd_return` writes for one return: `minions/<id>` (the
+/// jid itself, not its JSON) and `jobs/<jid>/<id>/<field>` per field of
+/// the return.
+fn return_items(ret: &JobReturn) -> Result<Vec<etcd::KeyValue>> {
+    check_jid("jid", &ret.jid)?;
+    check_minion_id("id", &ret.id)?;
+    let Value::Object(fields) = &ret.full else {
+        return Err(Error::invalid("ret", "expected a JSON object"));
+    };
+    let mut items = Vec::with_capacity(fields.len() + 1);
+    items.push(kv(format!("minions/{}", ret.id), ret.jid.as_bytes()));
+    for (field, value) in fields {
+        items.push(kv(format!("jobs/{}/{}/{field}", ret.jid, ret.id), json_dumps(value)));
+    }
+    Ok(items)
+}
+
+/// The transactions that leave what writing each return's items in turn
+/// leaves. A key several returns write is written once, with the value of
+/// the last of them (one transaction may not put a key twice, and the
+/// last write is the one that would stay). The returns are packed in order,
+/// whole, into transactions of at most [`MAX_TXN_OPS`] keys and
+/// [`MAX_TXN_BYTES`] bytes, so a reader never sees part of a return; one
+/// return over either bound gets a transaction of its own.
+fn pack(mut per_return: Vec<Vec<etcd::KeyValue>>) -> Vec<Vec<etcd::KeyValue>> {
+    let mut seen = HashSet::new();
+    for items in per_return.iter_mut().rev() {
+        items.retain(|item| seen.insert(item.key.clone()));
+    }
+    let size = |items: &[etcd::KeyValue]| items.iter().map(|item| item.key.len() + item.value.len()).sum::<usize>();
+    let mut txns: Vec<Vec<etcd::KeyValue>> = Vec::new();
+    let mut bytes = 0;
+    for items in per_return.into_iter().filter(|items| !items.is_empty()) {
+        let item_bytes = size(&items);
+        match txns.last_mut() {
+            Some(txn) if txn.len() + items.len() <= MAX_TXN_OPS && bytes + item_bytes <= MAX_TXN_BYTES => {
+                txn.extend(items);
+                bytes += item_bytes;
+            }
+            _ => {
+                txns.push(items);
+                bytes = item_bytes;
+            }
+        }
+    }
+    txns
+}
+
 /// Every job's load, by jid, from the `.load.p` keys under `jobs/`.
 fn loads() -> Result<Vec<(String, Value)>> {
     let mut loads = Vec::new();
@@ -61,18 +115,24 @@ fn loads() -> Result<Vec<(String, Value)>> {
 
 impl Returner for EtcdReturn {
     fn returner(ret: JobReturn) -> Result<()> {
-        check_jid("jid", &ret.jid)?;
-        check_minion_id("id", &ret.id)?;
-        let Value::Object(fields) = &ret.full else {
-            return Err(Error::invalid("ret", "expected a JSON object"));
-        };
-        let mut items = Vec::with_capacity(fields.len() + 1);
-        // Salt writes the jid itself, not its JSON, here.
-        items.push(kv(format!("minions/{}", ret.id), ret.jid.as_bytes()));
-        for (field, value) in fields {
-            items.push(kv(format!("jobs/{}/{}/{field}", ret.jid, ret.id), json_dumps(value)));
+        etcd::put_many(&return_items(&ret)?, ttl()?)
+    }
+
+    /// The keys `returner` would write for each, in as few transactions as
+    /// etcd takes, under the call's one lease. Every return is checked
+    /// before anything is written. A redelivered return writes the same
+    /// keys with the same values again.
+    fn returner_batch(rets: Vec<JobReturn>) -> Result<()> {
+        let per_return = rets
+            .iter()
+            .enumerate()
+            .map(|(i, ret)| return_items(ret).map_err(|e| e.context(format!("rets[{i}]"))))
+            .collect::<Result<Vec<_>>>()?;
+        let ttl = ttl()?;
+        for txn in pack(per_return) {
+            etcd::put_many(&txn, ttl)?;
         }
-        etcd::put_many(&items, ttl()?)
+        Ok(())
     }
 
     fn save_load(jid: &str, load: Value, minions: Option<Vec<String>>) -> Result<()> {
@@ -216,5 +276,50 @@ impl Returner for EtcdReturn {
             Value::String(time) => time,
             other => other.to_string(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, value: &str) -> etcd::KeyValue {
+        kv(key.to_owned(), value.as_bytes())
+    }
+
+    fn keys(txns: &[Vec<etcd::KeyValue>]) -> Vec<Vec<&str>> {
+        txns.iter().map(|txn| txn.iter().map(|item| item.key.as_str()).collect()).collect()
+    }
+
+    #[test]
+    fn a_key_several_returns_write_is_written_once_with_the_last_value() {
+        let first = vec![item("minions/n1", "1"), item("jobs/1/n1/return", "true")];
+        let second = vec![item("minions/n1", "2"), item("jobs/2/n1/return", "false")];
+        let txns = pack(vec![first, second]);
+        assert_eq!(keys(&txns), [["jobs/1/n1/return", "minions/n1", "jobs/2/n1/return"]]);
+        assert_eq!(txns[0][1].value, b"2", "the later return's jid stays, as with two calls");
+    }
+
+    #[test]
+    fn a_redelivered_return_in_the_same_batch_is_written_once() {
+        let ret = vec![item("minions/n1", "1"), item("jobs/1/n1/return", "true")];
+        let txns = pack(vec![ret.clone(), ret]);
+        assert_eq!(keys(&txns), [["minions/n1", "jobs/1/n1/return"]]);
+    }
+
+    #[test]
+    fn returns_are_packed_whole_under_the_op_and_byte_bounds() {
+        let ret = |n: usize, keys: usize, bytes: usize| -> Vec<etcd::KeyValue> {
+            (0..keys).map(|k| kv(format!("jobs/{n}/m/{k}"), vec![b'x'; bytes])).collect()
+        };
+        // 60 + 60 fit in 128; a third 60 does not.
+        let txns = pack(vec![ret(1, 60, 1), ret(2, 60, 1), ret(3, 60, 1)]);
+        assert_eq!(txns.iter().map(Vec::len).collect::<Vec<_>>(), [120, 60]);
+        // 600 KiB + 600 KiB is over the byte bound.
+        let txns = pack(vec![ret(1, 1, 600 * 1024), ret(2, 1, 600 * 1024), ret(3, 1, 1)]);
+        assert_eq!(txns.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2]);
+        // One return over the op bound stays whole, alone.
+        let txns = pack(vec![ret(1, 1, 1), ret(2, 200, 1), ret(3, 1, 1)]);
+        assert_eq!(txns.iter().map(Vec::len).collect::<Vec<_>>(), [1, 200, 1]);
     }
 }

@@ -12,7 +12,7 @@
 //!     <minion id>/out.p               the outputter, when the return named one
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -160,7 +160,31 @@ impl JobCache {
 
     /// Salt's `returner`: store one minion's return of a job.
     pub fn store_return(&self, ret: &JobReturn, now: SystemTime) -> Result<ReturnOutcome> {
-        validate::minion_id("ret.id", &ret.id)?;
+        check_return(ret)?;
+        self.store_checked(ret, now, &mut HashMap::new())
+    }
+
+    /// [`JobCache::store_return`] of consecutive returns, in order: every
+    /// return is checked before any is written, and each job's directory is
+    /// made (and looked at for `nocache`) once. An error names the return
+    /// (`rets[3]: ...`); the returns before it are stored.
+    pub fn store_returns(&self, rets: &[JobReturn], now: SystemTime) -> Result<Vec<ReturnOutcome>> {
+        let at = |i: usize| move |e: Error| e.context(format!("rets[{i}]"));
+        for (i, ret) in rets.iter().enumerate() {
+            check_return(ret).map_err(at(i))?;
+        }
+        let mut jobs = HashMap::new();
+        rets.iter().enumerate().map(|(i, ret)| self.store_checked(ret, now, &mut jobs).map_err(at(i))).collect()
+    }
+
+    /// Store a return [`check_return`] passed. `jobs` remembers the job
+    /// directories this call made, by jid (`None`: the job is `nocache`).
+    fn store_checked(
+        &self,
+        ret: &JobReturn,
+        now: SystemTime,
+        jobs: &mut HashMap<String, Option<PathBuf>>,
+    ) -> Result<ReturnOutcome> {
         let jid = if ret.jid == "req" {
             let nocache = ret
                 .full
@@ -169,13 +193,20 @@ impl JobCache {
                 .unwrap_or(false);
             self.prep_jid(nocache, None, now)?
         } else {
-            validate::jid("ret.jid", &ret.jid)?;
             ret.jid.clone()
         };
-        if self.job_dir(&jid)?.join(NOCACHE).exists() {
+        let job_dir = match jobs.get(&jid) {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = if self.job_dir(&jid)?.join(NOCACHE).exists() { None } else { Some(self.ensure_job(&jid)?) };
+                jobs.insert(jid.clone(), dir.clone());
+                dir
+            }
+        };
+        let Some(job_dir) = job_dir else {
             return Ok(ReturnOutcome::NoCache { jid });
-        }
-        let minion_dir = self.ensure_job(&jid)?.join(&ret.id);
+        };
+        let minion_dir = job_dir.join(&ret.id);
         match fs::create_dir(&minion_dir) {
             Ok(()) => {}
             Err(err) if err.kind() == ErrorKind::AlreadyExists => {
@@ -507,6 +538,16 @@ impl JobCache {
     }
 }
 
+/// What a return must be before anything of it is written: a minion id
+/// that is one path segment, and a jid (or `req`, asking for one).
+fn check_return(ret: &JobReturn) -> Result<()> {
+    validate::minion_id("ret.id", &ret.id)?;
+    if ret.jid != "req" {
+        validate::jid("ret.jid", &ret.jid)?;
+    }
+    Ok(())
+}
+
 /// What `return.p` holds: the keys of Salt's return record that the full
 /// return carries.
 fn return_record(ret: &JobReturn) -> Value {
@@ -836,6 +877,46 @@ mod tests {
             cache.store_return(&with_out, now()).unwrap(),
             ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(true) }
         );
+    }
+
+    #[test]
+    fn a_batch_stores_what_single_returns_store_and_keeps_the_first_of_a_minion() {
+        let (single, batched) = (TempCache::new(), TempCache::new());
+        let other = "20261123084332485603";
+        let rets = [
+            job_return("n1", JID, json!({"return": "first", "out": "txt"})),
+            job_return("n2", other, json!({"return": 2})),
+            job_return("n1", JID, json!({"return": "first", "out": "txt"})),
+            job_return("n1", JID, json!({"return": "second"})),
+        ];
+        let one_by_one: Vec<ReturnOutcome> = rets.iter().map(|ret| single.store_return(ret, now()).unwrap()).collect();
+        let outcomes = batched.store_returns(&rets, now()).unwrap();
+        assert_eq!(outcomes, one_by_one);
+        assert_eq!(
+            outcomes[2..],
+            [
+                ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(true) },
+                ReturnOutcome::Duplicate { jid: JID.into(), identical: Some(false) },
+            ]
+        );
+        for jid in [JID, other] {
+            assert_eq!(batched.get_jid(jid).unwrap(), single.get_jid(jid).unwrap());
+        }
+        // Delivered again, the batch changes nothing.
+        let again = batched.store_returns(&rets, now()).unwrap();
+        assert!(again.iter().all(|o| matches!(o, ReturnOutcome::Duplicate { .. })), "{again:?}");
+        assert_eq!(batched.get_jid(JID).unwrap(), json!({"n1": {"return": "first", "out": "txt"}}));
+    }
+
+    #[test]
+    fn a_batch_with_an_invalid_return_writes_nothing_and_names_it() {
+        let cache = TempCache::new();
+        let rets = [job_return("n1", JID, json!({"return": 1})), job_return("../x", JID, json!({"return": 2}))];
+        match cache.store_returns(&rets, now()) {
+            Err(Error::Invalid(m)) => assert!(m.starts_with("rets[1]: ret.id"), "{m}"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        assert_eq!(cache.get_jid(JID).unwrap(), json!({}));
     }
 
     #[test]

@@ -23,34 +23,49 @@ use crate::cache::{JobCache, ReturnOutcome};
 /// The `local_cache` returner.
 pub struct LocalCache;
 
-returner_sdk::export_returner!(LocalCache);
+returner_sdk::export_returner!(LocalCache, batch);
 
 fn cache() -> JobCache {
     JobCache::new(fs::root())
 }
 
+/// Says in the log what became of a return that was not stored.
+fn log_outcome(ret: &JobReturn, outcome: ReturnOutcome) {
+    match outcome {
+        ReturnOutcome::Stored { .. } | ReturnOutcome::NoCache { .. } => {}
+        // As Salt 3008 (salt#65301): an identical duplicate is a retry
+        // after a master timeout or a syndic re-forward, not news.
+        ReturnOutcome::Duplicate { jid, identical: Some(true) } => log::debug(&format!(
+            "Duplicate return from minion {} for jid {jid}; payload matches the cached return, \
+             ignoring (likely a retry after a master timeout or a syndic re-forward)",
+            ret.id
+        )),
+        ReturnOutcome::Duplicate { jid, identical: Some(false) } => log::warn(&format!(
+            "Duplicate return from minion {} for jid {jid} with a differing payload; ignoring \
+             the second return. This may indicate two minions sharing the same id, a \
+             misconfigured returner, or in rare cases a replay attempt",
+            ret.id
+        )),
+        ReturnOutcome::Duplicate { jid, identical: None } => log::warn(&format!(
+            "Duplicate return from minion {} for jid {jid}; the cached return could not be \
+             read for comparison; the return was dropped",
+            ret.id
+        )),
+    }
+}
+
 impl Returner for LocalCache {
     fn returner(ret: JobReturn) -> Result<()> {
-        match cache().store_return(&ret, SystemTime::now())? {
-            ReturnOutcome::Stored { .. } | ReturnOutcome::NoCache { .. } => {}
-            // As Salt 3008 (salt#65301): an identical duplicate is a retry
-            // after a master timeout or a syndic re-forward, not news.
-            ReturnOutcome::Duplicate { jid, identical: Some(true) } => log::debug(&format!(
-                "Duplicate return from minion {} for jid {jid}; payload matches the cached return, \
-                 ignoring (likely a retry after a master timeout or a syndic re-forward)",
-                ret.id
-            )),
-            ReturnOutcome::Duplicate { jid, identical: Some(false) } => log::warn(&format!(
-                "Duplicate return from minion {} for jid {jid} with a differing payload; ignoring \
-                 the second return. This may indicate two minions sharing the same id, a \
-                 misconfigured returner, or in rare cases a replay attempt",
-                ret.id
-            )),
-            ReturnOutcome::Duplicate { jid, identical: None } => log::warn(&format!(
-                "Duplicate return from minion {} for jid {jid}; the cached return could not be \
-                 read for comparison; the return was dropped",
-                ret.id
-            )),
+        log_outcome(&ret, cache().store_return(&ret, SystemTime::now())?);
+        Ok(())
+    }
+
+    /// As `returner` for each, in order. A return delivered again (alone or
+    /// in a batch) is an identical duplicate: logged at debug, not stored.
+    fn returner_batch(rets: Vec<JobReturn>) -> Result<()> {
+        let outcomes = cache().store_returns(&rets, SystemTime::now())?;
+        for (ret, outcome) in rets.iter().zip(outcomes) {
+            log_outcome(ret, outcome);
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 
 mod pyjson;
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use returner_sdk::mysql::{self, MAX_TRANSACTION_STATEMENTS, Statement, Value as Sql};
@@ -28,16 +29,22 @@ const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
 /// The three tables Salt's returner writes, in the order it archives them.
 const TABLES: [&str; 3] = ["jids", "salt_returns", "salt_events"];
 const INSERT_EVENT: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES (?, ?, ?)";
+const INSERT_RETURN: &str =
+    "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)";
+/// Most returns one look-up for stored ones asks about: its WHERE has one
+/// `(jid = ? AND id = ?)` per return, and stays far under the host's caps
+/// on a statement's operators and depth.
+const LOOKUP_RETURNS: usize = 64;
 
 /// The `mysql` returner.
 pub struct MysqlReturner;
 
-returner_sdk::export_returner!(MysqlReturner);
+returner_sdk::export_returner!(MysqlReturner, batch);
 
-impl Returner for MysqlReturner {
-    fn returner(mut ret: JobReturn) -> Result<()> {
-        // A minion returning a job it ran on its own asks for a jid: Salt
-        // allocates one and saves the return as the job's load.
+impl MysqlReturner {
+    /// A minion returning a job it ran on its own asks for a jid (`req`):
+    /// Salt allocates one and saves the return as the job's load.
+    fn with_jid(mut ret: JobReturn) -> Result<JobReturn> {
         if ret.jid == "req" {
             let nocache = ret.full.get("nocache").and_then(Value::as_bool).unwrap_or(false);
             ret.jid = Self::prep_jid(nocache, None)?;
@@ -46,17 +53,103 @@ impl Returner for MysqlReturner {
             }
             Self::save_load(&ret.jid, ret.full.clone(), None)?;
         }
-        mysql::execute(
-            "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)",
-            &[
-                ret.fun.as_str().into(),
-                ret.jid.as_str().into(),
-                dumps(&ret.ret).into(),
-                ret.id.as_str().into(),
-                success_column(ret.full.get("success")).into(),
-                dumps(&ret.full).into(),
-            ],
-        )?;
+        Ok(ret)
+    }
+}
+
+/// A return as Salt's returner writes it into `salt_returns`.
+struct ReturnRow {
+    fun: String,
+    jid: String,
+    ret: String,
+    id: String,
+    success: String,
+    full_ret: String,
+}
+
+impl ReturnRow {
+    fn new(ret: &JobReturn) -> Self {
+        ReturnRow {
+            fun: ret.fun.clone(),
+            jid: ret.jid.clone(),
+            ret: dumps(&ret.ret),
+            id: ret.id.clone(),
+            success: success_column(ret.full.get("success")),
+            full_ret: dumps(&ret.full),
+        }
+    }
+
+    /// What makes a row the same return: its job, its minion and its whole
+    /// return, byte for byte.
+    fn key(&self) -> (String, String, String) {
+        (self.jid.clone(), self.id.clone(), self.full_ret.clone())
+    }
+
+    fn insert(&self) -> Statement {
+        let Self { fun, jid, ret, id, success, full_ret } = self;
+        Statement::new(INSERT_RETURN, [fun, jid, ret, id, success, full_ret].map(|v| Sql::from(v.as_str())).to_vec())
+    }
+}
+
+/// The rows of `rows` that are not in `salt_returns` yet, nor earlier in
+/// `rows`: the host delivers at least once, and a return delivered again
+/// must not add a second row. A minion that returns a job again with another
+/// payload still gets a second row, as in Salt.
+///
+/// The look-up is a plain (non-locking) read before the insert. Doing it in
+/// the insert (`INSERT ... SELECT ... WHERE NOT EXISTS`) would close the
+/// window in which two deliveries of one return racing each other both
+/// insert it, but InnoDB's next-key locks on the jid's range of the index
+/// then make concurrent returns of one job from different minions (Salt's
+/// everyday traffic) deadlock each other.
+fn not_stored(rows: Vec<ReturnRow>) -> Result<Vec<ReturnRow>> {
+    let mut seen: HashSet<(String, String, String)> = HashSet::new();
+    for chunk in rows.chunks(LOOKUP_RETURNS) {
+        let wanted = vec!["(`jid` = ? AND `id` = ?)"; chunk.len()].join(" OR ");
+        let params: Vec<Sql> = chunk.iter().flat_map(|row| [row.jid.as_str().into(), row.id.as_str().into()]).collect();
+        let stored = mysql::query(&format!("SELECT `jid`, `id`, `full_ret` FROM `salt_returns` WHERE {wanted}"), &params)?;
+        for row in &stored.rows {
+            let [jid, id, full_ret] = row.as_slice() else { return Err(shape("returner")) };
+            seen.insert((
+                text_column(jid, "salt_returns.jid")?,
+                text_column(id, "salt_returns.id")?,
+                text_column(full_ret, "salt_returns.full_ret")?,
+            ));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|row| {
+            let new = seen.insert(row.key());
+            if !new {
+                log::debug(&format!("the return of minion {} for job {} is stored already; not stored again", row.id, row.jid));
+            }
+            new
+        })
+        .collect())
+}
+
+impl Returner for MysqlReturner {
+    fn returner(ret: JobReturn) -> Result<()> {
+        let ret = Self::with_jid(ret)?;
+        for row in not_stored(vec![ReturnRow::new(&ret)])? {
+            let insert = row.insert();
+            mysql::execute(&insert.sql, &insert.params)?;
+        }
+        Ok(())
+    }
+
+    /// Each return's row as `returner` writes it, those not stored yet, in
+    /// one transaction (per 1,000 returns): every row of the batch or none.
+    fn returner_batch(rets: Vec<JobReturn>) -> Result<()> {
+        let mut rows = Vec::with_capacity(rets.len());
+        for (i, ret) in rets.into_iter().enumerate() {
+            let ret = Self::with_jid(ret).map_err(|e| e.context(format!("rets[{i}]")))?;
+            rows.push(ReturnRow::new(&ret));
+        }
+        for batch in not_stored(rows)?.chunks(MAX_TRANSACTION_STATEMENTS) {
+            mysql::transaction(&batch.iter().map(ReturnRow::insert).collect::<Vec<_>>())?;
+        }
         Ok(())
     }
 
@@ -251,6 +344,25 @@ fn shape(function: &str) -> Error {
 mod tests {
     use super::*;
     use returner_sdk::json;
+
+    #[test]
+    fn a_return_row_is_salts_row() {
+        let full = json!({"id": "n1", "jid": "20261123084300320186", "fun": "test.ping", "return": true, "success": true});
+        let ret = JobReturn {
+            id: "n1".into(),
+            jid: "20261123084300320186".into(),
+            fun: "test.ping".into(),
+            fun_args: json!([]),
+            ret: json!(true),
+            retcode: None,
+            success: Some(true),
+            full: full.clone(),
+        };
+        let insert = ReturnRow::new(&ret).insert();
+        let params: Vec<&str> = insert.params.iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(params, ["test.ping", "20261123084300320186", "true", "n1", "1", &dumps(&full)]);
+        assert_eq!(insert.sql.matches('?').count(), insert.params.len());
+    }
 
     #[test]
     fn success_is_stored_as_salts_driver_renders_it() {

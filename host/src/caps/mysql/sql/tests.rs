@@ -61,6 +61,15 @@ fn the_mysql_returners_statements_pass() {
     ok_query("WITH recent AS (SELECT jid FROM jids) SELECT jid FROM recent");
 }
 
+/// The mysql returner's look-up of returns stored already (a redelivery), at
+/// its largest: one `(jid = ? AND id = ?)` per return of a batch, 64 of them.
+#[test]
+fn the_mysql_returners_lookup_of_stored_returns_passes() {
+    let wanted = vec!["(`jid` = ? AND `id` = ?)"; 64].join(" OR ");
+    let sent = ok_query(&format!("SELECT `jid`, `id`, `full_ret` FROM `salt_returns` WHERE {wanted}"));
+    assert_eq!(sent.matches('?').count(), 128);
+}
+
 #[test]
 fn the_statement_sent_is_the_one_checked() {
     assert_eq!(ok_query("select   jid from jids where jid = ?"), "SELECT jid FROM jids WHERE jid = ?");
