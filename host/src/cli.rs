@@ -189,12 +189,7 @@ async fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode
             init_tracing(log_format, true, config.server.audit_log.as_deref())?;
             let host = Arc::new(ReturnerHost::start(&config)?);
             let names: Vec<String> = host.names().map(str::to_owned).collect();
-            let spool = crate::spool::Spool::open(
-                &config.server.spool_dir(),
-                &names,
-                &Default::default(),
-                config.server.spool.clone(),
-            )?;
+            let spool = crate::spool::Spool::open(&config.server.spool_dir(), &names, config.server.spool.clone())?;
             host.attach_spool(spool.clone());
             let delivery = spool.start_delivery(host.clone());
             let reloader = crate::reload::Reloader::new(host.clone(), &config, config_file, overrides);

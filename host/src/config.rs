@@ -251,7 +251,10 @@ fn resolve_spool(s: &SpoolSection) -> Result<SpoolConfig, (&'static str, String)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReturnerSection {
-    module: String,
+    #[serde(default)]
+    module: Option<String>,
+    #[serde(default)]
+    fan_out: Option<Vec<String>>,
     #[serde(default)]
     sha256: Option<String>,
     #[serde(default)]
@@ -262,7 +265,7 @@ struct ReturnerSection {
     grants: Grants,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     memory_mib: Option<u64>,
@@ -438,6 +441,9 @@ pub struct HostConfig {
     pub profiles: BTreeMap<String, Profile>,
     /// Returners, by name.
     pub returners: Vec<ReturnerConfig>,
+    /// Salt names whose writes go to several returners (`fan_out = [...]`,
+    /// Salt's multi_returner): the name and its targets, in order.
+    pub fan_out: BTreeMap<String, Vec<String>>,
 }
 
 /// Command-line settings that override the config file.
@@ -596,10 +602,27 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
     }
 
     let mut returners = Vec::new();
+    let mut fan_out = BTreeMap::new();
     for (name, section) in file.returners {
         let key = format!("returners.{name}");
         check_returner_name(&name).map_err(|m| invalid(&key, m))?;
-        let module = match section.module.strip_prefix("builtin:") {
+        let module = match (section.module, section.fan_out) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(&key, "has both `module` and `fan_out`; a returner runs a module, a fan-out name only forwards to returners".into()));
+            }
+            (None, None) => {
+                return Err(invalid(&key, "needs `module` (a .wasm component or `builtin:local-cache`) or `fan_out` (a list of returners)".into()));
+            }
+            (None, Some(targets)) => {
+                if section.sha256.is_some() || !section.options.is_empty() || section.limits != LimitsSection::default() || format!("{:?}", section.grants) != format!("{:?}", Grants::default()) {
+                    return Err(invalid(&key, "a fan_out name takes no module settings (sha256, options, limits, grants): its returners have their own".into()));
+                }
+                fan_out.insert(name, targets);
+                continue;
+            }
+            (Some(module), None) => module,
+        };
+        let module = match module.strip_prefix("builtin:") {
             Some("local-cache") => ModuleSource::Builtin("local-cache".into()),
             Some(other) => {
                 return Err(invalid(
@@ -608,7 +631,7 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
                 ));
             }
             None => {
-                let path = abs(Path::new(&section.module));
+                let path = abs(Path::new(&module));
                 if !path.is_file() {
                     return Err(invalid(
                         &format!("{key}.module"),
@@ -679,8 +702,36 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
             spool,
         },
         profiles,
+        fan_out: check_fan_out(fan_out, &returners).map_err(|(k, m)| invalid(&k, m))?,
         returners,
     })
+}
+
+/// Each fan-out name's targets: at least one, no repeats, each a returner
+/// with a module (a fan-out of fan-outs would hide where writes go).
+fn check_fan_out(
+    fan_out: BTreeMap<String, Vec<String>>,
+    returners: &[ReturnerConfig],
+) -> Result<BTreeMap<String, Vec<String>>, (String, String)> {
+    for (name, targets) in &fan_out {
+        let key = format!("returners.{name}.fan_out");
+        if targets.is_empty() {
+            return Err((key, "is empty; name the returners every write goes to".into()));
+        }
+        for (i, t) in targets.iter().enumerate() {
+            if targets[..i].contains(t) {
+                return Err((key, format!("names `{t}` twice")));
+            }
+            if fan_out.contains_key(t) {
+                return Err((key, format!("names `{t}`, which is a fan_out name itself; name returners with a module")));
+            }
+            if !returners.iter().any(|r| r.name == *t) {
+                let known: Vec<&str> = returners.iter().map(|r| r.name.as_str()).collect();
+                return Err((key, format!("names `{t}`, which is not a returner of this config; it has: {}", known.join(", "))));
+            }
+        }
+    }
+    Ok(fan_out)
 }
 
 fn resolve_limits(s: &LimitsSection) -> Result<Limits, (&'static str, String)> {
@@ -801,6 +852,28 @@ pub(crate) fn check_returner_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fan_out_names_returners_with_a_module_and_nothing_else() {
+        let with = |extra: &str| {
+            parse(&format!("[returners.a]\nmodule = \"builtin:local-cache\"\n[returners.b]\nmodule = \"builtin:local-cache\"\n{extra}"))
+        };
+        let cfg = with("[returners.all]\nfan_out = [\"b\", \"a\"]\n").unwrap();
+        assert_eq!(cfg.fan_out["all"], ["b", "a"]);
+        assert_eq!(cfg.returners.len(), 2);
+        for (extra, says) in [
+            ("[returners.all]\nfan_out = []\n", "is empty"),
+            ("[returners.all]\nfan_out = [\"a\", \"a\"]\n", "names `a` twice"),
+            ("[returners.all]\nfan_out = [\"c\"]\n", "not a returner of this config"),
+            ("[returners.all]\nfan_out = [\"a\"]\n[returners.more]\nfan_out = [\"all\"]\n", "a fan_out name itself"),
+            ("[returners.all]\nfan_out = [\"a\"]\nmodule = \"builtin:local-cache\"\n", "both `module` and `fan_out`"),
+            ("[returners.all]\nfan_out = [\"a\"]\noptions = { x = 1 }\n", "takes no module settings"),
+            ("[returners.all]\n", "needs `module`"),
+        ] {
+            let err = with(extra).unwrap_err().to_string();
+            assert!(err.contains(says), "{extra}: {err}");
+        }
+    }
 
     fn parse(text: &str) -> Result<HostConfig, ConfigError> {
         HostConfig::parse(text, Path::new("test.toml"), Path::new("/"), &Overrides::default())

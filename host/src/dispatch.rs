@@ -35,6 +35,8 @@ pub struct ReturnerHost {
     /// The spool, when this host serves through one (the daemon does; a
     /// one-off `returner-host call` does not).
     spool: OnceLock<Arc<crate::spool::Spool>>,
+    /// Fan-out names and their returners (`fan_out = [...]`).
+    fan_out: BTreeMap<String, Vec<String>>,
 }
 
 /// What [`ReturnerHost::reconfigure`] did.
@@ -80,7 +82,8 @@ impl ReturnerHost {
             let returner = Arc::new(Returner::new(rc.clone(), module, backends.clone()));
             returners.insert(rc.name.clone(), RwLock::new(returner));
         }
-        Ok(Self { runtime, returners, instance_slots, max_memory_bytes, per_component, spool: OnceLock::new() })
+        let fan_out = config.fan_out.clone();
+        Ok(Self { runtime, returners, instance_slots, max_memory_bytes, per_component, spool: OnceLock::new(), fan_out })
     }
 
     /// Serve writes through `spool` from now on: they are acknowledged once
@@ -170,6 +173,9 @@ impl ReturnerHost {
                 _ => {}
             }
         }
+        if current.fan_out != next.fan_out {
+            needs.push("a fan_out changed".into());
+        }
         for rc in &next.returners {
             if current.returner(&rc.name).is_none() {
                 needs.push(format!("returner `{}` added", rc.name));
@@ -225,22 +231,52 @@ impl ReturnerHost {
     /// Run Salt's `function` of returner `name` with `body`, a JSON object
     /// of its arguments under Salt's parameter names.
     pub async fn dispatch(&self, name: &str, function: &str, body: &[u8]) -> Result<Value, CallError> {
-        let returner = self.returner(name).ok_or_else(|| {
-            let known: Vec<&str> = self.names().collect();
-            CallError::new(ErrorKind::NotFound, format!("no returner `{name}`; this host serves: {}", known.join(", ")))
-        })?;
+        let targets = self.targets(name)?;
         let call = parse_call(function, body)?;
-        if let Some(spool) = self.spool.get() {
-            if crate::spool::is_write(function) {
-                spool.accept(&self.runtime, &returner, name, function, body).await?;
+        let first = &targets[0];
+        if crate::spool::is_write(function) {
+            if let Some(spool) = self.spool.get() {
+                spool.accept(&self.runtime, &targets, function, body).await?;
                 return Ok(Value::Null);
             }
-            if function.starts_with("get_") {
-                spool.barrier(name, Instant::now() + returner.limits().deadline).await?;
+            // Without a spool (`returner-host call`): each returner in turn,
+            // stopping at the first error, as Salt's multi_returner does.
+            for target in &targets {
+                target.call(&self.runtime, &call).await?;
             }
+            return Ok(Value::Null);
         }
-        let output = returner.call(&self.runtime, &call).await?;
+        if function == "clean_old_jobs" {
+            for target in &targets {
+                target.call(&self.runtime, &call).await?;
+            }
+            return Ok(Value::Null);
+        }
+        // Reads go to the first returner, which holds every write.
+        if let Some(spool) = self.spool.get()
+            && function.starts_with("get_")
+        {
+            spool.barrier(first.name(), Instant::now() + first.limits().deadline).await?;
+        }
+        let output = first.call(&self.runtime, &call).await?;
         output_to_json(name, function, output)
+    }
+
+    /// The returners Salt's `name` stands for: its own, or its `fan_out`'s.
+    fn targets(&self, name: &str) -> Result<Vec<Arc<Returner>>, CallError> {
+        let names: Vec<&str> = match self.fan_out.get(name) {
+            Some(targets) => targets.iter().map(String::as_str).collect(),
+            None => vec![name],
+        };
+        names
+            .into_iter()
+            .map(|n| {
+                self.returner(n).ok_or_else(|| {
+                    let known: Vec<&str> = self.names().chain(self.fan_out.keys().map(String::as_str)).collect();
+                    CallError::new(ErrorKind::NotFound, format!("no returner `{name}`; this host serves: {}", known.join(", ")))
+                })
+            })
+            .collect()
     }
 }
 

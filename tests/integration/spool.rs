@@ -267,3 +267,49 @@ fn a_damaged_spool_file_does_not_stop_the_host() {
     // What was delivered before stays delivered.
     assert_eq!(d.call("local_cache", "get_jid", &json!({ "jid": ret(1)["ret"]["jid"] })).result()["m1"]["return"], json!(1));
 }
+
+#[test]
+fn fan_out_puts_each_write_in_every_returner_and_a_dead_backend_holds_only_its_own() {
+    let mut etcd = EtcdServer::start();
+    let dir = temp_dir();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let config = format!(
+        "{}\n[returners.local_cache]\nmodule = \"builtin:local-cache\"\ngrants.fs = {{ dir = {}, mode = \"rw\" }}\n\n\
+         [returners.everything]\nfan_out = [\"local_cache\", \"etcd\"]\n",
+        etcd_config(&etcd),
+        returner_host_tests::toml_path(&jobs)
+    );
+    let d = config_daemon(dir.path(), "", &config);
+    etcd.stop();
+    for n in 1..=5 {
+        d.call("everything", "returner", &ret(n)).result();
+    }
+    // local_cache delivers; etcd's queue holds its copies until etcd is back.
+    d.settle("local_cache", Duration::from_secs(30));
+    let error = d.delivery_error("etcd", Duration::from_secs(30));
+    assert!(error.contains(&etcd.endpoint()), "{error}");
+    assert_eq!(d.queue("etcd")["items"], 5);
+    // Reads go to the first returner of the fan-out.
+    let got = d.call("everything", "get_jid", &json!({ "jid": ret(3)["ret"]["jid"] }));
+    assert_eq!(got.result()["m3"]["return"], json!(3));
+    // A write only some of them implement goes to those: local-cache has no event_return.
+    d.call("everything", "event_return", &json!({ "events": [{ "tag": "salt/test", "data": { "a": 1 } }] })).result();
+    assert_eq!(d.queue("etcd")["items"], 6);
+    assert_eq!(d.queue("local_cache")["items"], 0);
+
+    etcd.restart();
+    d.settle("etcd", Duration::from_secs(60));
+    for n in 1..=5 {
+        assert!(!etcd_return_keys(&etcd, n).is_empty(), "return {n} reached etcd after it came back");
+    }
+    assert!(!etcd.dump("/salt/return/events/").is_empty(), "the event reached etcd");
+    assert!(d.dead_letters("etcd").is_empty() && d.dead_letters("local_cache").is_empty());
+    // A name that fans out to returners none of which implement the write refuses it, Salt's way.
+    let only_cache = "[returners.cache_only]\nfan_out = [\"local_cache\"]\n";
+    drop(d);
+    let d = config_daemon(dir.path(), "", &format!("{config}{only_cache}"));
+    let r = d.call("cache_only", "event_return", &json!({ "events": [] }));
+    assert_eq!((r.status, r.error().0), (501, "unsupported"), "{:?}", r.json);
+    assert!(r.error().1.contains("'local_cache.event_return' is not available."), "{:?}", r.json);
+}

@@ -177,9 +177,6 @@ pub struct DeadLetterView {
 pub struct Spool {
     store: Mutex<Option<Store>>,
     queues: BTreeMap<String, Arc<QueueState>>,
-    /// The queues a Salt name's writes go to: its own, or its `fan_out`
-    /// targets'. Reads wait for the first one.
-    routes: BTreeMap<String, Vec<Arc<QueueState>>>,
     served: Vec<String>,
     config: SpoolConfig,
     accepting: AtomicBool,
@@ -191,15 +188,9 @@ pub struct Spool {
 
 impl Spool {
     /// Open the spool in `dir` (created if need be) for the returners
-    /// `served`, with `fan_out` naming the targets of each fan-out name.
-    /// A file redb cannot open is moved aside, reported, and a new spool
-    /// started, so the host starts.
-    pub fn open(
-        dir: &Path,
-        served: &[String],
-        fan_out: &BTreeMap<String, Vec<String>>,
-        config: SpoolConfig,
-    ) -> anyhow::Result<Arc<Self>> {
+    /// `served`. A file redb cannot open is moved aside, reported, and a new
+    /// spool started, so the host starts.
+    pub fn open(dir: &Path, served: &[String], config: SpoolConfig) -> anyhow::Result<Arc<Self>> {
         crate::config::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(SPOOL_FILE);
         let opened = match Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync) {
@@ -235,23 +226,12 @@ impl Spool {
                 );
             }
         }
-        let mut routes = BTreeMap::new();
-        for name in served {
-            if let Some(q) = queues.get(name) {
-                routes.insert(name.clone(), vec![q.clone()]);
-            }
-        }
-        for (name, targets) in fan_out {
-            let qs = targets.iter().filter_map(|t| queues.get(t).cloned()).collect();
-            routes.insert(name.clone(), qs);
-        }
         for q in queues.values() {
             q.apply(0, 0, 0, 0, None);
         }
         Ok(Arc::new(Self {
             store: Mutex::new(Some(opened.store)),
             queues,
-            routes,
             served: served.to_vec(),
             config,
             accepting: AtomicBool::new(true),
@@ -268,11 +248,6 @@ impl Spool {
         if let Some(store) = self.store.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             store.send(op);
         }
-    }
-
-    /// Whether `name` is a Salt name the spool takes writes for.
-    pub fn routes(&self, name: &str) -> bool {
-        self.routes.contains_key(name)
     }
 
     /// The write functions `returner`'s module does not implement, found
@@ -302,31 +277,39 @@ impl Spool {
         found
     }
 
-    /// Take a write of Salt's `function` for `name` (already checked to
-    /// parse), answering once it is on disk in every queue `name` feeds.
-    /// A write `returner`'s module does not implement is refused at once.
+    /// Take a write of Salt's `function` (already checked to parse) for
+    /// `targets`, the returner of Salt's name or its `fan_out` returners,
+    /// answering once it is on disk in each target's queue (one commit). A
+    /// target whose module does not implement the write is left out; when
+    /// none does, the write is refused at once.
     pub async fn accept(
         &self,
         runtime: &crate::runtime::Runtime,
-        returner: &crate::runtime::Returner,
-        name: &str,
+        targets: &[Arc<crate::runtime::Returner>],
         function: &str,
         body: &[u8],
     ) -> Result<(), CallError> {
-        if let Some(e) = self.unsupported(runtime, returner).await.get(function) {
-            return Err(e.clone());
+        let mut queues = Vec::with_capacity(targets.len());
+        let mut refusal = None;
+        for target in targets {
+            match self.unsupported(runtime, target).await.get(function) {
+                Some(e) => {
+                    refusal.get_or_insert_with(|| e.clone());
+                }
+                None => queues.push(self.queue(target.name())?.clone()),
+            }
+        }
+        if queues.is_empty() {
+            return Err(refusal.unwrap_or_else(|| CallError::new(ErrorKind::NotFound, "a write for no returner")));
         }
         if !self.accepting.load(Ordering::Acquire) {
             return Err(CallError::new(ErrorKind::Unavailable, "the host is shutting down and takes no more writes; retry against it once it is back"));
         }
-        let Some(queues) = self.routes.get(name) else {
-            return Err(CallError::new(ErrorKind::NotFound, format!("no returner `{name}` in the spool")));
-        };
         let item = Item::new(function, body)
             .ok_or_else(|| CallError::new(ErrorKind::NotFound, format!("no returner function `{function}`")))?
             .encode();
         let (reply, answer) = oneshot::channel();
-        self.send(Op::Append { queues: queues.clone(), item, reply });
+        self.send(Op::Append { queues, item, reply });
         match answer.await {
             Ok(Ok(_seq)) => Ok(()),
             Ok(Err(StoreError::Full { held, max })) => Err(CallError::new(
@@ -344,10 +327,10 @@ impl Spool {
         }
     }
 
-    /// Wait until every write accepted for `name` before now has been
-    /// delivered, or answer `pending` at `deadline`.
+    /// Wait until every write accepted for returner `name` before now has
+    /// been delivered, or answer `pending` at `deadline`.
     pub async fn barrier(&self, name: &str, deadline: Instant) -> Result<(), CallError> {
-        let Some(q) = self.routes.get(name).and_then(|qs| qs.first()) else { return Ok(()) };
+        let Some(q) = self.queues.get(name) else { return Ok(()) };
         let target = q.accepted.load(Ordering::Acquire);
         let mut delivered = q.delivered.subscribe();
         let wait = async {
