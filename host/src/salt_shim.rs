@@ -31,6 +31,9 @@ pub struct ShimSettings {
     /// Seconds per call (default 10).
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Seconds a call keeps trying to reach the host while it cannot connect (default 10).
+    #[arg(long)]
+    pub retry_seconds: Option<f64>,
 }
 
 /// `returner-host salt-returner`: print the module for `settings`.
@@ -54,6 +57,11 @@ pub fn render(settings: &ShimSettings) -> Result<String, String> {
     {
         return Err(format!("--timeout must be a positive number of seconds, not {timeout}"));
     }
+    if let Some(retry) = settings.retry_seconds
+        && !(retry.is_finite() && retry >= 0.0)
+    {
+        return Err(format!("--retry-seconds must be a number of seconds, 0 or more, not {retry}"));
+    }
     let mut defaults = shipped_defaults();
     let mut set = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
@@ -64,6 +72,7 @@ pub fn render(settings: &ShimSettings) -> Result<String, String> {
     set("url", settings.url.clone().map(Value::String));
     set("token_file", settings.token_file.clone().map(Value::String));
     set("timeout", settings.timeout.and_then(serde_json::Number::from_f64).map(Value::Number));
+    set("retry_seconds", settings.retry_seconds.and_then(serde_json::Number::from_f64).map(Value::Number));
 
     let mut out = String::with_capacity(SHIM.len() + 256);
     for line in SHIM.split_inclusive('\n') {
@@ -153,6 +162,7 @@ mod tests {
         let defaults = shipped_defaults();
         assert_eq!(defaults["returner"], "local_cache");
         assert_eq!(defaults["token_file"], Value::Null);
+        assert_eq!(defaults["retry_seconds"], 10);
     }
 
     #[test]
@@ -168,11 +178,12 @@ mod tests {
             url: Some("http://127.0.0.1:4510".into()),
             token_file: Some("/etc/salt/tok\"en".into()),
             timeout: Some(2.5),
+            retry_seconds: Some(30.0),
         })
         .unwrap();
         assert!(out.contains("\n__virtualname__ = \"wasm_mysql\"\n"));
         assert!(out.contains(
-            r#"DEFAULTS = {"returner": "mysql", "timeout": 2.5, "token_file": "/etc/salt/tok\"en", "url": "http://127.0.0.1:4510"}"#
+            r#"DEFAULTS = {"retry_seconds": 30.0, "returner": "mysql", "timeout": 2.5, "token_file": "/etc/salt/tok\"en", "url": "http://127.0.0.1:4510"}"#
         ));
         assert_eq!(out.lines().count(), SHIM.lines().count());
     }
@@ -190,5 +201,9 @@ mod tests {
         assert!(render(&newline).unwrap_err().contains("control characters"));
         let zero = ShimSettings { timeout: Some(0.0), ..settings("x") };
         assert!(render(&zero).unwrap_err().contains("positive"));
+        let never = ShimSettings { retry_seconds: Some(-1.0), ..settings("x") };
+        assert!(render(&never).unwrap_err().contains("--retry-seconds"));
+        let once = ShimSettings { retry_seconds: Some(0.0), ..settings("x") };
+        assert!(render(&once).unwrap().contains(r#""retry_seconds": 0.0"#));
     }
 }

@@ -18,6 +18,12 @@ Options (minion or master config, or a returner profile chosen with
     wasm.token_file: /etc/salt/returner-host.token   # bearer token; required over TCP
     wasm.returner: local_cache               # the host returner serving this Salt name
     wasm.timeout: 10                          # seconds per call
+    wasm.retry_seconds: 10                    # seconds to keep trying while the host is unreachable
+
+A call that cannot reach the host (its socket missing, the connection refused
+or reset before an answer, as while the host restarts) is tried again, with a
+short backoff, for ``retry_seconds``; a warning says it waits, another when it
+got through. An answer of the host, an error included, is final.
 
 Use it like any returner:
 
@@ -33,8 +39,9 @@ Another Salt name for another host returner (``--return wasm_mysql``) is this
 file with its name and defaults changed:
 ``returner-host salt-returner wasm_mysql --returner mysql > _returners/wasm_mysql.py``.
 Such a returner reads its options as ``wasm_mysql.url`` etc. and falls back
-to ``wasm.url``, ``wasm.token_file`` and ``wasm.timeout``, so the host's
-address is configured once (``wasm.returner`` stays the name ``wasm``'s).
+to ``wasm.url``, ``wasm.token_file``, ``wasm.timeout`` and
+``wasm.retry_seconds``, so the host's address is configured once
+(``wasm.returner`` stays the name ``wasm``'s).
 """
 
 import http.client
@@ -42,6 +49,7 @@ import json
 import logging
 import os
 import socket
+import time
 import urllib.parse
 
 import salt.exceptions
@@ -51,13 +59,21 @@ log = logging.getLogger(__name__)
 
 # `returner-host salt-returner NAME` rewrites the next two statements.
 __virtualname__ = "wasm"
-DEFAULTS = {"returner": "local_cache", "timeout": 10, "token_file": None, "url": "/run/returner-host/sock"}
+DEFAULTS = {"retry_seconds": 10, "returner": "local_cache", "timeout": 10, "token_file": None, "url": "/run/returner-host/sock"}
 
-OPTIONS = ("url", "token_file", "returner", "timeout")
+OPTIONS = ("url", "token_file", "returner", "timeout", "retry_seconds")
 # Where another Salt name finds the host's address, so it is set once. Not
 # `returner`: `wasm.returner` picks the host returner of the name `wasm`.
 SHARED_NAME = "wasm"
-SHARED_OPTIONS = ("url", "token_file", "timeout")
+SHARED_OPTIONS = ("url", "token_file", "timeout", "retry_seconds")
+
+# Failures before the host answered that a restarting host gives: its socket
+# not there yet, nobody listening, or the connection dropped before an
+# answer. They are tried again; an answer never is.
+_UNREACHABLE = (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError)
+# The first pause between tries; each next one doubles, up to the most.
+_FIRST_PAUSE = 0.05
+_MOST_PAUSE = 1.0
 
 # prep_jid's passed_jid when the caller gave none at all.
 _NOT_PASSED = object()
@@ -86,8 +102,8 @@ def __virtual__():
 def _options(ret=None):
     """
     This returner's options: ``NAME.*`` (with ``--return_config`` and
-    ``--return_kwargs``), then ``wasm.url``, ``wasm.token_file`` and
-    ``wasm.timeout``, then the defaults.
+    ``--return_kwargs``), then ``wasm.url``, ``wasm.token_file``,
+    ``wasm.timeout`` and ``wasm.retry_seconds``, then the defaults.
     """
     salt_funcs = globals().get("__salt__") or {}
     if "config.option" not in salt_funcs:
@@ -186,34 +202,66 @@ def _call(function, args, ret=None):
         raise
 
 
+def _seconds(options, option, where):
+    """
+    ``option`` as a number of seconds, or ReturnerHostError naming it.
+    """
+    try:
+        seconds = float(options[option])
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ReturnerHostError(
+            "{}: {}.{} must be a number of seconds, not {!r}".format(where, __virtualname__, option, options[option])
+        )
+    return seconds
+
+
 def _request(function, args, options):
     url = str(options["url"])
     returner = options["returner"]
     where = "returner-host at {} ({}.{})".format(url, returner, function)
-    try:
-        timeout = float(options["timeout"])
-    except (TypeError, ValueError):
-        raise ReturnerHostError(
-            "{}: {}.timeout must be a number of seconds, not {!r}".format(where, __virtualname__, options["timeout"])
-        )
+    timeout = _seconds(options, "timeout", where)
+    retry_seconds = _seconds(options, "retry_seconds", where)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     token = _token(options)
     if token:
         headers["Authorization"] = "Bearer " + token
     body = json.dumps(args, default=_json_default).encode("utf-8")
     path = "/v1/returners/{}/{}".format(urllib.parse.quote(str(returner), safe=""), function)
-    conn = _connection(url, timeout)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        status = response.status
-        raw = response.read()
-    except socket.timeout as exc:
-        raise ReturnerHostError("{}: no answer within {:g} s".format(where, timeout)) from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise ReturnerHostError("{}: the host is unreachable: {}".format(where, exc or type(exc).__name__)) from exc
-    finally:
-        conn.close()
+    started = time.monotonic()
+    pause = _FIRST_PAUSE
+    waiting = False
+    while True:
+        conn = _connection(url, timeout)
+        try:
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+            except _UNREACHABLE as exc:
+                tried = time.monotonic() - started
+                if tried >= retry_seconds:
+                    raise ReturnerHostError(
+                        "{}: the host is unreachable: {} (tried for {:.1f} s)".format(where, exc or type(exc).__name__, tried)
+                    ) from exc
+                if not waiting:
+                    log.warning("%s: the host is unreachable (%s); trying again for up to %g s", where, exc, retry_seconds)
+                    waiting = True
+                time.sleep(min(pause, retry_seconds - tried))
+                pause = min(pause * 2, _MOST_PAUSE)
+                continue
+            # The host answered: whatever happens now is final.
+            status = response.status
+            raw = response.read()
+            break
+        except socket.timeout as exc:
+            raise ReturnerHostError("{}: no answer within {:g} s".format(where, timeout)) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ReturnerHostError("{}: the host is unreachable: {}".format(where, exc or type(exc).__name__)) from exc
+        finally:
+            conn.close()
+    if waiting:
+        log.warning("%s: reached the host after %.1f s", where, time.monotonic() - started)
     try:
         answer = json.loads(raw.decode("utf-8"))
     except ValueError:

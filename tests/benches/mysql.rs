@@ -153,7 +153,9 @@ fn host_phase(db: &TestDb, host: &Daemon, function: &str, args: &[Value], client
     })
 }
 
-/// A pool as the host builds one for the profile (`caps/mysql/client.rs`).
+/// A pool as the host builds one for the profile (`caps/mysql/client.rs`):
+/// connections back in the pool without a reset, so each keeps the
+/// statements it prepared.
 fn native_pool(db: &TestDb) -> Pool {
     let constraints = PoolConstraints::new(0, DEFAULT_POOL_SIZE).unwrap();
     Pool::new(
@@ -164,7 +166,8 @@ fn native_pool(db: &TestDb) -> Pool {
             .ip_or_hostname("127.0.0.1")
             .tcp_port(db.port)
             .prefer_socket(false)
-            .pool_opts(PoolOpts::default().with_constraints(constraints))
+            .init(vec!["SET autocommit = 1".to_owned()])
+            .pool_opts(PoolOpts::default().with_constraints(constraints).with_reset_connection(false))
             .stmt_cache_size(64),
     )
 }

@@ -583,3 +583,115 @@ fn a_query_result_over_max_result_bytes_is_refused_naming_the_limit() {
     let r = d.call("escaper", "get_jid", &json!({ "jid": "SELECT jid, LENGTH(`load`) FROM jids ORDER BY jid" }));
     assert_eq!(r.result(), &json!({ "rows": [["a", 2000], ["b", 2000], ["c", 2000]] }));
 }
+
+/// The server's count of `name` (`SHOW GLOBAL STATUS`).
+fn server_status(server: &MariaDb, name: &str) -> u64 {
+    let rows = server.root_sql("", &format!("SHOW GLOBAL STATUS LIKE '{name}'")).unwrap();
+    rows[0][1].parse().unwrap()
+}
+
+/// The escaper's `event_return` steps: `n` SELECTs, then `n` INSERTs,
+/// each naming `marker` in its parameters.
+fn marked_steps(marker: &str, n: usize) -> Value {
+    let select = (0..n).map(|i| json!({ "tag": "query", "data": ["SELECT COUNT(*) FROM jids WHERE jid = ?", [format!("{marker}-{i}")]] }));
+    let insert = (0..n).map(|i| json!({ "tag": "execute", "data": ["INSERT INTO jids (jid, `load`) VALUES (?, ?)", [format!("{marker}-{i}"), "{}"]] }));
+    Value::Array(select.chain(insert).collect())
+}
+
+#[test]
+fn a_call_runs_its_statements_on_one_connection_and_prepares_each_once() {
+    // A server of its own: its global counters see this test only.
+    let server = MariaDb::start();
+    let db = server.database();
+    db.sql(SCHEMA);
+    let dir = temp_dir();
+    let d = daemon(dir.path(), &db);
+    assert_eq!(d.call("escaper", "get_jid", &json!({ "jid": "SELECT COUNT(*) FROM jids" })).result(), &json!({ "rows": [[0]] }));
+    server.root_sql("", "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1").unwrap();
+    let (prepared, executed) = (server_status(&server, "Com_stmt_prepare"), server_status(&server, "Com_stmt_execute"));
+
+    // Two calls at once, twenty statements each (two texts).
+    std::thread::scope(|s| {
+        for marker in ["call-a", "call-b"] {
+            let d = &d;
+            s.spawn(move || assert_eq!(d.call("escaper", "event_return", &json!({ "events": marked_steps(marker, 10) })).result(), &Value::Null));
+        }
+    });
+    server.root_sql("", "SET GLOBAL general_log = 0").unwrap();
+
+    assert_eq!(server_status(&server, "Com_stmt_execute") - executed, 40, "every statement ran");
+    // Each text is prepared once per connection, and again at most once
+    // when the call's time left crosses a step of the time limit put in
+    // front of it; a connection reset between statements (or a connection
+    // per statement) would prepare all forty.
+    let prepares = server_status(&server, "Com_stmt_prepare") - prepared;
+    assert!(prepares <= 8, "{prepares} statements prepared for two calls of two texts");
+    for marker in ["call-a", "call-b"] {
+        let threads = server
+            .root_sql(
+                "",
+                &format!("SELECT DISTINCT thread_id FROM mysql.general_log WHERE command_type = 'Execute' AND argument LIKE '%{marker}-%'"),
+            )
+            .unwrap();
+        assert_eq!(threads.len(), 1, "{marker}'s statements ran on the server connections {threads:?}");
+    }
+    let stored = count(&db, "SELECT COUNT(*) FROM jids WHERE jid LIKE 'call-%'");
+    assert_eq!(stored, 20);
+}
+
+#[test]
+fn a_transaction_a_call_leaves_never_reaches_the_next_call() {
+    let dir = temp_dir();
+    let db = database();
+    // One connection per profile, so the next call gets the same one.
+    let profile = |name: &str, extra: &str| format!("{}pool_size = 1\n{extra}", db.profile_toml(name, &dir.path().join(format!("{name}.pass"))));
+    let escaper = toml_path(&guest("fixture-sql-escaper"));
+    let returner = |name: &str, profile: &str, deadline_ms: u32| {
+        let grant = r#"{ jids = ["select", "insert"], salt_events = ["select", "insert"] }"#;
+        format!("[returners.{name}]\nmodule = {escaper}\nlimits = {{ deadline_ms = {deadline_ms} }}\n[returners.{name}.grants.mysql]\nprofile = \"{profile}\"\ntables = {grant}\n")
+    };
+    let d = config_daemon(
+        dir.path(),
+        "",
+        &format!(
+            "{}{}{}{}",
+            profile("short", "statement_timeout_ms = 1000\n"),
+            profile("long", ""),
+            returner("trapper", "short", 10_000),
+            returner("late", "long", 1_500),
+        ),
+    );
+    let event = |tag: &str| json!(["INSERT INTO salt_events (tag, data, master_id) VALUES (?, ?, ?)", [tag, "{}", "m"]]);
+    let blocked = json!(["INSERT INTO jids (jid, `load`) VALUES (?, ?)", ["locked", "{}"]]);
+    // A guest whose transaction fails at its time limit and which then
+    // traps; a guest whose transaction runs into the call's deadline.
+    let cases = [
+        ("trapper", json!([{ "tag": "transaction", "data": [event("left-by-trapper"), blocked] }, { "tag": "trap", "data": null }])),
+        ("late", json!([{ "tag": "transaction", "data": [event("left-by-late"), blocked] }])),
+    ];
+    std::thread::scope(|s| {
+        // Another session holds the row the guests' transactions want, so
+        // their second statement waits until a time limit ends it.
+        let holder = s.spawn(|| db.sql("START TRANSACTION; INSERT INTO jids (jid, `load`) VALUES ('locked', '{}'); DO SLEEP(6); ROLLBACK;"));
+        let holding = format!("SELECT COUNT(*) FROM information_schema.processlist WHERE db = '{}' AND info LIKE 'DO SLEEP%'", db.name);
+        let started = Instant::now();
+        while count(&db, &holding) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(5), "the lock is not held");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (returner, steps) in cases {
+            let r = d.call(returner, "event_return", &json!({ "events": steps }));
+            assert_ne!(r.status, 200, "{returner}: {:?}", r.json);
+            // The returner's next call, on the profile's one connection: its
+            // write is its own, committed when the call answers.
+            let next = json!([{ "tag": "execute", "data": event(&format!("after-{returner}")) }]);
+            assert_eq!(d.call(returner, "event_return", &json!({ "events": next })).result(), &Value::Null);
+            let tags = db.sql("SELECT tag FROM salt_events ORDER BY id");
+            assert_eq!(tags.last().map(|t| t[0].clone()), Some(format!("after-{returner}")), "{returner}: {tags:?}");
+            assert!(!tags.iter().any(|t| t[0].starts_with("left-by")), "{returner}: {tags:?}");
+        }
+        holder.join().unwrap();
+    });
+    assert_eq!(db.sql("SELECT tag FROM salt_events ORDER BY id"), [["after-trapper"], ["after-late"]]);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM jids"), 0);
+}

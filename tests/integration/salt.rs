@@ -225,7 +225,8 @@ fn jobs_round_trip(salt: &SaltMaster, host: &Daemon, returner: &str) -> (String,
     (ping, run)
 }
 
-/// The host stops while a job runs: the job's result still reaches `salt`,
+/// The host stops while a job runs (for good: the configs give the shim
+/// `wasm.retry_seconds: 2`): the job's result still reaches `salt`,
 /// and the master's and the minion's logs name the host's address. While it
 /// is down, `salt` shows an error naming the address and the master and
 /// minion stay up; started again, jobs work again.
@@ -262,6 +263,7 @@ fn host_stopped_then_back(salt: &mut SaltMaster, host: Daemon, restart: impl FnO
     let out = salt.salt(&[MINION_ID, "test.ping"]);
     assert!(out.stdout.contains(&named), "{out:?}");
     assert!(out.stdout.contains("unreachable"), "{out:?}");
+    assert!(out.stdout.contains("(tried for 2."), "the shim tried for wasm.retry_seconds: {out:?}");
     assert!(salt.running(), "the master and the minion stay up");
     let host = restart();
     let (_, out) = salt.job(&[MINION_ID, "test.ping"]);
@@ -362,7 +364,8 @@ fn salt_call_over_tcp_needs_the_token() {
 fn master_job_cache_on_the_local_cache_returner() {
     let dir = temp_dir();
     let host = start_host(dir.path(), None, None);
-    let url = format!("wasm.url: {}\n", host.socket.display());
+    // Short retries: the host is stopped for good below.
+    let url = format!("wasm.url: {}\nwasm.retry_seconds: 2\n", host.socket.display());
     let mut salt = SaltMaster::start(
         dir.path(),
         &[&shim_dir()],
@@ -414,11 +417,12 @@ fn has_job_return_event(tags: &[String], jid: &str) -> bool {
 /// A master whose `master_job_cache` and `event_return` are `wasm_RETURNER`,
 /// made by `returner-host salt-returner`, served by the host's `returner`.
 /// Only `wasm.*` is set: the generated module takes the host's address from
-/// `wasm.url` and keeps its own returner despite `wasm.returner`.
+/// `wasm.url` (and its short retries from `wasm.retry_seconds`) and keeps
+/// its own returner despite `wasm.returner`.
 fn master_on_generated_shim(dir: &Path, host: &Daemon, returner: &str) -> SaltMaster {
     let name = format!("wasm_{returner}");
     let generated = generate_shim(dir, &name, returner);
-    let url = format!("wasm.url: {}\nwasm.returner: local_cache\n", host.socket.display());
+    let url = format!("wasm.url: {}\nwasm.returner: local_cache\nwasm.retry_seconds: 2\n", host.socket.display());
     SaltMaster::start(
         dir,
         &[&shim_dir(), &generated],
@@ -630,4 +634,69 @@ fn return_config_sends_a_job_to_another_mysql_profile() {
     assert_eq!(stored(&db, &main_jid), [["\"to the main database\""]]);
     assert!(stored(&db, &alt_jid).is_empty(), "the alt job also reached the main database");
     assert!(stored(&alt_db, &main_jid).is_empty(), "the main job also reached the alt database");
+}
+
+/// Calls `wasm.returner` through Salt's loader with the request's `opts` on
+/// stdin, Python's warnings to stderr: prints `calling` just before the
+/// call, then the seconds it took.
+const RETURN_AND_TIME: &str = r#"
+import json, logging, sys, time
+import salt.config, salt.loader
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s", force=True)
+request = json.load(sys.stdin)
+opts = salt.config.minion_config(None)
+opts.update(request["opts"])
+returners = salt.loader.returners(opts, {})
+print("calling", flush=True)
+started = time.monotonic()
+returners["wasm.returner"](request["ret"])
+print(time.monotonic() - started, flush=True)
+"#;
+
+#[test]
+fn a_return_made_while_the_host_is_down_waits_for_it_and_is_stored() {
+    let dir = temp_dir();
+    // Where the host listens once it starts; nothing is there yet.
+    let socket = dir.path().join("host.sock");
+    let jid = "20261123100000000042";
+    let (ret, _) = fixture_job(jid, 0);
+    let opts = json!({ "returner_dirs": [shim_dir()], "wasm.url": socket, "wasm.retry_seconds": 60 });
+    let stderr = dir.path().join("shim.stderr");
+    let mut child = Command::new(venv().join("bin/python"))
+        .args(["-c", RETURN_AND_TIME])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("running the Salt venv's python");
+    let request = json!({ "opts": opts, "ret": ret }).to_string();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), request.as_bytes()).unwrap();
+    let mut out = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert_eq!(out.next().and_then(Result::ok).as_deref(), Some("calling"), "{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+
+    // The host comes up while the call is trying, as after a restart.
+    std::thread::sleep(Duration::from_secs(2));
+    let host = start_host(dir.path(), None, None);
+    let took: f64 = out.next().and_then(Result::ok).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| {
+        panic!("the call did not finish: {}", std::fs::read_to_string(&stderr).unwrap_or_default())
+    });
+    assert!(child.wait().unwrap().success());
+    assert!(took >= 2.0, "the call returned after {took} s, before the host was up");
+    assert!(local_cache_job(&dir.path().join("jobs"), jid).is_some(), "the job is in the cache");
+    let id = ret["id"].as_str().unwrap();
+    assert_eq!(host.call("local_cache", "get_jid", &json!({ "jid": jid })).result()[id]["return"], ret["return"], "the return is stored");
+
+    // One warning that it waits, one that it got through, naming the host.
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    let named = format!("returner-host at {} (local_cache.returner)", socket.display());
+    let lines = |what: &str| log.lines().filter(|l| l.starts_with("WARNING") && l.contains(&named) && l.contains(what)).count();
+    assert_eq!((lines("trying again for up to 60 s"), lines("reached the host after")), (1, 1), "{log}");
+
+    // Stopped for good: a call gives up after wasm.retry_seconds, naming
+    // the host and how long it tried.
+    drop(host);
+    let opts = json!({ "returner_dirs": [shim_dir()], "wasm.url": socket, "wasm.retry_seconds": 1 });
+    let err = salt_returner_outcomes(&venv(), &opts, &[json!(["wasm.get_load", jid])]).remove(0).unwrap_err();
+    assert!(err.contains(&format!("returner-host at {} (local_cache.get_load): the host is unreachable", socket.display())), "{err}");
+    assert!(err.contains("(tried for 1."), "{err}");
 }

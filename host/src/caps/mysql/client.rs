@@ -1,9 +1,10 @@
 //! The MySQL backend behind a trait ([`SqlClient`]) so the host functions
 //! can be tested with a fake; [`MysqlPool`] is the real one: a
-//! `mysql_async` pool per profile, created on first use. No statement
-//! outlives its call: each runs under a server-side time limit no longer
-//! than what is left of the call, and one still running when the call
-//! ends is killed.
+//! `mysql_async` pool per profile, created on first use. A call's
+//! statements run on one connection ([`SqlSession`]), taken at its first
+//! statement and given back when the call ends. No statement outlives its
+//! call: each runs under a server-side time limit no longer than what is
+//! left of the call, and one still running when the call ends is killed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,18 +23,26 @@ use crate::bindings::salt::returner::mysql::{ExecResult, Rows, Value};
 /// A boxed future, as the trait's methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Runs statements that already passed the grant check.
+/// Where statements that already passed the grant check run.
 pub trait SqlClient: Send + Sync {
     /// The database the profile uses (`db.table` names must name it).
     fn database(&self) -> &str;
+    /// A session for one call. It takes nothing until its first statement.
+    fn session(&self) -> Box<dyn SqlSession>;
+}
+
+/// One call's statements, on one connection: taken at the first
+/// statement, kept for the next (with the statements it has prepared),
+/// and given back when the session is dropped at the end of the call.
+pub trait SqlSession: Send + Sync {
     /// Run one checked SELECT, finished by `deadline`.
-    fn query(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<Rows, GuestError>>;
+    fn query(&mut self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<Rows, GuestError>>;
     /// Run one checked INSERT, UPDATE, DELETE or CREATE TABLE, finished by `deadline`.
-    fn execute(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>>;
+    fn execute(&mut self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>>;
     /// Run checked INSERT, UPDATE and DELETE statements in one transaction,
     /// finished by `deadline`: all committed, or, on any error, none.
     fn transaction(
-        &self,
+        &mut self,
         statements: Vec<(String, Vec<Value>)>,
         deadline: Instant,
     ) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>>;
@@ -44,12 +53,21 @@ pub trait SqlClient: Send + Sync {
 /// killed for want of one still ends at its server-side time limit.
 const MAX_KILLS_IN_FLIGHT: usize = 4;
 
-/// How long a KILL QUERY may take, connecting included.
+/// How long a KILL QUERY may take, connecting included; and how long the
+/// killed statement's connection may take to close after it.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The smallest server-side time limit a statement is given; with less of
 /// its call left, it does not start.
 const MIN_STATEMENT_TIME: Duration = Duration::from_millis(10);
+
+/// What every connection runs once, when it is opened. Connections go back
+/// to the pool without `COM_RESET_CONNECTION` (docs/design-notes.md,
+/// MySQL), so no statement may run in a transaction the host did not
+/// open: a server or an `init_connect` with autocommit off would leave
+/// every write of a call open, for the next call on the connection to
+/// commit or roll back.
+const CONNECTION_SETUP: &str = "SET autocommit = 1";
 
 /// A profile's pool, ready: the password (kept only to scrub it from
 /// messages), the options (to open a KILL connection), and the server's kind.
@@ -61,7 +79,10 @@ struct Ready {
 }
 
 /// The pool of one `mysql` profile.
-pub struct MysqlPool {
+pub struct MysqlPool(Arc<Server>);
+
+/// One profile's server: its settings and, once used, its pool.
+struct Server {
     name: String,
     profile: MysqlProfile,
     pool: OnceCell<Ready>,
@@ -71,9 +92,16 @@ pub struct MysqlPool {
 impl MysqlPool {
     /// A pool for `profile`; nothing connects until the first statement.
     pub fn new(name: &str, profile: MysqlProfile) -> Self {
-        Self { name: name.to_owned(), profile, pool: OnceCell::new(), kills: Arc::new(Semaphore::new(MAX_KILLS_IN_FLIGHT)) }
+        Self(Arc::new(Server {
+            name: name.to_owned(),
+            profile,
+            pool: OnceCell::new(),
+            kills: Arc::new(Semaphore::new(MAX_KILLS_IN_FLIGHT)),
+        }))
     }
+}
 
+impl Server {
     async fn pool(&self) -> Result<&Ready, GuestError> {
         self.pool
             .get_or_try_init(|| async {
@@ -98,7 +126,8 @@ impl MysqlPool {
                     .user(Some(p.user.clone()))
                     .pass((!password.is_empty()).then(|| password.clone()))
                     .db_name(Some(p.database.clone()))
-                    .pool_opts(PoolOpts::default().with_constraints(constraints))
+                    .init(vec![CONNECTION_SETUP.to_owned()])
+                    .pool_opts(PoolOpts::default().with_constraints(constraints).with_reset_connection(false))
                     .stmt_cache_size(64);
                 opts = match &p.socket {
                     Some(socket) => opts.socket(Some(socket.to_string_lossy().into_owned())).prefer_socket(true),
@@ -126,14 +155,13 @@ impl MysqlPool {
         GuestError::Backend(format!("MySQL profile `{}`: no connection within {} ms", self.name, self.profile.connect_timeout_ms))
     }
 
-    /// A connection, waited for until the connect timeout or the deadline.
-    async fn conn(&self, deadline: Instant) -> Result<(Conn, &Ready), GuestError> {
-        let ready = self.pool().await?;
+    /// A connection from the pool, waited for until the connect timeout or the deadline.
+    async fn conn(&self, ready: &Ready, deadline: Instant) -> Result<Conn, GuestError> {
         let wait = Duration::from_millis(self.profile.connect_timeout_ms).min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(wait, ready.pool.get_conn()).await {
             Err(_) => Err(self.no_connection()),
             Ok(Err(e)) => Err(backend_error(&self.name, &e, &ready.password)),
-            Ok(Ok(conn)) => Ok((conn, ready)),
+            Ok(Ok(conn)) => Ok(conn),
         }
     }
 
@@ -156,10 +184,11 @@ impl MysqlPool {
         ))
     }
 
-    /// Watch the statements of `conn` until disarmed: if the call ends
-    /// first (its future dropped at the deadline) they are killed.
-    fn watch(&self, conn: &Conn, ready: &Ready) -> Running {
-        Running { id: conn.id(), opts: ready.opts.clone(), kills: self.kills.clone(), profile: self.name.clone(), armed: true }
+    /// Watch the statements of `conn` until it is handed back: if the call
+    /// ends first (its future dropped at the deadline) they are killed and
+    /// the connection closed.
+    fn watch(&self, conn: Conn, ready: &Ready) -> Running {
+        Running { id: conn.id(), conn: Some(conn), opts: ready.opts.clone(), kills: self.kills.clone(), profile: self.name.clone() }
     }
 }
 
@@ -204,185 +233,268 @@ async fn server_is_mariadb(pool: &Pool, connect_timeout_ms: u64) -> Result<bool,
     }
 }
 
-/// A connection whose statement is killed unless disarmed: a call that
-/// ends mid-statement (its deadline, or a time limit the server did not
-/// enforce) leaves nothing running on the server, where runaway queries
-/// would otherwise pile up to `max_connections`.
+/// A connection with a statement on it, owned until the statement ends
+/// cleanly and [`Running::done`] hands it back. Dropped before that (the
+/// call's deadline, a time limit the server did not enforce, an error that
+/// leaves the protocol in doubt), its statement is killed and the
+/// connection closed: nothing runs on at the server, where runaway queries
+/// would otherwise pile up to `max_connections`, and a connection in an
+/// unknown state never serves another call (nor meets a KILL meant for
+/// this one).
 struct Running {
     id: u32,
+    conn: Option<Conn>,
     opts: Opts,
     kills: Arc<Semaphore>,
     profile: String,
-    armed: bool,
 }
 
 impl Running {
-    fn done(mut self) {
-        self.armed = false;
+    /// The connection, while the statement runs.
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a running statement's connection is taken only by `done`")
+    }
+
+    /// The statement ended cleanly: the connection, for the call's next one.
+    fn done(mut self) -> Option<Conn> {
+        self.conn.take()
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (id, profile) = (self.id, self.profile.clone());
-        let Ok(permit) = self.kills.clone().try_acquire_owned() else {
-            tracing::warn!(profile, connection = id, "too many KILL QUERY in flight; the statement ends at its server-side time limit");
-            return;
-        };
+        let Some(conn) = self.conn.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (id, profile) = (self.id, self.profile.clone());
+        let permit = self.kills.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::warn!(profile, connection = id, "too many KILL QUERY in flight; the statement ends at its server-side time limit");
+        }
         let opts = self.opts.clone();
         runtime.spawn(async move {
-            let kill = async {
-                let mut conn = Conn::new(opts).await?;
-                conn.query_drop(format!("KILL QUERY {id}")).await?;
-                conn.disconnect().await
-            };
-            match tokio::time::timeout(KILL_TIMEOUT, kill).await {
-                Ok(Ok(())) => tracing::debug!(profile, connection = id, "killed a statement its call left running"),
-                // Unknown thread: it ended on its own meanwhile.
-                Ok(Err(mysql_async::Error::Server(e))) if e.code == 1094 => {}
-                Ok(Err(e)) => tracing::warn!(profile, connection = id, error = %e, "KILL QUERY failed"),
-                Err(_) => tracing::warn!(profile, connection = id, "KILL QUERY timed out"),
+            if let Some(permit) = permit {
+                let kill = async {
+                    let mut killer = Conn::new(opts).await?;
+                    killer.query_drop(format!("KILL QUERY {id}")).await?;
+                    killer.disconnect().await
+                };
+                match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+                    Ok(Ok(())) => tracing::debug!(profile, connection = id, "killed a statement its call left running"),
+                    // Unknown thread: it ended on its own meanwhile.
+                    Ok(Err(mysql_async::Error::Server(e))) if e.code == 1094 => {}
+                    Ok(Err(e)) => tracing::warn!(profile, connection = id, error = %e, "KILL QUERY failed"),
+                    Err(_) => tracing::warn!(profile, connection = id, "KILL QUERY timed out"),
+                }
+                drop(permit);
             }
-            drop(permit);
+            // Closing reads what the statement left (its end or the KILL's
+            // error) and rolls back an open transaction first; a connection
+            // that cannot close in time is dropped, and the pool discards it.
+            let _ = tokio::time::timeout(KILL_TIMEOUT, conn.disconnect()).await;
         });
     }
 }
 
 impl SqlClient for MysqlPool {
     fn database(&self) -> &str {
-        &self.profile.database
+        &self.0.profile.database
     }
 
-    fn query(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<Rows, GuestError>> {
-        Box::pin(async move {
-            let (mut conn, ready) = self.conn(deadline).await?;
-            let time = self.statement_time(deadline)?;
-            let running = self.watch(&conn, ready);
-            let limit = self.profile.max_result_bytes;
+    fn session(&self) -> Box<dyn SqlSession> {
+        Box::new(MysqlSession { server: self.0.clone(), conn: None })
+    }
+}
+
+/// One call's connection on a profile's pool: none until its first
+/// statement; back to the pool when dropped. Between statements it holds
+/// the connection only if the last one left it [`Left::Clean`].
+struct MysqlSession {
+    server: Arc<Server>,
+    conn: Option<Conn>,
+}
+
+/// What a statement left its connection fit for.
+enum Left {
+    /// The server answered every command (success or a server error): the
+    /// protocol is where it should be, and at most a transaction the driver
+    /// knows of is open, which it rolls back before the next command.
+    Clean,
+    /// Interrupted, timed out, or a client-side error: a statement may still
+    /// run on it, or the protocol is in doubt.
+    InDoubt,
+}
+
+impl Left {
+    /// What a failed command left.
+    fn after(e: &mysql_async::Error) -> Left {
+        match e {
+            mysql_async::Error::Server(_) => Left::Clean,
+            _ => Left::InDoubt,
+        }
+    }
+}
+
+impl MysqlSession {
+    /// The call's connection, watched: the one it holds, or one from the pool.
+    async fn running(&mut self, ready: &Ready, deadline: Instant) -> Result<Running, GuestError> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.server.conn(ready, deadline).await?,
+        };
+        Ok(self.server.watch(conn, ready))
+    }
+
+    /// Run `statement` on the call's connection. After it, keep a clean
+    /// connection for the call's next statement; drop one in doubt, which
+    /// kills what runs on it and closes it.
+    async fn run<T>(
+        &mut self,
+        deadline: Instant,
+        statement: impl for<'a> FnOnce(&'a Server, &'a mut Conn, &'a Ready) -> BoxFuture<'a, (Result<T, GuestError>, Left)>,
+    ) -> Result<T, GuestError> {
+        let server = self.server.clone();
+        let ready = server.pool().await?;
+        let mut running = self.running(ready, deadline).await?;
+        let (result, left) = statement(&server, running.conn(), ready).await;
+        if let Left::Clean = left {
+            self.conn = running.done();
+        }
+        result
+    }
+}
+
+impl SqlSession for MysqlSession {
+    fn query(&mut self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<Rows, GuestError>> {
+        Box::pin(self.run(deadline, move |server, conn, ready| Box::pin(server.query(conn, ready, sql, params, deadline))))
+    }
+
+    fn execute(&mut self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
+        Box::pin(self.run(deadline, move |server, conn, ready| Box::pin(server.execute(conn, ready, sql, params, deadline))))
+    }
+
+    fn transaction(&mut self, statements: Vec<(String, Vec<Value>)>, deadline: Instant) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
+        Box::pin(self.run(deadline, move |server, conn, ready| Box::pin(server.transaction(conn, ready, statements, deadline))))
+    }
+}
+
+impl Server {
+    async fn query(&self, conn: &mut Conn, ready: &Ready, sql: String, params: Vec<Value>, deadline: Instant) -> (Result<Rows, GuestError>, Left) {
+        let time = match self.statement_time(deadline) {
+            Ok(time) => time,
+            Err(e) => return (Err(e), Left::Clean),
+        };
+        let limit = self.profile.max_result_bytes;
+        let sql = time_limited(&sql, time, ready.mariadb);
+        let run = async {
+            let mut result = conn.exec_iter(sql, to_params(params)).await?;
+            let columns = result.columns().unwrap_or_default();
+            let names = columns.iter().map(|c| c.name_str().into_owned()).collect();
+            let mut rows = Vec::new();
+            let mut size = 0u64;
+            while let Some(row) = result.next().await? {
+                let mut out = Vec::with_capacity(columns.len());
+                for (value, column) in row.unwrap().into_iter().zip(columns.iter()) {
+                    let value = from_mysql(value, column);
+                    size += value_size(&value);
+                    out.push(value);
+                }
+                rows.push(out);
+                if size > limit {
+                    // The rest of the result is the KILL's to end.
+                    return Ok(Err(GuestError::Limit(format!(
+                        "the query's result is over max_result_bytes ({limit} bytes) of MySQL profile `{}`",
+                        self.name
+                    ))));
+                }
+            }
+            Ok::<_, mysql_async::Error>(Ok(Rows { columns: names, rows }))
+        };
+        match tokio::time::timeout(time, run).await {
+            Err(_) => (Err(self.statement_timeout(time)), Left::InDoubt),
+            Ok(Err(e)) => (Err(backend_error(&self.name, &e, &ready.password)), Left::after(&e)),
+            Ok(Ok(Err(over))) => (Err(over), Left::InDoubt),
+            Ok(Ok(Ok(rows))) => (Ok(rows), Left::Clean),
+        }
+    }
+
+    async fn execute(&self, conn: &mut Conn, ready: &Ready, sql: String, params: Vec<Value>, deadline: Instant) -> (Result<ExecResult, GuestError>, Left) {
+        let time = match self.statement_time(deadline) {
+            Ok(time) => time,
+            Err(e) => return (Err(e), Left::Clean),
+        };
+        let sql = time_limited(&sql, time, ready.mariadb);
+        match tokio::time::timeout(time, exec(conn, sql, params)).await {
+            Err(_) => (Err(self.statement_timeout(time)), Left::InDoubt),
+            Ok(Ok(done)) => (Ok(done), Left::Clean),
+            Ok(Err(e)) => (Err(backend_error(&self.name, &e, &ready.password)), Left::after(&e)),
+        }
+    }
+
+    async fn transaction(
+        &self,
+        conn: &mut Conn,
+        ready: &Ready,
+        statements: Vec<(String, Vec<Value>)>,
+        deadline: Instant,
+    ) -> (Result<Vec<ExecResult>, GuestError>, Left) {
+        let password = ready.password.as_str();
+        let count = statements.len();
+        let rolled_back = |e: GuestError, at: &str| match e {
+            GuestError::Backend(m) => GuestError::Backend(format!("{m} ({at}; the transaction was rolled back)")),
+            GuestError::Invalid(m) => GuestError::Invalid(format!("{m} ({at}; the transaction was rolled back)")),
+            other => other,
+        };
+        let time = match self.statement_time(deadline) {
+            Ok(time) => time,
+            Err(e) => return (Err(e), Left::Clean),
+        };
+        let mut tx = match tokio::time::timeout(time, conn.start_transaction(TxOpts::default())).await {
+            Err(_) => return (Err(self.statement_timeout(time)), Left::InDoubt),
+            Ok(Err(e)) => return (Err(backend_error(&self.name, &e, password)), Left::after(&e)),
+            Ok(Ok(tx)) => tx,
+        };
+        let mut results = Vec::with_capacity(count);
+        for (i, (sql, params)) in statements.into_iter().enumerate() {
+            let at = format!("statement {} of {count}", i + 1);
+            let time = match self.statement_time(deadline) {
+                Ok(time) => time,
+                // Nothing runs: the dropped transaction is rolled back
+                // before the connection's next command, or when it goes
+                // back to the pool.
+                Err(e) => return (Err(rolled_back(e, &at)), Left::Clean),
+            };
             let sql = time_limited(&sql, time, ready.mariadb);
-            let run = async {
-                let mut result = conn.exec_iter(sql, to_params(params)).await?;
-                let columns = result.columns().unwrap_or_default();
-                let names = columns.iter().map(|c| c.name_str().into_owned()).collect();
-                let mut rows = Vec::new();
-                let mut size = 0u64;
-                while let Some(row) = result.next().await? {
-                    let mut out = Vec::with_capacity(columns.len());
-                    for (value, column) in row.unwrap().into_iter().zip(columns.iter()) {
-                        let value = from_mysql(value, column);
-                        size += value_size(&value);
-                        out.push(value);
-                    }
-                    rows.push(out);
-                    if size > limit {
-                        // The rest of the result is the KILL's to end.
-                        return Ok(Err(GuestError::Limit(format!(
-                            "the query's result is over max_result_bytes ({limit} bytes) of MySQL profile `{}`",
-                            self.name
-                        ))));
-                    }
-                }
-                Ok::<_, mysql_async::Error>(Ok(Rows { columns: names, rows }))
-            };
-            match tokio::time::timeout(time, run).await {
-                Err(_) => Err(self.statement_timeout(time)),
+            match tokio::time::timeout(time, exec(&mut tx, sql, params)).await {
+                Ok(Ok(done)) => results.push(done),
                 Ok(Err(e)) => {
-                    running.done();
-                    Err(backend_error(&self.name, &e, &ready.password))
+                    // A clean rollback keeps the connection for the call;
+                    // if even that fails, it is closed and the server
+                    // rolls back.
+                    let rollback = tokio::time::timeout(Duration::from_millis(self.profile.statement_timeout_ms), tx.rollback()).await;
+                    let left = if let Ok(Ok(())) = rollback { Left::after(&e) } else { Left::InDoubt };
+                    return (Err(rolled_back(backend_error(&self.name, &e, password), &at)), left);
                 }
-                Ok(Ok(Err(over))) => Err(over),
-                Ok(Ok(Ok(rows))) => {
-                    running.done();
-                    Ok(rows)
-                }
+                // The statement may still be running: it is killed, the
+                // connection closed, and the server rolls back.
+                Err(_) => return (Err(rolled_back(self.statement_timeout(time), &at)), Left::InDoubt),
             }
-        })
-    }
-
-    fn execute(&self, sql: String, params: Vec<Value>, deadline: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
-        Box::pin(async move {
-            let (mut conn, ready) = self.conn(deadline).await?;
-            let time = self.statement_time(deadline)?;
-            let running = self.watch(&conn, ready);
-            let sql = time_limited(&sql, time, ready.mariadb);
-            match tokio::time::timeout(time, exec(&mut conn, sql, params)).await {
-                Err(_) => Err(self.statement_timeout(time)),
-                Ok(done) => {
-                    running.done();
-                    done.map_err(|e| backend_error(&self.name, &e, &ready.password))
-                }
-            }
-        })
-    }
-
-    fn transaction(&self, statements: Vec<(String, Vec<Value>)>, deadline: Instant) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
-        Box::pin(async move {
-            let (mut conn, ready) = self.conn(deadline).await?;
-            let password = ready.password.as_str();
-            let count = statements.len();
-            let failed = |e: GuestError, at: &str| match e {
-                GuestError::Backend(m) => GuestError::Backend(format!("{m} ({at}; the transaction was rolled back)")),
-                GuestError::Invalid(m) => GuestError::Invalid(format!("{m} ({at}; the transaction was rolled back)")),
-                other => other,
-            };
-            let running = self.watch(&conn, ready);
-            let time = self.statement_time(deadline)?;
-            let mut tx = match tokio::time::timeout(time, conn.start_transaction(TxOpts::default())).await {
-                Err(_) => return Err(self.statement_timeout(time)),
-                Ok(Err(e)) => {
-                    running.done();
-                    return Err(backend_error(&self.name, &e, password));
-                }
-                Ok(Ok(tx)) => tx,
-            };
-            let mut results = Vec::with_capacity(count);
-            for (i, (sql, params)) in statements.into_iter().enumerate() {
-                let at = format!("statement {} of {count}", i + 1);
-                let time = match self.statement_time(deadline) {
-                    Ok(time) => time,
-                    Err(e) => {
-                        // Nothing runs: dropping the transaction rolls back.
-                        running.done();
-                        return Err(failed(e, &at));
-                    }
-                };
-                let sql = time_limited(&sql, time, ready.mariadb);
-                match tokio::time::timeout(time, exec(&mut tx, sql, params)).await {
-                    Ok(Ok(done)) => results.push(done),
-                    Ok(Err(e)) => {
-                        // A clean rollback keeps the connection for the pool;
-                        // if even that fails, the server rolls back when the
-                        // pool drops the broken connection.
-                        let _ = tokio::time::timeout(Duration::from_millis(self.profile.statement_timeout_ms), tx.rollback()).await;
-                        running.done();
-                        return Err(failed(backend_error(&self.name, &e, password), &at));
-                    }
-                    // The statement may still be running: `running` kills
-                    // it, and dropping the transaction rolls back.
-                    Err(_) => return Err(failed(self.statement_timeout(time), &at)),
-                }
-            }
-            let time = self.statement_time(deadline)?;
-            match tokio::time::timeout(time, tx.commit()).await {
-                Ok(Ok(())) => {
-                    running.done();
-                    Ok(results)
-                }
-                Ok(Err(e)) => {
-                    running.done();
-                    Err(failed(backend_error(&self.name, &e, password), "at commit"))
-                }
-                Err(_) => Err(GuestError::Backend(format!(
+        }
+        let time = match self.statement_time(deadline) {
+            Ok(time) => time,
+            Err(e) => return (Err(rolled_back(e, "at commit")), Left::Clean),
+        };
+        match tokio::time::timeout(time, tx.commit()).await {
+            Ok(Ok(())) => (Ok(results), Left::Clean),
+            Ok(Err(e)) => (Err(rolled_back(backend_error(&self.name, &e, password), "at commit")), Left::after(&e)),
+            Err(_) => (
+                Err(GuestError::Backend(format!(
                     "MySQL profile `{}`: the commit ran past {} ms; whether it committed is unknown",
                     self.name,
                     time.as_millis()
                 ))),
-            }
-        })
+                Left::InDoubt,
+            ),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::checker::{self, Unchecked};
 use super::sql::{self, Access, Denial, Function, Refusal};
-use super::{Granted, MysqlCtx, SqlClient};
+use super::{Granted, Held, MysqlCtx, SqlClient, SqlSession};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::mysql::{ExecResult, Host, Rows, Statement, Value};
 use crate::caps::audit;
@@ -124,8 +124,23 @@ impl MysqlCtx {
         GuestError::Denied(format!("mysql {op} denied for returner `{}`: {}", self.returner, denial.reason))
     }
 
+    /// The call's session on its profile: made at its first statement,
+    /// after one of the returner's connection slots, waited for until the
+    /// call's deadline (one returner cannot hold the whole pool); both are
+    /// held until the call ends, so its statements share one connection.
+    async fn session(&mut self, function: Function, client: &Arc<dyn SqlClient>) -> Result<&mut dyn SqlSession, GuestError> {
+        let held = match self.held.take() {
+            Some(held) => held,
+            None => {
+                let slot = self.slot(function).await?;
+                Held { session: client.session(), _slot: slot }
+            }
+        };
+        Ok(&mut *self.held.insert(held).session)
+    }
+
     /// One of the returner's connection slots on its profile, waited for
-    /// until the call's deadline: one returner cannot hold the whole pool.
+    /// until the call's deadline.
     async fn slot(&self, function: Function) -> Result<tokio::sync::OwnedSemaphorePermit, GuestError> {
         let Some(granted) = &self.granted else {
             // Host bug: a statement passed the check without a grant.
@@ -160,12 +175,13 @@ impl Host for MysqlCtx {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        let _slot = match self.slot(Function::Query).await {
-            Ok(slot) => slot,
-            Err(e) => return Ok(Err(e)),
-        };
         let statement = sent.pop().unwrap_or_default();
-        Ok(self.counted(client.query(statement, params, self.deadline).await))
+        let deadline = self.deadline;
+        let result = match self.session(Function::Query, &client).await {
+            Ok(session) => session.query(statement, params, deadline).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.counted(result))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
@@ -174,12 +190,13 @@ impl Host for MysqlCtx {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
-        let _slot = match self.slot(Function::Execute).await {
-            Ok(slot) => slot,
-            Err(e) => return Ok(Err(e)),
-        };
         let statement = sent.pop().unwrap_or_default();
-        Ok(self.counted(client.execute(statement, params, self.deadline).await))
+        let deadline = self.deadline;
+        let result = match self.session(Function::Execute, &client).await {
+            Ok(session) => session.execute(statement, params, deadline).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.counted(result))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, statements = statements.len()))]
@@ -203,41 +220,56 @@ impl Host for MysqlCtx {
         if sent.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        let _slot = match self.slot(Function::Transaction).await {
-            Ok(slot) => slot,
-            Err(e) => return Ok(Err(e)),
+        let deadline = self.deadline;
+        let result = match self.session(Function::Transaction, &client).await {
+            Ok(session) => session.transaction(sent.into_iter().zip(params).collect(), deadline).await,
+            Err(e) => Err(e),
         };
-        Ok(self.counted(client.transaction(sent.into_iter().zip(params).collect(), self.deadline).await))
+        Ok(self.counted(result))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use super::*;
     use crate::caps::mysql::client::BoxFuture;
-    use crate::caps::mysql::{MysqlBackends, MysqlGrant, SqlClient, SqlVerb};
+    use crate::caps::mysql::{DEFAULT_POOL_SIZE, MysqlBackends, MysqlGrant, SqlClient, SqlSession, SqlVerb};
 
-    /// Records what reaches the backend.
+    /// Records what reaches the backend, and how many sessions (calls'
+    /// connections) were opened.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
+    struct Recorder {
+        sent: Arc<Mutex<Vec<String>>>,
+        sessions: AtomicUsize,
+    }
+
+    struct RecorderSession(Arc<Mutex<Vec<String>>>);
 
     impl SqlClient for Recorder {
         fn database(&self) -> &str {
             "salt"
         }
-        fn query(&self, sql: String, _: Vec<Value>, _: Instant) -> BoxFuture<'_, Result<Rows, GuestError>> {
+        fn session(&self) -> Box<dyn SqlSession> {
+            self.sessions.fetch_add(1, Ordering::Relaxed);
+            Box::new(RecorderSession(self.sent.clone()))
+        }
+    }
+
+    impl SqlSession for RecorderSession {
+        fn query(&mut self, sql: String, _: Vec<Value>, _: Instant) -> BoxFuture<'_, Result<Rows, GuestError>> {
             self.0.lock().unwrap().push(sql);
             Box::pin(async { Ok(Rows { columns: vec![], rows: vec![] }) })
         }
-        fn execute(&self, sql: String, _: Vec<Value>, _: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
+        fn execute(&mut self, sql: String, _: Vec<Value>, _: Instant) -> BoxFuture<'_, Result<ExecResult, GuestError>> {
             self.0.lock().unwrap().push(sql);
             Box::pin(async { Ok(ExecResult { affected_rows: 1, last_insert_id: None }) })
         }
-        fn transaction(&self, statements: Vec<(String, Vec<Value>)>, _: Instant) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
+        fn transaction(&mut self, statements: Vec<(String, Vec<Value>)>, _: Instant) -> BoxFuture<'_, Result<Vec<ExecResult>, GuestError>> {
             let n = statements.len();
             self.0.lock().unwrap().extend(statements.into_iter().map(|(sql, _)| sql));
             Box::pin(async move { Ok(vec![ExecResult { affected_rows: 1, last_insert_id: None }; n]) })
@@ -267,7 +299,7 @@ mod tests {
         assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("`secret`") && m.contains("`select`")), "{denied:?}");
         let denied = block(c.execute("DELETE FROM jids".into(), vec![])).unwrap();
         assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("`delete`")), "{denied:?}");
-        assert_eq!(*recorder.0.lock().unwrap(), ["SELECT jid FROM jids"]);
+        assert_eq!(*recorder.sent.lock().unwrap(), ["SELECT jid FROM jids"]);
     }
 
     fn statement(sql: &str) -> Statement {
@@ -286,11 +318,11 @@ mod tests {
         let over = vec![statement(insert); MAX_TRANSACTION_STATEMENTS + 1];
         let over = block(c.transaction(over)).unwrap();
         assert!(matches!(&over, Err(GuestError::Limit(m)) if m.contains("1001 statements") && m.contains("1000")), "{over:?}");
-        assert!(recorder.0.lock().unwrap().is_empty(), "a refused transaction ran something");
+        assert!(recorder.sent.lock().unwrap().is_empty(), "a refused transaction ran something");
 
         let done = block(c.transaction(vec![statement(insert); MAX_TRANSACTION_STATEMENTS])).unwrap().unwrap();
         assert_eq!(done.len(), MAX_TRANSACTION_STATEMENTS);
-        assert!(recorder.0.lock().unwrap().iter().all(|sql| sql == "INSERT INTO jids (jid) VALUES (?)"));
+        assert!(recorder.sent.lock().unwrap().iter().all(|sql| sql == "INSERT INTO jids (jid) VALUES (?)"));
         assert!(block(c.transaction(vec![])).unwrap().unwrap().is_empty());
     }
 
@@ -302,7 +334,48 @@ mod tests {
         assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("no mysql grant")), "{denied:?}");
         let denied = block(c.transaction(vec![statement("INSERT INTO jids (jid) VALUES (?)")])).unwrap();
         assert!(matches!(&denied, Err(GuestError::Denied(m)) if m.contains("no mysql grant")), "{denied:?}");
-        assert!(recorder.0.lock().unwrap().is_empty());
+        assert!(recorder.sent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_call_holds_one_session_and_one_slot_from_its_first_statement_to_its_end() {
+        let recorder = Arc::new(Recorder::default());
+        let backends = MysqlBackends::with_clients(BTreeMap::from([("db".to_owned(), recorder.clone() as Arc<dyn SqlClient>)]));
+        let verbs = vec![SqlVerb::Select, SqlVerb::Insert];
+        let grant = MysqlGrant { profile: "db".into(), tables: BTreeMap::from([("jids".to_owned(), verbs)]), max_connections: None };
+        let call = |ms| MysqlCtx::new(Arc::from("r"), Some(&grant), &backends, Instant::now() + Duration::from_millis(ms));
+        let select = || "SELECT jid FROM jids".to_owned();
+        let sessions = || recorder.sessions.load(Ordering::Relaxed);
+
+        let mut first = call(10_000);
+        for _ in 0..3 {
+            block(first.query(select(), vec![])).unwrap().unwrap();
+        }
+        block(first.execute("INSERT INTO jids (jid) VALUES (?)".into(), vec![])).unwrap().unwrap();
+        block(first.transaction(vec![statement("INSERT INTO jids (jid) VALUES (?)")])).unwrap().unwrap();
+        assert_eq!(sessions(), 1, "every statement of a call runs in its one session");
+
+        // The other slots taken by calls in flight: one more call waits
+        // for a slot until its deadline, and opens no session.
+        let slots = DEFAULT_POOL_SIZE.div_ceil(2);
+        let others: Vec<MysqlCtx> = (1..slots)
+            .map(|_| {
+                let mut c = call(10_000);
+                block(c.query(select(), vec![])).unwrap().unwrap();
+                c
+            })
+            .collect();
+        let mut late = call(50);
+        let refused = block(late.query(select(), vec![])).unwrap();
+        assert!(matches!(&refused, Err(GuestError::Limit(m)) if m.contains(&format!("all of its {slots} MySQL connections"))), "{refused:?}");
+        assert_eq!(sessions(), slots);
+
+        // The first call ends (its state dropped with its store): its slot frees.
+        drop(first);
+        let mut next = call(10_000);
+        assert!(block(next.query(select(), vec![])).unwrap().is_ok());
+        assert_eq!(sessions(), slots + 1);
+        drop(others);
     }
 
     #[test]
@@ -329,6 +402,6 @@ mod tests {
         // Another returner never shares this one's statements.
         let mut other = MysqlCtx::new(Arc::from("other"), Some(&narrow), &backends, deadline);
         assert!(block(other.execute("DELETE FROM jids".into(), vec![])).unwrap().is_err());
-        assert_eq!(recorder.0.lock().unwrap().len(), 2);
+        assert_eq!(recorder.sent.lock().unwrap().len(), 2);
     }
 }

@@ -5,7 +5,8 @@
 //!   to connect, host-side only; grant: verbs per table).
 //! - `sql`: the statement check (a real SQL parser, MySQL dialect).
 //! - `checker`: the threads the check runs on, off the async workers.
-//! - `client`: the backend behind a trait, one lazily created pool per profile.
+//! - `client`: the backend behind a trait, one lazily created pool per
+//!   profile, and a session per call holding one connection.
 //! - `host`: the WIT functions; the grant check is the first thing each does.
 
 mod checker;
@@ -19,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Deserializer};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::mysql;
 use super::Profile;
 
-pub use client::SqlClient;
+pub use client::{SqlClient, SqlSession};
 
 /// Connections a profile's pool keeps open at most, unless the profile says.
 /// Stops a burst of calls from opening more connections than the server
@@ -331,13 +332,24 @@ impl Granted {
 }
 
 /// Per-call MySQL state.
-#[derive(Clone)]
 pub struct MysqlCtx {
     returner: Arc<str>,
     granted: Option<Arc<Granted>>,
     client: Option<Arc<dyn SqlClient>>,
     /// When the call ends: no statement runs on the server past it.
     deadline: Instant,
+    /// The call's connection and its slot, from its first statement until
+    /// the call ends (this state is dropped with the call's store, however
+    /// the call ended: answer, error, trap or deadline).
+    held: Option<Held>,
+}
+
+/// A call's session and the returner's connection slot it occupies. The
+/// session is dropped first, so its connection is back in the pool before
+/// the slot frees.
+struct Held {
+    session: Box<dyn SqlSession>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl MysqlCtx {
@@ -345,7 +357,7 @@ impl MysqlCtx {
     pub fn new(returner: Arc<str>, grant: Option<&MysqlGrant>, backends: &MysqlBackends, deadline: Instant) -> Self {
         let client = grant.and_then(|g| backends.pools.get(&g.profile).cloned());
         let granted = grant.map(|g| backends.granted(&returner, g));
-        Self { returner, granted, client, deadline }
+        Self { returner, granted, client, deadline, held: None }
     }
 }
 

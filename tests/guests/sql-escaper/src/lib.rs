@@ -6,12 +6,17 @@
 //!   an injection payload bound as a parameter;
 //! - `get_endtime(json)` runs `mysql::transaction` of a JSON array of
 //!   `[sql, [params...]]` (strings, integers or null) and answers the
-//!   outcomes as a JSON array of `{affected_rows, last_insert_id}`.
+//!   outcomes as a JSON array of `{affected_rows, last_insert_id}`;
+//! - `event_return(events)` runs several steps in one call, in order, each
+//!   event one step by its tag: `query` and `execute` with data
+//!   `[sql, [params...]]`, `transaction` with data as `get_endtime`'s, and
+//!   `trap`, which panics. A step's error does not stop the next steps;
+//!   the first one is the call's error.
 //!
 //! Errors (denied, backend) are the call's error, as the host reported them.
 
 use returner_sdk::mysql::{self, Statement, Value as Sql};
-use returner_sdk::{Error, Result, Returner, Value, json};
+use returner_sdk::{Error, Event, Result, Returner, Value, json};
 
 struct SqlEscaper;
 
@@ -50,6 +55,28 @@ impl Returner for SqlEscaper {
         let done: Vec<Value> =
             done.iter().map(|d| json!({ "affected_rows": d.affected_rows, "last_insert_id": d.last_insert_id })).collect();
         Ok(Some(Value::Array(done).to_string()))
+    }
+
+    fn event_return(events: Vec<Event>) -> Result<()> {
+        let mut first_error = None;
+        for event in &events {
+            let outcome = match event.tag.as_str() {
+                "query" => statement(&event.data).and_then(|s| mysql::query(&s.sql, &s.params).map(drop)),
+                "execute" => statement(&event.data).and_then(|s| mysql::execute(&s.sql, &s.params).map(drop)),
+                "transaction" => event
+                    .data
+                    .as_array()
+                    .ok_or_else(|| Error::Invalid("a transaction's data is a list of statements".into()))
+                    .and_then(|list| list.iter().map(statement).collect::<Result<Vec<_>>>())
+                    .and_then(|statements| mysql::transaction(&statements).map(drop)),
+                "trap" => panic!("the escaper traps, as asked"),
+                other => Err(Error::Invalid(format!("no step `{other}`"))),
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
