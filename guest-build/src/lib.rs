@@ -33,7 +33,9 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
         cmd.arg("-p").arg(p);
     }
     // Settings of the outer (native) build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"] {
+    // A build dir shared with the outer build would also wait forever for
+    // the outer build's lock on it.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_BUILD_DIR", "CARGO_BUILD_TARGET", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"] {
         cmd.env_remove(var);
     }
     let output = cmd.output().unwrap_or_else(|e| panic!("cannot run cargo for the guests: {e}"));

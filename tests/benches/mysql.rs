@@ -2,9 +2,14 @@
 //! freshly started MariaDB, with the real payloads of host/src/testkit/salt,
 //! three ways in the same run:
 //! - through the host: the `returner-host serve` binary of this build (release
-//!   under `cargo bench`) over its unix socket, the shipped mysql returner;
+//!   under `cargo bench`) over its unix socket, the shipped mysql returner
+//!   behind the spool (fsync on): returns acknowledged per second (on disk in
+//!   the spool), their acknowledgement latency, and returns delivered per
+//!   second until every acknowledged one is in MariaDB;
 //! - natively: a Rust writer doing the same INSERTs with `mysql_async` and the
-//!   pool settings the host uses for the profile;
+//!   pool settings the host uses for the profile, one per return, and in the
+//!   batches the spool's delivery makes (the same look-up of what is stored,
+//!   then one transaction), from one task as delivery does;
 //! - Salt's own mysql returner (`saltext.mysql` with PyMySQL, from the Salt
 //!   venv), called in a loop by Python processes through Salt's loader;
 //!
@@ -67,13 +72,14 @@ fn main() {
     let pool = native_pool(&db);
     let native1 = tokio.block_on(native_phase(&db, &pool, &returns, 1));
     let nativen = tokio.block_on(native_phase(&db, &pool, &returns, WRITERS));
+    let native_batched = tokio.block_on(native_batched_phase(&db, &pool, &returns));
 
     let salt1 = salt_phase(&db, "returner", &returns, 1, "salt_returns", SaltConnection::Kept);
     let saltn = salt_phase(&db, "returner", &returns, WRITERS, "salt_returns", SaltConnection::Kept);
     let salt_fresh1 = salt_phase(&db, "returner", &returns, 1, "salt_returns", SaltConnection::Fresh);
     let salt_freshn = salt_phase(&db, "returner", &returns, WRITERS, "salt_returns", SaltConnection::Fresh);
 
-    let events_host = host_phase(&db, &host, "event_return", &[json!(batch)], WRITERS, "salt_events") * EVENT_BATCH as f64;
+    let events_host = host_phase(&db, &host, "event_return", &[json!(batch)], WRITERS, "salt_events").scaled(EVENT_BATCH as f64);
     let events_native = tokio.block_on(native_events_phase(&db, &pool, &batch, WRITERS)) * EVENT_BATCH as f64;
     let events_salt = salt_phase(&db, "event_return", &[json!(batch)], WRITERS, "salt_events", SaltConnection::Kept) * EVENT_BATCH as f64;
     tokio.block_on(pool.disconnect()).ok();
@@ -81,26 +87,43 @@ fn main() {
     let check = check_cost(&db);
     let statement = 1e6 / native1;
 
-    println!("returns   host, 1 client:                  {host1:>8.0} returns/s");
-    println!("returns   native mysql_async, 1 task:      {native1:>8.0} returns/s");
+    println!("returns   host, 1 client:                  {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", host1.acked, host1.delivered, host1.p50_ms, host1.p99_ms);
+    println!("returns   native mysql_async, 1 task:      {native1:>8.0} returns/s (one INSERT each)");
+    println!("returns   native mysql_async, batched:     {native_batched:>8.0} returns/s (1 task, batches of {DELIVERY_BATCH}: look-up, one transaction)");
     println!("returns   Salt's returner, 1 process:      {salt1:>8.0} returns/s (connection kept)");
     println!("returns   Salt's returner, 1 process:      {salt_fresh1:>8.0} returns/s (a connection per return)");
-    println!("returns   host, {WRITERS} clients:                 {hostn:>8.0} returns/s");
-    println!("returns   native mysql_async, {WRITERS} tasks:     {nativen:>8.0} returns/s");
+    println!("returns   host, {WRITERS} clients:                 {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", hostn.acked, hostn.delivered, hostn.p50_ms, hostn.p99_ms);
+    println!("returns   native mysql_async, {WRITERS} tasks:     {nativen:>8.0} returns/s (one INSERT each)");
     println!("returns   Salt's returner, {WRITERS} processes:    {saltn:>8.0} returns/s (connection kept)");
     println!("returns   Salt's returner, {WRITERS} processes:    {salt_freshn:>8.0} returns/s (a connection per return)");
-    println!("events    host, {WRITERS} clients:                 {events_host:>8.0} events/s (one transaction per batch)");
+    println!("events    host, {WRITERS} clients:                 {:>8.0} acknowledged/s, {:>8.0} delivered/s", events_host.acked, events_host.delivered);
     println!("events    native mysql_async, {WRITERS} tasks:     {events_native:>8.0} events/s (one transaction per batch)");
     println!("events    Salt's returner, {WRITERS} processes:    {events_salt:>8.0} events/s (one transaction per batch)");
     println!("check     grant check of the returner's INSERT: {check:.1} µs; one INSERT run natively: {statement:.0} µs ({:.1}%)", 100.0 * check / statement);
-    println!("overhead  host per return over native, 1 writer: {:.0} µs", 1e6 / host1 - 1e6 / native1);
     println!();
-    println!("ratios    host / native, 1 writer:   {:.3}", host1 / native1);
-    println!("ratios    host / native, {WRITERS} writers:  {:.3}", hostn / nativen);
-    println!("ratios    host / native, events:     {:.3}", events_host / events_native);
-    println!("ratios    host / Salt, 1 writer:     {:.2} (connection kept), {:.2} (a connection per return)", host1 / salt1, host1 / salt_fresh1);
-    println!("ratios    host / Salt, {WRITERS} writers:    {:.2} (connection kept), {:.2} (a connection per return)", hostn / saltn, hostn / salt_freshn);
-    println!("ratios    host / Salt, events:       {:.2}", events_host / events_salt);
+    println!("ratios    host delivered / native batched, {WRITERS} clients: {:.3}", hostn.delivered / native_batched);
+    println!("ratios    host acknowledged / Salt, {WRITERS} writers:        {:.1} (connection kept), {:.1} (a connection per return)", hostn.acked / saltn, hostn.acked / salt_freshn);
+    println!("ratios    host delivered / Salt, {WRITERS} writers:           {:.1} (connection kept), {:.1} (a connection per return)", hostn.delivered / saltn, hostn.delivered / salt_freshn);
+    println!("ratios    host delivered / native, {WRITERS} writers:         {:.3} (native: one INSERT per return)", hostn.delivered / nativen);
+    println!("ratios    host delivered / Salt, events:          {:.2}", events_host.delivered / events_salt);
+}
+
+/// What the host did in one phase.
+struct HostRates {
+    /// Calls acknowledged per second while the clients sent.
+    acked: f64,
+    /// Calls delivered per second: acknowledged calls over the time from the
+    /// first until every one's rows were in the table.
+    delivered: f64,
+    /// Acknowledgement latency, median and 99th percentile.
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl HostRates {
+    fn scaled(self, k: f64) -> Self {
+        Self { acked: self.acked * k, delivered: self.delivered * k, ..self }
+    }
 }
 
 fn rows(db: &TestDb, table: &str) -> u64 {
@@ -126,31 +149,120 @@ fn host_daemon(dir: &Path, db: &TestDb) -> Daemon {
     let config = format!(
         "{profile}\n[returners.mysql]\nmodule = {}\noptions = {{ master_id = \"bench\" }}\n\
          limits = {{ max_concurrency = 32, deadline_ms = 30000 }}\n[returners.mysql.grants.mysql]\nprofile = \"salt_db\"\n\
-         tables = {{ salt_returns = [\"insert\"], salt_events = [\"insert\"] }}\n",
+         tables = {{ salt_returns = [\"select\", \"insert\"], salt_events = [\"insert\"] }}\n",
         toml_path(&guest("returner-mysql"))
     );
     Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &config)
 }
 
-/// `function` calls per second through the host with `args` (each a
-/// `returner`'s `ret` or an `event_return`'s `events`) in turn.
-fn host_phase(db: &TestDb, host: &Daemon, function: &str, args: &[Value], clients: usize, table: &str) -> f64 {
+/// `function` calls through the host with `args` (each a `returner`'s
+/// `ret` or an `event_return`'s `events`) in turn, from `clients` clients
+/// for a phase: acknowledged per second, and delivered per second counting
+/// until every acknowledged call's rows are in `table`.
+fn host_phase(db: &TestDb, host: &Daemon, function: &str, args: &[Value], clients: usize, table: &str) -> HostRates {
     let key = if function == "returner" { "ret" } else { "events" };
-    let bodies: Vec<Vec<u8>> = args.iter().map(|a| json!({ key: a }).to_string().into_bytes()).collect();
+    // Each return with a jid of its own: the returner stores a return
+    // delivered again only once, and the phase counts rows.
+    let unique = std::sync::atomic::AtomicU64::new(0);
+    let body = |n: usize| {
+        let mut arg = args[n % args.len()].clone();
+        if function == "returner" {
+            let u = unique.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            arg["jid"] = json!(format!("2026{:016}", u + UNIQUE_JIDS.fetch_add(0, std::sync::atomic::Ordering::Relaxed)));
+        }
+        json!({ key: arg }).to_string().into_bytes()
+    };
     let per_call = args[0].as_array().map_or(1, |a| a.len() as u64);
     let path = format!("/v1/returners/mysql/{function}");
     let mut warm = HttpConn::connect(&host.socket);
-    assert_eq!(warm.post(&path, &bodies[0]).status, 200);
-    measured(db, table, per_call, clients, |started| {
-        let mut conn = HttpConn::connect(&host.socket);
-        let mut n = 0u64;
-        while started.elapsed() < PHASE {
-            let r = conn.post(&path, &bodies[n as usize % bodies.len()]);
-            assert_eq!(r.status, 200, "{:?}", r.json);
-            n += 1;
+    assert_eq!(warm.post(&path, &body(0)).status, 200);
+    host.settle("mysql", Duration::from_secs(600));
+    let before = rows(db, table);
+    let started = Instant::now();
+    let latencies: Vec<Vec<Duration>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut conn = HttpConn::connect(&host.socket);
+                    let mut took = Vec::new();
+                    while started.elapsed() < PHASE {
+                        let sent = Instant::now();
+                        let b = body(took.len());
+                        let r = conn.post(&path, &b);
+                        took.push(sent.elapsed());
+                        assert_eq!(r.status, 200, "{:?}", r.json);
+                    }
+                    took
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let sent = started.elapsed();
+    let mut all: Vec<Duration> = latencies.into_iter().flatten().collect();
+    let calls = all.len() as u64;
+    host.settle("mysql", Duration::from_secs(600));
+    let drained = started.elapsed();
+    assert_eq!(rows(db, table) - before, calls * per_call, "every acknowledged call's rows are stored, once");
+    UNIQUE_JIDS.fetch_add(unique.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+    all.sort();
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    HostRates {
+        acked: calls as f64 / sent.as_secs_f64(),
+        delivered: calls as f64 / drained.as_secs_f64(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+    }
+}
+
+/// Jids the host phases have used, so the next phase's are new.
+static UNIQUE_JIDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Returns per delivery call: the spool's default `batch_max_items`.
+const DELIVERY_BATCH: usize = 256;
+/// Returns the mysql returner looks up per SELECT before inserting.
+const LOOKUP_RETURNS: usize = 64;
+
+/// Returns per second written natively as the spool's delivery writes them
+/// through the mysql returner: from one task, in batches, each batch looked
+/// up (is a return stored already?) 64 at a time, then inserted in one
+/// transaction. Each return gets a jid of its own, as in the host phase's
+/// traffic, where most returns are new.
+async fn native_batched_phase(db: &TestDb, pool: &Pool, returns: &[Value]) -> f64 {
+    let returns = Arc::new(returns.to_vec());
+    native_tasks(db, "salt_returns", DELIVERY_BATCH as u64, 1, |started| {
+        let (pool, returns) = (pool.clone(), returns.clone());
+        async move {
+            let mut n = 0u64;
+            let mut conn = pool.get_conn().await.unwrap();
+            while started.elapsed() < PHASE {
+                let batch: Vec<Vec<mysql_async::Value>> = (0..DELIVERY_BATCH)
+                    .map(|i| {
+                        let mut params = return_params(&returns[i % returns.len()]);
+                        params[1] = format!("2027{:016}", n as usize * DELIVERY_BATCH + i).into();
+                        params
+                    })
+                    .collect();
+                for chunk in batch.chunks(LOOKUP_RETURNS) {
+                    let wanted = vec!["(`jid` = ? AND `id` = ?)"; chunk.len()].join(" OR ");
+                    let params: Vec<mysql_async::Value> = chunk.iter().flat_map(|p| [p[1].clone(), p[3].clone()]).collect();
+                    let _: Vec<(String, String, String)> = conn
+                        .exec(format!("SELECT `jid`, `id`, `full_ret` FROM `salt_returns` WHERE {wanted}"), params)
+                        .await
+                        .unwrap();
+                }
+                let mut tx = conn.start_transaction(TxOpts::default()).await.unwrap();
+                for params in batch {
+                    tx.exec_drop(INSERT_RETURN, params).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                n += 1;
+            }
+            n
         }
-        n
     })
+    .await
+        * DELIVERY_BATCH as f64
 }
 
 /// A pool as the host builds one for the profile (`caps/mysql/client.rs`):

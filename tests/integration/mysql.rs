@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::hostile::GoodTraffic;
 use super::{config_daemon, toml_path};
 
-const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
+pub(crate) const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
 
 /// Verbs the shipped returner needs, archive tables included.
 pub(crate) const RETURNER_TABLES: &str = r#"{ jids = ["select", "insert", "delete"], salt_returns = ["select", "insert", "delete"], salt_events = ["select", "insert", "delete"], jids_archive = ["create", "insert"], salt_returns_archive = ["create", "insert"], salt_events_archive = ["create", "insert"] }"#;

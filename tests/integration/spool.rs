@@ -44,12 +44,12 @@ fn acknowledged_returns_survive_kill_9_and_are_stored_once() {
                     while !stop.load(Ordering::Relaxed) {
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         let body = ret(n).to_string();
-                        let r = returner_host_tests::http_unix(&socket, "POST", "/v1/returners/local_cache/returner", &[], body.as_bytes());
-                        match r.status {
-                            200 => acked.lock().unwrap().push(n),
+                        let r = returner_host_tests::try_http_unix(&socket, "POST", "/v1/returners/local_cache/returner", &[], body.as_bytes());
+                        match r {
+                            Some(r) if r.status == 200 => acked.lock().unwrap().push(n),
                             // The kill came before the answer: not acknowledged.
-                            0 => return,
-                            other => panic!("round {round}: return {n} answered {other}: {:?}", r.json),
+                            None => return,
+                            Some(r) => panic!("round {round}: return {n} answered {}: {:?}", r.status, r.json),
                         }
                     }
                 })
@@ -60,7 +60,7 @@ fn acknowledged_returns_survive_kill_9_and_are_stored_once() {
         drop(d);
         stop.store(true, Ordering::Relaxed);
         for w in writers {
-            let _ = w.join();
+            w.join().expect("a writer failed");
         }
     }
     let acked = acked.lock().unwrap().clone();

@@ -104,6 +104,17 @@ impl Response {
 }
 
 /// Send one HTTP/1.1 request over a unix socket and read the answer.
+/// [`http_unix`], or `None` when no answer came: nothing listens on
+/// `socket`, or the connection broke before a whole answer (the host was
+/// killed).
+pub fn try_http_unix(socket: &Path, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Response> {
+    let stream = UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exchange(stream, method, path, headers, body)));
+    answer.ok().filter(|r| r.status != 0)
+}
+
+/// Send one HTTP/1.1 request over a unix socket and read the answer.
 pub fn http_unix(socket: &Path, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
