@@ -130,20 +130,6 @@ fn rows(db: &TestDb, table: &str) -> u64 {
     db.sql(&format!("SELECT COUNT(*) FROM `{table}`"))[0][0].parse().unwrap()
 }
 
-/// Calls per second of `run` on `writers` threads for one phase, checked
-/// against the rows that landed in `table` (`per_call` rows per call).
-fn measured(db: &TestDb, table: &str, per_call: u64, writers: usize, run: impl Fn(Instant) -> u64 + Sync) -> f64 {
-    let before = rows(db, table);
-    let started = Instant::now();
-    let calls: u64 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..writers).map(|_| s.spawn(|| run(started))).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    let rate = calls as f64 / started.elapsed().as_secs_f64();
-    assert_eq!(rows(db, table) - before, calls * per_call, "every call's rows are stored");
-    rate
-}
-
 fn host_daemon(dir: &Path, db: &TestDb) -> Daemon {
     let profile = db.profile_toml("salt_db", &dir.join("mysql.pass"));
     let config = format!(
