@@ -680,12 +680,13 @@ fn a_transaction_a_call_leaves_never_reaches_the_next_call() {
             std::thread::sleep(Duration::from_millis(50));
         }
         for (returner, steps) in cases {
-            let r = d.call(returner, "event_return", &json!({ "events": steps }));
+            // prep_jid runs the steps and answers (event_return is spooled).
+            let r = d.call(returner, "prep_jid", &json!({ "passed_jid": steps.to_string() }));
             assert_ne!(r.status, 200, "{returner}: {:?}", r.json);
             // The returner's next call, on the profile's one connection: its
             // write is its own, committed when the call answers.
             let next = json!([{ "tag": "execute", "data": event(&format!("after-{returner}")) }]);
-            assert_eq!(d.call(returner, "event_return", &json!({ "events": next })).result(), &Value::Null);
+            assert_eq!(d.call(returner, "prep_jid", &json!({ "passed_jid": next.to_string() })).result(), &json!("ran"));
             let tags = db.sql("SELECT tag FROM salt_events ORDER BY id");
             assert_eq!(tags.last().map(|t| t[0].clone()), Some(format!("after-{returner}")), "{returner}: {tags:?}");
             assert!(!tags.iter().any(|t| t[0].starts_with("left-by")), "{returner}: {tags:?}");

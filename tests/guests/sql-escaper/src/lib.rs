@@ -11,7 +11,10 @@
 //!   event one step by its tag: `query` and `execute` with data
 //!   `[sql, [params...]]`, `transaction` with data as `get_endtime`'s, and
 //!   `trap`, which panics. A step's error does not stop the next steps;
-//!   the first one is the call's error.
+//!   the first one is the call's error. The host spools `event_return`
+//!   (a write), so a test that needs the call's own answer uses
+//! - `prep_jid(passed_jid = json)`, which runs the same steps from a JSON
+//!   array of `{"tag", "data"}` and answers `ran`.
 //!
 //! Errors (denied, backend) are the call's error, as the host reported them.
 
@@ -58,26 +61,36 @@ impl Returner for SqlEscaper {
     }
 
     fn event_return(events: Vec<Event>) -> Result<()> {
-        let mut first_error = None;
-        for event in &events {
-            let outcome = match event.tag.as_str() {
-                "query" => statement(&event.data).and_then(|s| mysql::query(&s.sql, &s.params).map(drop)),
-                "execute" => statement(&event.data).and_then(|s| mysql::execute(&s.sql, &s.params).map(drop)),
-                "transaction" => event
-                    .data
-                    .as_array()
-                    .ok_or_else(|| Error::Invalid("a transaction's data is a list of statements".into()))
-                    .and_then(|list| list.iter().map(statement).collect::<Result<Vec<_>>>())
-                    .and_then(|statements| mysql::transaction(&statements).map(drop)),
-                "trap" => panic!("the escaper traps, as asked"),
-                other => Err(Error::Invalid(format!("no step `{other}`"))),
-            };
-            if let Err(e) = outcome {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        run_steps(events.iter().map(|e| (e.tag.as_str(), &e.data)))
     }
+
+    fn prep_jid(_nocache: bool, passed_jid: Option<String>) -> Result<String> {
+        let steps: Vec<Value> = returner_sdk::serde_json::from_str(passed_jid.as_deref().unwrap_or("[]"))?;
+        run_steps(steps.iter().map(|s| (s["tag"].as_str().unwrap_or(""), &s["data"])))?;
+        Ok("ran".into())
+    }
+}
+
+/// Run each `(tag, data)` step in order; the first error, after all ran.
+fn run_steps<'a>(steps: impl Iterator<Item = (&'a str, &'a Value)>) -> Result<()> {
+    let mut first_error = None;
+    for (tag, data) in steps {
+        let outcome = match tag {
+            "query" => statement(data).and_then(|s| mysql::query(&s.sql, &s.params).map(drop)),
+            "execute" => statement(data).and_then(|s| mysql::execute(&s.sql, &s.params).map(drop)),
+            "transaction" => data
+                .as_array()
+                .ok_or_else(|| Error::Invalid("a transaction's data is a list of statements".into()))
+                .and_then(|list| list.iter().map(statement).collect::<Result<Vec<_>>>())
+                .and_then(|statements| mysql::transaction(&statements).map(drop)),
+            "trap" => panic!("the escaper traps, as asked"),
+            other => Err(Error::Invalid(format!("no step `{other}`"))),
+        };
+        if let Err(e) = outcome {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 fn param(v: &Value) -> Result<Sql> {
