@@ -95,10 +95,10 @@ fn print_status(queues: &Value) {
         println!(
             "{:<20} {:>10} {:>12} {:>10} {:>8}  {error}",
             format!("{name}{served}"),
-            q["items"],
-            q["bytes"],
+            q["items"].to_string(),
+            q["bytes"].to_string(),
             oldest,
-            q["dead_items"]
+            q["dead_items"].to_string()
         );
     }
 }
