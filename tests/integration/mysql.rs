@@ -590,7 +590,7 @@ fn server_status(server: &MariaDb, name: &str) -> u64 {
     rows[0][1].parse().unwrap()
 }
 
-/// The escaper's `event_return` steps: `n` SELECTs, then `n` INSERTs,
+/// The escaper's steps (for `prep_jid`): `n` SELECTs, then `n` INSERTs,
 /// each naming `marker` in its parameters.
 fn marked_steps(marker: &str, n: usize) -> Value {
     let select = (0..n).map(|i| json!({ "tag": "query", "data": ["SELECT COUNT(*) FROM jids WHERE jid = ?", [format!("{marker}-{i}")]] }));
@@ -614,7 +614,9 @@ fn a_call_runs_its_statements_on_one_connection_and_prepares_each_once() {
     std::thread::scope(|s| {
         for marker in ["call-a", "call-b"] {
             let d = &d;
-            s.spawn(move || assert_eq!(d.call("escaper", "event_return", &json!({ "events": marked_steps(marker, 10) })).result(), &Value::Null));
+            // prep_jid runs the steps within the call (event_return is spooled).
+            let steps = marked_steps(marker, 10).to_string();
+            s.spawn(move || assert_eq!(d.call("escaper", "prep_jid", &json!({ "passed_jid": steps })).result(), &json!("ran")));
         }
     });
     server.root_sql("", "SET GLOBAL general_log = 0").unwrap();
