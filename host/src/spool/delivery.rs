@@ -70,11 +70,8 @@ struct Group {
     items: Vec<(u64, u64, Item)>,
 }
 
-/// Why a group was not delivered.
-enum Undelivered {
-    /// Delivery was asked to stop.
-    Stopped,
-}
+/// Delivery was asked to stop before a group was delivered.
+struct Stopped;
 
 struct Worker {
     spool: Arc<Spool>,
@@ -144,7 +141,7 @@ impl Worker {
             }
             let batch_returns = self.host.returner(&self.q.name).is_some_and(|r| r.supports_batch());
             for group in groups(decoded, batch_returns) {
-                if let Err(Undelivered::Stopped) = self.deliver(group).await {
+                if self.deliver(group).await.is_err() {
                     return;
                 }
             }
@@ -154,7 +151,7 @@ impl Worker {
     /// Deliver a group, retrying what may succeed later; on a failure that
     /// never will, deliver its items one by one so only the culprit goes to
     /// dead letters.
-    async fn deliver(&mut self, group: Group) -> Result<(), Undelivered> {
+    async fn deliver(&mut self, group: Group) -> Result<(), Stopped> {
         let mut wait = FIRST_RETRY;
         loop {
             match self.call(&group).await {
@@ -239,7 +236,7 @@ impl Worker {
     }
 
     /// Move the item `seq` to dead letters with `e`, audited and counted.
-    async fn bury(&mut self, seq: u64, e: &CallError) -> Result<(), Undelivered> {
+    async fn bury(&mut self, seq: u64, e: &CallError) -> Result<(), Stopped> {
         let (reply, answer) = oneshot::channel();
         self.spool.send(Op::Bury {
             queue: self.q.clone(),
@@ -256,7 +253,7 @@ impl Worker {
                 self.pause(Duration::from_secs(1)).await?;
                 return Box::pin(self.bury(seq, e)).await;
             }
-            Err(_) => return Err(Undelivered::Stopped),
+            Err(_) => return Err(Stopped),
         }
         crate::caps::audit::dead_letter(&self.q.name, seq, e.kind.as_str(), &e.message);
         crate::metrics::metrics().spool_dead_letter(&self.q.name);
@@ -293,10 +290,10 @@ impl Worker {
     }
 
     /// Sleep for `d`, or until delivery is asked to stop.
-    async fn pause(&mut self, d: Duration) -> Result<(), Undelivered> {
+    async fn pause(&mut self, d: Duration) -> Result<(), Stopped> {
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.stop.changed() => Err(Undelivered::Stopped),
+            _ = self.stop.changed() => Err(Stopped),
         }
     }
 }

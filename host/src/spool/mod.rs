@@ -106,6 +106,11 @@ impl QueueState {
             self.accepted.fetch_max(seq, Ordering::AcqRel);
             self.wake.notify_one();
         }
+        self.publish_metrics();
+    }
+
+    /// Set its gauges to its counts.
+    fn publish_metrics(&self) {
         let m = crate::metrics::metrics();
         m.spool_depth(&self.name, self.items.load(Ordering::Acquire), self.bytes.load(Ordering::Acquire));
         m.spool_dead(&self.name, self.dead_items.load(Ordering::Acquire));
@@ -227,7 +232,7 @@ impl Spool {
             }
         }
         for q in queues.values() {
-            q.apply(0, 0, 0, 0, None);
+            q.publish_metrics();
         }
         Ok(Arc::new(Self {
             store: Mutex::new(Some(opened.store)),

@@ -134,13 +134,10 @@ impl Store {
         let _ = self.tx.send(op);
     }
 
-    /// Stop the thread once it has done every op sent before.
-    pub fn close(mut self) {
-        let (tx, _) = std::sync::mpsc::channel();
-        drop(std::mem::replace(&mut self.tx, tx));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Stop the thread once it has done every op sent before (as dropping
+    /// the handle does).
+    pub fn close(self) {
+        drop(self);
     }
 }
 
@@ -192,21 +189,13 @@ fn scan(db: &Database, names: &[String]) -> anyhow::Result<Scanned> {
         let [items, bytes, dead_items, dead_bytes] = c.value();
         queues.insert(name.value().to_owned(), Counts { items, bytes, dead_items, dead_bytes });
     }
+    // A queue's own last item, for the read barrier.
     for name in queues.keys() {
-        let mut top = 0;
-        for table in [queue_table(name), dead_table(name)] {
-            let t = read.open_table(TableDefinition::<u64, &[u8]>::new(&table))?;
-            if let Some((k, _)) = t.last()? {
-                top = top.max(k.value());
-            }
-        }
-        // A queue's own last item, for the read barrier.
         let q = read.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))?;
         last.insert(name.clone(), q.last()?.map_or(0, |(k, _)| k.value()));
-        next = next.max(top + 1);
     }
-    // Tables of a returner whose counts row is missing should not exist; a
-    // sequence number must still never be reused.
+    // A sequence number is never reused: past the last key of every queue
+    // and dead-letter table, of served returners and of any others.
     for table in read.list_tables()? {
         if !table.name().starts_with("queue:") && !table.name().starts_with("dead:") {
             continue;
