@@ -50,6 +50,71 @@ pub fn transaction(statements: &[Statement]) -> Result<Vec<ExecResult>> {
     Ok(host::transaction(statements)?)
 }
 
+/// Most rows [`insert_rows`] puts in one statement.
+pub const MAX_INSERT_ROWS: usize = 64;
+
+/// Most bytes of values [`insert_rows`] puts in one statement (unless one
+/// row alone is larger), far under MariaDB's `max_allowed_packet` (16 MiB by
+/// default).
+pub const MAX_INSERT_BYTES: usize = 1024 * 1024;
+
+/// `rows` as multi-row INSERTs for one [`transaction`]: `head` is the
+/// statement up to its VALUES (`INSERT INTO t (a, b)`), each row the values
+/// of one `(?, ?)`. One statement writes many rows, so a batch costs the
+/// server a few statements instead of one per row.
+///
+/// A statement holds a power of two of rows, at most [`MAX_INSERT_ROWS`]
+/// and [`MAX_INSERT_BYTES`] of values: a handful of statement texts, each
+/// checked against the grant and prepared once, not one text per batch size.
+/// Rows keep their order.
+///
+/// ```no_run
+/// use returner_sdk::mysql::{self, Value};
+/// let rows: Vec<Vec<Value>> = vec![vec!["a".into(), "{}".into()], vec!["b".into(), "{}".into()]];
+/// mysql::transaction(&mysql::insert_rows("INSERT INTO salt_events (tag, data)", rows))?;
+/// # Ok::<(), returner_sdk::Error>(())
+/// ```
+pub fn insert_rows(head: &str, rows: Vec<Vec<Value>>) -> Vec<Statement> {
+    let mut statements = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    let mut pending: Vec<Vec<Value>> = Vec::new();
+    while rows.peek().is_some() || !pending.is_empty() {
+        while pending.len() < MAX_INSERT_ROWS {
+            match rows.next() {
+                Some(row) => pending.push(row),
+                None => break,
+            }
+        }
+        let mut take = 1usize;
+        let mut bytes = pending[0].iter().map(value_bytes).sum::<usize>();
+        for (i, row) in pending.iter().enumerate().skip(1) {
+            bytes += row.iter().map(value_bytes).sum::<usize>();
+            if bytes > MAX_INSERT_BYTES {
+                break;
+            }
+            if (i + 1).is_power_of_two() {
+                take = i + 1;
+            }
+        }
+        let rest = pending.split_off(take);
+        let width = pending[0].len();
+        let row = format!("({})", vec!["?"; width].join(", "));
+        let sql = format!("{head} VALUES {}", vec![row.as_str(); take].join(", "));
+        statements.push(Statement::new(sql, std::mem::take(&mut pending).into_iter().flatten().collect()));
+        pending = rest;
+    }
+    statements
+}
+
+/// About what a value weighs on the wire.
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Text(text) => text.len(),
+        Value::Bytes(bytes) => bytes.len(),
+        _ => 8,
+    }
+}
+
 impl Statement {
     /// One statement of a [`transaction`] with its parameters.
     pub fn new(sql: impl Into<String>, params: Vec<Value>) -> Self {
@@ -122,5 +187,48 @@ impl From<Vec<u8>> for Value {
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(value: Option<T>) -> Self {
         value.map_or(Value::Null, Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(sizes: &[usize]) -> Vec<Vec<Value>> {
+        sizes.iter().enumerate().map(|(i, &n)| vec![Value::Int(i as i64), Value::Text("x".repeat(n))]).collect()
+    }
+
+    /// The rows of each statement, and every row once, in order.
+    fn shapes(statements: &[Statement]) -> Vec<usize> {
+        let mut next = 0;
+        statements
+            .iter()
+            .map(|s| {
+                let n = s.params.len() / 2;
+                assert_eq!(s.sql.matches("(?, ?)").count(), n, "{}", s.sql);
+                for row in s.params.chunks(2) {
+                    assert_eq!(row[0], Value::Int(next));
+                    next += 1;
+                }
+                n
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_go_in_statements_of_a_power_of_two_up_to_the_most() {
+        let statements = insert_rows("INSERT INTO t (a, b)", rows(&[10; 200]));
+        assert_eq!(shapes(&statements), [64, 64, 64, 8]);
+        assert!(statements[0].sql.starts_with("INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"), "{}", statements[0].sql);
+        assert_eq!(shapes(&insert_rows("INSERT INTO t (a, b)", rows(&[10; 7]))), [4, 2, 1]);
+        assert!(insert_rows("INSERT INTO t (a, b)", Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn large_rows_split_statements_by_bytes() {
+        let big = MAX_INSERT_BYTES / 3;
+        assert_eq!(shapes(&insert_rows("INSERT INTO t (a, b)", rows(&[big, big, big, big, 10]))), [2, 2, 1]);
+        // A row over the most alone still goes, alone.
+        assert_eq!(shapes(&insert_rows("INSERT INTO t (a, b)", rows(&[10, MAX_INSERT_BYTES * 2, 10]))), [1, 1, 1]);
     }
 }

@@ -9,14 +9,16 @@
 //! - natively: a Rust writer doing the same INSERTs with `mysql_async` and the
 //!   pool settings the host uses for the profile, one per return, and in the
 //!   batches the spool's delivery makes (the same look-up of what is stored,
-//!   then one transaction), from one task as delivery does;
+//!   then one transaction of the same multi-row INSERTs), from one task as
+//!   delivery does;
 //! - Salt's own mysql returner (`saltext.mysql` with PyMySQL, from the Salt
 //!   venv), called in a loop by Python processes through Salt's loader;
 //!
 //! and what the SQL grant check costs per statement, alone, against the time
 //! a statement takes to run.
 //!
-//! `cargo bench -p returner-host --bench mysql` (see BENCHMARKS.md).
+//! `cargo bench -p returner-host --bench mysql` (see BENCHMARKS.md); `-- host`
+//! runs the host's phases alone.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -41,9 +43,10 @@ const EVENT_BATCH: usize = 100;
 
 const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql");
 /// The statements of the shipped returner's `returner` and `event_return`.
+const INSERT_RETURNS: &str = "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`)";
+const INSERT_EVENTS: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`)";
 const INSERT_RETURN: &str =
     "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)";
-const INSERT_EVENT: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES (?, ?, ?)";
 
 fn main() {
     println!("returner-host MySQL benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -67,6 +70,13 @@ fn main() {
     let host = host_daemon(dir.path(), &db);
     let host1 = host_phase(&db, &host, "returner", &returns, 1, "salt_returns");
     let hostn = host_phase(&db, &host, "returner", &returns, WRITERS, "salt_returns");
+    if std::env::args().any(|a| a == "host") {
+        // `-- host`: the host's phases alone, e.g. under a profiler.
+        for (clients, rates) in [(1, host1), (WRITERS, hostn)] {
+            println!("returns   host, {clients} client(s): {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", rates.acked, rates.delivered, rates.p50_ms, rates.p99_ms);
+        }
+        return;
+    }
 
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pool = native_pool(&db);
@@ -89,7 +99,7 @@ fn main() {
 
     println!("returns   host, 1 client:                  {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", host1.acked, host1.delivered, host1.p50_ms, host1.p99_ms);
     println!("returns   native mysql_async, 1 task:      {native1:>8.0} returns/s (one INSERT each)");
-    println!("returns   native mysql_async, batched:     {native_batched:>8.0} returns/s (1 task, batches of {DELIVERY_BATCH}: look-up, one transaction)");
+    println!("returns   native mysql_async, batched:     {native_batched:>8.0} returns/s (1 task, batches of {DELIVERY_BATCH}: look-up, multi-row INSERTs in one transaction)");
     println!("returns   Salt's returner, 1 process:      {salt1:>8.0} returns/s (connection kept)");
     println!("returns   Salt's returner, 1 process:      {salt_fresh1:>8.0} returns/s (a connection per return)");
     println!("returns   host, {WRITERS} clients:                 {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", hostn.acked, hostn.delivered, hostn.p50_ms, hostn.p99_ms);
@@ -97,7 +107,7 @@ fn main() {
     println!("returns   Salt's returner, {WRITERS} processes:    {saltn:>8.0} returns/s (connection kept)");
     println!("returns   Salt's returner, {WRITERS} processes:    {salt_freshn:>8.0} returns/s (a connection per return)");
     println!("events    host, {WRITERS} clients:                 {:>8.0} acknowledged/s, {:>8.0} delivered/s", events_host.acked, events_host.delivered);
-    println!("events    native mysql_async, {WRITERS} tasks:     {events_native:>8.0} events/s (one transaction per batch)");
+    println!("events    native mysql_async, {WRITERS} tasks:     {events_native:>8.0} events/s (multi-row INSERTs, one transaction per batch)");
     println!("events    Salt's returner, {WRITERS} processes:    {events_salt:>8.0} events/s (one transaction per batch)");
     println!("check     grant check of the returner's INSERT: {check:.1} µs; one INSERT run natively: {statement:.0} µs ({:.1}%)", 100.0 * check / statement);
     println!();
@@ -212,7 +222,7 @@ const LOOKUP_RETURNS: usize = 64;
 /// Returns per second written natively as the spool's delivery writes them
 /// through the mysql returner: from one task, in batches, each batch looked
 /// up (is a return stored already?) 64 at a time, then inserted in one
-/// transaction. Each return gets a jid of its own, as in the host phase's
+/// transaction of the returner's multi-row INSERTs. Each return gets a jid of its own, as in the host phase's
 /// traffic, where most returns are new.
 async fn native_batched_phase(db: &TestDb, pool: &Pool, returns: &[Value]) -> f64 {
     let returns = Arc::new(returns.to_vec());
@@ -238,8 +248,8 @@ async fn native_batched_phase(db: &TestDb, pool: &Pool, returns: &[Value]) -> f6
                         .unwrap();
                 }
                 let mut tx = conn.start_transaction(TxOpts::default()).await.unwrap();
-                for params in batch {
-                    tx.exec_drop(INSERT_RETURN, params).await.unwrap();
+                for (sql, params) in insert_rows(INSERT_RETURNS, batch) {
+                    tx.exec_drop(sql, params).await.unwrap();
                 }
                 tx.commit().await.unwrap();
                 n += 1;
@@ -268,6 +278,20 @@ fn native_pool(db: &TestDb) -> Pool {
             .pool_opts(PoolOpts::default().with_constraints(constraints).with_reset_connection(false))
             .stmt_cache_size(64),
     )
+}
+
+/// `rows` in the multi-row INSERTs the shipped returner makes of them: the
+/// SDK's own `insert_rows`, so the statements are the same.
+fn insert_rows(head: &str, rows: Vec<Vec<mysql_async::Value>>) -> Vec<(String, Vec<mysql_async::Value>)> {
+    use returner_sdk::mysql::Value as Sdk;
+    let rows = rows
+        .into_iter()
+        .map(|row| row.into_iter().map(|v| if let mysql_async::Value::Bytes(b) = v { Sdk::Bytes(b) } else { unreachable!("text only") }).collect())
+        .collect();
+    returner_sdk::mysql::insert_rows(head, rows)
+        .into_iter()
+        .map(|s| (s.sql, s.params.into_iter().map(|v| if let Sdk::Bytes(b) = v { mysql_async::Value::Bytes(b) } else { unreachable!("text only") }).collect()))
+        .collect()
 }
 
 /// What the shipped returner binds for one return (JSON as compact text).
@@ -328,7 +352,8 @@ async fn native_phase(db: &TestDb, pool: &Pool, returns: &[Value], tasks: usize)
     .await
 }
 
-/// Batches per second written natively, one INSERT per event in one transaction.
+/// Batches per second written natively, each in one transaction of the
+/// multi-row INSERTs the returner makes.
 async fn native_events_phase(db: &TestDb, pool: &Pool, batch: &[Value], tasks: usize) -> f64 {
     let batch = Arc::new(batch.to_vec());
     native_tasks(db, "salt_events", batch.len() as u64, tasks, |started| {
@@ -338,8 +363,8 @@ async fn native_events_phase(db: &TestDb, pool: &Pool, batch: &[Value], tasks: u
             while started.elapsed() < PHASE {
                 let mut conn = pool.get_conn().await.unwrap();
                 let mut tx = conn.start_transaction(TxOpts::default()).await.unwrap();
-                for event in batch.iter() {
-                    tx.exec_drop(INSERT_EVENT, event_params(event)).await.unwrap();
+                for (sql, params) in insert_rows(INSERT_EVENTS, batch.iter().map(event_params).collect()) {
+                    tx.exec_drop(sql, params).await.unwrap();
                 }
                 tx.commit().await.unwrap();
                 n += 1;

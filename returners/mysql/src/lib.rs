@@ -28,9 +28,10 @@ use crate::pyjson::dumps;
 const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
 /// The three tables Salt's returner writes, in the order it archives them.
 const TABLES: [&str; 3] = ["jids", "salt_returns", "salt_events"];
-const INSERT_EVENT: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`) VALUES (?, ?, ?)";
-const INSERT_RETURN: &str =
-    "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`) VALUES (?, ?, ?, ?, ?, ?)";
+/// The INSERTs of `event_return` and `returner` up to their VALUES: rows go
+/// in multi-row statements ([`mysql::insert_rows`]).
+const INSERT_EVENTS: &str = "INSERT INTO `salt_events` (`tag`, `data`, `master_id`)";
+const INSERT_RETURNS: &str = "INSERT INTO `salt_returns` (`fun`, `jid`, `return`, `id`, `success`, `full_ret`)";
 /// Most returns one look-up for stored ones asks about: its WHERE has one
 /// `(jid = ? AND id = ?)` per return, and stays far under the host's caps
 /// on a statement's operators and depth.
@@ -85,10 +86,20 @@ impl ReturnRow {
         (self.jid.clone(), self.id.clone(), self.full_ret.clone())
     }
 
-    fn insert(&self) -> Statement {
+    /// The row's values, in the order of [`INSERT_RETURNS`]' columns.
+    fn values(self) -> Vec<Sql> {
         let Self { fun, jid, ret, id, success, full_ret } = self;
-        Statement::new(INSERT_RETURN, [fun, jid, ret, id, success, full_ret].map(|v| Sql::from(v.as_str())).to_vec())
+        [fun, jid, ret, id, success, full_ret].map(Sql::from).to_vec()
     }
+}
+
+/// `rows` in one transaction per [`MAX_TRANSACTION_STATEMENTS`] multi-row
+/// INSERTs: in practice every row of a batch, or none.
+fn insert_all(head: &str, rows: Vec<Vec<Sql>>) -> Result<()> {
+    for statements in mysql::insert_rows(head, rows).chunks(MAX_TRANSACTION_STATEMENTS) {
+        mysql::transaction(statements)?;
+    }
+    Ok(())
 }
 
 /// The rows of `rows` that are not in `salt_returns` yet, nor earlier in
@@ -133,24 +144,21 @@ impl Returner for MysqlReturner {
     fn returner(ret: JobReturn) -> Result<()> {
         let ret = Self::with_jid(ret)?;
         for row in not_stored(vec![ReturnRow::new(&ret)])? {
-            let insert = row.insert();
+            let insert = mysql::insert_rows(INSERT_RETURNS, vec![row.values()]).remove(0);
             mysql::execute(&insert.sql, &insert.params)?;
         }
         Ok(())
     }
 
     /// Each return's row as `returner` writes it, those not stored yet, in
-    /// one transaction (per 1,000 returns): every row of the batch or none.
+    /// multi-row INSERTs in one transaction: every row of the batch or none.
     fn returner_batch(rets: Vec<JobReturn>) -> Result<()> {
         let mut rows = Vec::with_capacity(rets.len());
         for (i, ret) in rets.into_iter().enumerate() {
             let ret = Self::with_jid(ret).map_err(|e| e.context(format!("rets[{i}]")))?;
             rows.push(ReturnRow::new(&ret));
         }
-        for batch in not_stored(rows)?.chunks(MAX_TRANSACTION_STATEMENTS) {
-            mysql::transaction(&batch.iter().map(ReturnRow::insert).collect::<Vec<_>>())?;
-        }
-        Ok(())
+        insert_all(INSERT_RETURNS, not_stored(rows)?.into_iter().map(ReturnRow::values).collect())
     }
 
     fn save_load(jid: &str, load: Value, _minions: Option<Vec<String>>) -> Result<()> {
@@ -252,18 +260,10 @@ impl Returner for MysqlReturner {
 
     fn event_return(events: Vec<Event>) -> Result<()> {
         let master_id = config::get_as::<String>("master_id")?.unwrap_or_default();
-        // One INSERT per event, a batch in one transaction: all of its
-        // events or none, and no statement grows with the batch.
-        for batch in events.chunks(MAX_TRANSACTION_STATEMENTS) {
-            let inserts: Vec<Statement> = batch
-                .iter()
-                .map(|event| {
-                    Statement::new(INSERT_EVENT, vec![event.tag.as_str().into(), dumps(&event.data).into(), master_id.as_str().into()])
-                })
-                .collect();
-            mysql::transaction(&inserts)?;
-        }
-        Ok(())
+        // The batch's events in one transaction, as Salt commits them: all
+        // of them or none.
+        let rows = events.iter().map(|event| vec![event.tag.as_str().into(), dumps(&event.data).into(), master_id.as_str().into()]).collect();
+        insert_all(INSERT_EVENTS, rows)
     }
 
     fn clean_old_jobs() -> Result<()> {
@@ -358,10 +358,10 @@ mod tests {
             success: Some(true),
             full: full.clone(),
         };
-        let insert = ReturnRow::new(&ret).insert();
+        let insert = mysql::insert_rows(INSERT_RETURNS, vec![ReturnRow::new(&ret).values()]).remove(0);
         let params: Vec<&str> = insert.params.iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(params, ["test.ping", "20261123084300320186", "true", "n1", "1", &dumps(&full)]);
-        assert_eq!(insert.sql.matches('?').count(), insert.params.len());
+        assert_eq!(insert.sql, format!("{INSERT_RETURNS} VALUES (?, ?, ?, ?, ?, ?)"));
     }
 
     #[test]
