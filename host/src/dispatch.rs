@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::bindings::{Event, JobReturn};
 use crate::builtin;
@@ -341,17 +342,20 @@ pub fn parse_call(function: &str, body: &[u8]) -> Result<Call, CallError> {
         ));
     };
     let map = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
+        BTreeMap::new()
     } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
-                return Err(CallError::bad_request(format!(
-                    "the body of {function} must be a JSON object of its arguments, got {}",
-                    type_name(&other)
-                )));
-            }
-            Err(e) => return Err(CallError::bad_request(format!("the body of {function} is not valid JSON: {e}"))),
+        match serde_json::from_slice::<BTreeMap<String, &RawValue>>(body) {
+            Ok(map) => map,
+            // Why, from the whole value: off the common path.
+            Err(e) => match serde_json::from_slice::<Value>(body) {
+                Ok(other) => {
+                    return Err(CallError::bad_request(format!(
+                        "the body of {function} must be a JSON object of its arguments, got {}",
+                        type_name(&other)
+                    )));
+                }
+                Err(_) => return Err(CallError::bad_request(format!("the body of {function} is not valid JSON: {e}"))),
+            },
         }
     };
     let mut a = Args { function, map, asked: Vec::new() };
@@ -359,7 +363,7 @@ pub fn parse_call(function: &str, body: &[u8]) -> Result<Call, CallError> {
         "returner" => Call::Returner(a.job_return("ret")?),
         "save_load" => Call::SaveLoad {
             jid: a.string("jid")?,
-            load: json_text(&a.required("load")?),
+            load: a.required_raw("load")?.get().to_owned(),
             minions: a.opt_strings("minions")?,
         },
         "get_load" => Call::GetLoad { jid: a.string("jid")? },
@@ -419,16 +423,36 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// The arguments of one call, taken one by one so the errors can name them.
-struct Args {
+/// Each is kept as its JSON text until taken: a job return or a load goes
+/// to the guest as the text Salt sent, checked but never rebuilt.
+struct Args<'a> {
     function: &'static str,
-    map: Map<String, Value>,
+    map: BTreeMap<String, &'a RawValue>,
     asked: Vec<&'static str>,
 }
 
-impl Args {
-    fn take(&mut self, key: &'static str) -> Option<Value> {
+/// A JSON text already checked by the parse that split it out.
+fn value_of(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// Whether a JSON text is `null`.
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+impl<'a> Args<'a> {
+    fn take_raw(&mut self, key: &'static str) -> Option<&'a RawValue> {
         self.asked.push(key);
-        self.map.remove(key).filter(|v| !v.is_null())
+        self.map.remove(key).filter(|raw| !is_null(raw))
+    }
+
+    fn take(&mut self, key: &'static str) -> Option<Value> {
+        self.take_raw(key).map(value_of)
+    }
+
+    fn required_raw(&mut self, key: &'static str) -> Result<&'a RawValue, CallError> {
+        self.take_raw(key).ok_or_else(|| self.missing(key))
     }
 
     fn missing(&self, key: &str) -> CallError {
@@ -493,7 +517,8 @@ impl Args {
     }
 
     fn events(&mut self, key: &'static str) -> Result<Vec<Event>, CallError> {
-        let Value::Array(items) = self.required(key)? else {
+        let list = self.required_raw(key)?;
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(list.get()) else {
             return Err(CallError::bad_request(format!(
                 "argument `{key}` of {} must be a list of {{\"tag\", \"data\"}} objects",
                 self.function
@@ -503,55 +528,44 @@ impl Args {
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                let Value::Object(mut event) = item else {
+                let Some(mut event) = object(item) else {
                     return Err(CallError::bad_request(format!("{key}[{i}] of {} must be an object", self.function)));
                 };
-                let tag = match event.remove("tag") {
-                    Some(Value::String(tag)) => tag,
-                    _ => {
-                        return Err(CallError::bad_request(format!(
-                            "{key}[{i}] of {} needs a string `tag`",
-                            self.function
-                        )));
-                    }
+                let Some(tag) = event.remove("tag").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()) else {
+                    return Err(CallError::bad_request(format!("{key}[{i}] of {} needs a string `tag`", self.function)));
                 };
-                let data = event.remove("data").map_or_else(|| "null".to_owned(), |d| json_text(&d));
+                let data = event.remove("data").map_or("null", RawValue::get).to_owned();
                 Ok(Event { tag, data })
             })
             .collect()
     }
 
     fn job_return(&mut self, key: &'static str) -> Result<JobReturn, CallError> {
-        let v = self.required(key)?;
-        let Value::Object(ret) = &v else {
-            return Err(self.wrong(key, "a job return object", &v));
+        let raw = self.required_raw(key)?;
+        let Some(ret) = object(raw) else {
+            return Err(self.wrong(key, "a job return object", &value_of(raw)));
         };
-        let field = |name: &str| -> Result<String, CallError> {
+        let string = |name: &str, required: bool| -> Result<String, CallError> {
             match ret.get(name) {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Err(self.wrong(&format!("{key}.{name}"), "a string", other)),
                 None => Err(CallError::bad_request(format!(
                     "argument `{key}` of {} needs a string `{name}`",
                     self.function
                 ))),
+                Some(raw) if !required && is_null(raw) => Ok(String::new()),
+                Some(raw) => serde_json::from_str::<String>(raw.get())
+                    .map_err(|_| self.wrong(&format!("{key}.{name}"), "a string", &value_of(raw))),
             }
         };
-        let id = field("id")?;
-        let jid = field("jid")?;
-        let fun = match ret.get("fun") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(self.wrong(&format!("{key}.fun"), "a string", other)),
-        };
+        let text = |name: &str, absent: &str| ret.get(name).map_or(absent, |raw| raw.get()).to_owned();
         Ok(JobReturn {
-            id,
-            jid,
-            fun,
-            fun_args: ret.get("fun_args").map_or_else(|| "[]".to_owned(), json_text),
-            return_: ret.get("return").map_or_else(|| "null".to_owned(), json_text),
-            retcode: ret.get("retcode").and_then(Value::as_i64),
-            success: ret.get("success").and_then(Value::as_bool),
-            full: json_text(&v),
+            id: string("id", true)?,
+            jid: string("jid", true)?,
+            fun: if ret.contains_key("fun") { string("fun", false)? } else { String::new() },
+            fun_args: text("fun_args", "[]"),
+            return_: text("return", "null"),
+            retcode: ret.get("retcode").and_then(|raw| value_of(raw).as_i64()),
+            success: ret.get("success").and_then(|raw| value_of(raw).as_bool()),
+            full: raw.get().to_owned(),
         })
     }
 
@@ -572,12 +586,12 @@ impl Args {
     }
 }
 
-/// A JSON value as compact text. `serde_json::to_string` writes straight into
-/// a buffer; `Value`'s `Display` goes through the formatter and takes about
-/// twice as long on a large return.
-fn json_text(v: &Value) -> String {
-    // A `Value` has string keys only, so serializing it cannot fail.
-    serde_json::to_string(v).unwrap_or_default()
+/// The members of a JSON object's text, each kept as its text; `None` when
+/// The members of a JSON object's text, each kept as its text; `None` when
+/// the text is not an object. A key given twice keeps its last value, as
+/// when the whole object is parsed.
+fn object(raw: &RawValue) -> Option<BTreeMap<String, &RawValue>> {
+    serde_json::from_str(raw.get()).ok()
 }
 
 #[cfg(test)]
@@ -626,6 +640,23 @@ mod tests {
     }
 
     #[test]
+    fn a_return_and_a_load_reach_the_guest_as_the_text_salt_sent() {
+        let ret = r#"{"id": "m1", "jid": "j", "return": {"b": 1.50, "a": [1, 2]}, "fun_args": [ ], "id": "m2"}"#;
+        let Call::Returner(r) = parse_call("returner", format!(r#"{{"ret": {ret}}}"#).as_bytes()).unwrap() else { panic!() };
+        assert_eq!(r.full, ret);
+        assert_eq!((r.return_.as_str(), r.fun_args.as_str()), (r#"{"b": 1.50, "a": [1, 2]}"#, "[ ]"));
+        // A key given twice: the last, as a parse of the whole return reads it.
+        assert_eq!(r.id, "m2");
+        assert_eq!(r.fun, "");
+        let Call::SaveLoad { load, .. } = parse_call("save_load", br#"{"jid": "j", "load": {"fun" : "x"}}"#).unwrap() else { panic!() };
+        assert_eq!(load, r#"{"fun" : "x"}"#);
+        let Call::EventReturn { events } = parse_call("event_return", br#"{"events": [{"tag": "t", "data": [1, 2]}, {"tag": "u"}]}"#).unwrap() else {
+            panic!()
+        };
+        assert_eq!(events.iter().map(|e| (e.tag.as_str(), e.data.as_str())).collect::<Vec<_>>(), [("t", "[1, 2]"), ("u", "null")]);
+    }
+
+    #[test]
     fn bad_arguments_are_named() {
         assert!(err("nope", "{}").contains("no returner function `nope`"));
         assert!(err("get_load", "{").contains("not valid JSON"));
@@ -637,6 +668,12 @@ mod tests {
         assert!(err("get_jids_filter", r#"{"count": -1}"#).contains("whole number"));
         assert!(err("returner", r#"{"ret": {"jid": "1"}}"#).contains("needs a string `id`"));
         assert!(err("event_return", r#"{"events": [{"data": 1}]}"#).contains("events[0] of event_return needs a string `tag`"));
+        assert!(err("event_return", r#"{"events": [1]}"#).contains("events[0] of event_return must be an object"));
+        assert!(err("event_return", r#"{"events": {"tag": "t"}}"#).contains("`events` of event_return must be a list"));
+        assert!(err("returner", r#"{"ret": [1]}"#).contains("`ret` of returner must be a job return object, got an array"));
+        assert!(err("returner", r#"{"ret": {"id": "m", "jid": "1", "fun": 3}}"#).contains("`ret.fun` of returner must be a string, got a number"));
+        assert!(err("returner", r#"{"ret": {"id": null, "jid": "1"}}"#).contains("`ret.id` of returner must be a string, got null"));
+        assert!(err("save_load", r#"{"jid": "1", "load": null}"#).contains("save_load needs the argument `load`"));
     }
 
     #[test]
