@@ -16,7 +16,7 @@ pub struct JobReturn {
     pub fun: String,
     /// The function's arguments (`fun_args`), `[]` when absent.
     pub fun_args: Value,
-    /// The function's return value (Salt's `return` key), `null` when absent.
+    /// The function's return value: `full`'s `return` (Salt's key), `null` when absent.
     pub ret: Value,
     /// Exit code (`retcode`), when the return carried one.
     pub retcode: Option<i64>,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -207,8 +207,17 @@ fn build_engine(opts: &RuntimeOptions, pagemap_scan: bool) -> anyhow::Result<Eng
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+        // Names the guests' compiled functions for `perf report`, in
+        // /tmp/perf-<pid>.map.
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")
 }
+
+/// Set to `1`, the engine writes a perf map of the guests' code, so `perf`
+/// names the functions a profile of the host spends its time in.
+pub const PERFMAP_ENV: &str = "RETURNER_HOST_PERFMAP";
 
 /// Everything a store holds for one call.
 pub struct CallState {

@@ -14,7 +14,7 @@
 
 mod pyjson;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use returner_sdk::mysql::{self, MAX_TRANSACTION_STATEMENTS, Statement, Value as Sql};
@@ -22,7 +22,7 @@ use returner_sdk::{Error, Event, JobReturn, Result, Returner, Value, config, log
 
 use returner_sdk::salt;
 
-use crate::pyjson::dumps;
+use crate::pyjson::{dumps, dumps_with_member};
 
 /// MySQL's code for a duplicate key, which `save_load` ignores as Salt does.
 const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
@@ -70,20 +70,19 @@ struct ReturnRow {
 
 impl ReturnRow {
     fn new(ret: &JobReturn) -> Self {
+        // The return is part of the whole return: written once, and its
+        // column is that part. `ret.ret` is `full`'s `return` whenever
+        // `full` has one (the SDK takes it from there).
+        let (full_ret, member) = dumps_with_member(&ret.full, "return");
+        let ret_text = member.map_or_else(|| dumps(&ret.ret), |part| full_ret[part].to_owned());
         ReturnRow {
             fun: ret.fun.clone(),
             jid: ret.jid.clone(),
-            ret: dumps(&ret.ret),
+            ret: ret_text,
             id: ret.id.clone(),
             success: success_column(ret.full.get("success")),
-            full_ret: dumps(&ret.full),
+            full_ret,
         }
-    }
-
-    /// What makes a row the same return: its job, its minion and its whole
-    /// return, byte for byte.
-    fn key(&self) -> (String, String, String) {
-        (self.jid.clone(), self.id.clone(), self.full_ret.clone())
     }
 
     /// The row's values, in the order of [`INSERT_RETURNS`]' columns.
@@ -114,28 +113,30 @@ fn insert_all(head: &str, rows: Vec<Vec<Sql>>) -> Result<()> {
 /// then make concurrent returns of one job from different minions (Salt's
 /// everyday traffic) deadlock each other.
 fn not_stored(rows: Vec<ReturnRow>) -> Result<Vec<ReturnRow>> {
-    let mut seen: HashSet<(String, String, String)> = HashSet::new();
+    // By job and minion, the whole returns stored: a return is hashed by
+    // its two ids only, and compared whole only with those of its minion.
+    let mut seen: HashMap<(String, String), Vec<String>> = HashMap::new();
     for chunk in rows.chunks(LOOKUP_RETURNS) {
         let wanted = vec!["(`jid` = ? AND `id` = ?)"; chunk.len()].join(" OR ");
         let params: Vec<Sql> = chunk.iter().flat_map(|row| [row.jid.as_str().into(), row.id.as_str().into()]).collect();
         let stored = mysql::query(&format!("SELECT `jid`, `id`, `full_ret` FROM `salt_returns` WHERE {wanted}"), &params)?;
         for row in &stored.rows {
             let [jid, id, full_ret] = row.as_slice() else { return Err(shape("returner")) };
-            seen.insert((
-                text_column(jid, "salt_returns.jid")?,
-                text_column(id, "salt_returns.id")?,
-                text_column(full_ret, "salt_returns.full_ret")?,
-            ));
+            seen.entry((text_column(jid, "salt_returns.jid")?, text_column(id, "salt_returns.id")?))
+                .or_default()
+                .push(text_column(full_ret, "salt_returns.full_ret")?);
         }
     }
     Ok(rows
         .into_iter()
         .filter(|row| {
-            let new = seen.insert(row.key());
-            if !new {
+            let stored = seen.entry((row.jid.clone(), row.id.clone())).or_default();
+            if stored.contains(&row.full_ret) {
                 log::debug(&format!("the return of minion {} for job {} is stored already; not stored again", row.id, row.jid));
+                return false;
             }
-            new
+            stored.push(row.full_ret.clone());
+            true
         })
         .collect())
 }
