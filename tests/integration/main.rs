@@ -15,6 +15,7 @@ mod mysql;
 mod reload;
 mod runtime;
 mod salt;
+mod salt_outage;
 mod soak;
 mod spool;
 mod sql_escapes;

@@ -57,7 +57,7 @@ tables = {RETURNER_TABLES}
 }
 
 /// Start (or start again) the host of `host_config` in `dir`.
-fn start_host(dir: &Path, etcd: Option<&EtcdServer>, db: Option<&TestDb>) -> Daemon {
+pub(super) fn start_host(dir: &Path, etcd: Option<&EtcdServer>, db: Option<&TestDb>) -> Daemon {
     config_daemon(dir, "", &host_config(dir, etcd, db))
 }
 
@@ -488,7 +488,7 @@ fn master_job_cache_and_event_return_on_mysql() {
 }
 
 /// Options of Salt's mysql returner (saltext.mysql) for `db`.
-fn salt_mysql_opts(db: &TestDb) -> Value {
+pub(super) fn salt_mysql_opts(db: &TestDb) -> Value {
     json!({
         "mysql.host": "127.0.0.1",
         "mysql.port": db.port,

@@ -225,6 +225,94 @@ impl SaltMaster {
         (jid, json)
     }
 
+    /// Run `fun` on `MINION_ID` once per entry of `args` (`salt --async`),
+    /// spread evenly over `over`, with at most `in_flight` jobs awaiting
+    /// their return at once, and wait for the rest; all within `within`.
+    /// The jid of each job, in order, and those whose return the master had
+    /// not announced by then. One Python process runs them all (a `salt`
+    /// command per job costs a second of its own); the bound keeps the
+    /// minion quick: each job's process hands its return to the minion over
+    /// the minion's event bus, which every waiting job listens to, so a
+    /// crowd of them slows every return.
+    pub fn run_jobs(
+        &self,
+        fun: &str,
+        args: &[Vec<String>],
+        in_flight: usize,
+        over: Duration,
+        within: Duration,
+    ) -> (Vec<String>, Vec<String>) {
+        const RUN: &str = r#"
+import json, sys, time
+import salt.client, salt.config, salt.utils.event
+request = json.load(sys.stdin)
+opts = salt.config.client_config(request["config"])
+events = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+client = salt.client.LocalClient(mopts=opts)
+started = time.monotonic()
+deadline = started + request["within"]
+jids, pending = [], set()
+def hear():
+    event = events.get_event(wait=0.2, tag="salt/job/", full=True)
+    if event and event["tag"].endswith("/ret/" + request["tgt"]):
+        pending.discard(event["data"].get("jid"))
+for n, args in enumerate(request["args"]):
+    due = started + n * request["every"]
+    while time.monotonic() < deadline and (len(pending) >= request["in_flight"] or time.monotonic() < due):
+        hear()
+    if time.monotonic() >= deadline:
+        break
+    jid = client.cmd_async(request["tgt"], request["fun"], args)
+    jids.append(jid)
+    pending.add(jid)
+while pending and time.monotonic() < deadline:
+    hear()
+print(json.dumps({"jids": jids, "pending": sorted(pending)}))
+"#;
+        let every = over.as_secs_f64() / args.len().max(1) as f64;
+        let request = serde_json::json!({
+            "config": self.config_dir.join("master"), "tgt": MINION_ID, "fun": fun, "args": args,
+            "in_flight": in_flight, "every": every, "within": within.as_secs_f64(),
+        });
+        let what = format!("running {} jobs of {fun}", args.len());
+        let run = python_json(&venv(), RUN, &request, &what);
+        let jids_of = |key: &str| -> Vec<String> {
+            let jids = run[key].as_array().into_iter().flatten();
+            jids.map(|j| match j.as_str() {
+                Some(jid) if !jid.is_empty() => jid.to_owned(),
+                // cmd_async gives 0 for a job the master refused.
+                _ => panic!("{what}: the master refused a job: {run}"),
+            })
+            .collect()
+        };
+        let jids = jids_of("jids");
+        assert_eq!(jids.len(), args.len(), "{what}: not all started within {within:?}: {run}");
+        (jids, jids_of("pending"))
+    }
+
+    /// What `salt-run jobs.lookup_jid JID` answers for each of `jids`, by
+    /// jid: the master's own runner, called for them all in one Python
+    /// process. The runner builds a MasterMinion (loading every module) on
+    /// each call, half a second apiece; here the first one built serves
+    /// every call, and the rest of the runner runs as it is.
+    pub fn lookup_jids(&self, jids: &[String]) -> serde_json::Map<String, Value> {
+        const LOOKUP: &str = r#"
+import json, sys
+import salt.config, salt.minion, salt.runner
+request = json.load(sys.stdin)
+opts = salt.config.master_config(request["config"])
+built = salt.minion.MasterMinion(opts)
+salt.minion.MasterMinion = lambda *args, **kwargs: built
+runner = salt.runner.RunnerClient(opts)
+print(json.dumps({jid: runner.cmd("jobs.lookup_jid", [jid], print_event=False) for jid in request["jids"]}, default=str))
+"#;
+        let request = serde_json::json!({ "config": self.config_dir.join("master"), "jids": jids });
+        match python_json(&venv(), LOOKUP, &request, &format!("jobs.lookup_jid of {} jobs", jids.len())) {
+            Value::Object(found) => found,
+            other => panic!("jobs.lookup_jid answered no object: {other}"),
+        }
+    }
+
     /// `salt-call --out json ARGS` on the minion's config: run there,
     /// returned to the master.
     pub fn minion_call(&self, args: &[&str]) -> SaltOutput {
@@ -308,25 +396,10 @@ for call in request["calls"]:
         results.append({"raised": "{} {}: {}".format(type(exc).__name__, kinds, exc)})
 print(json.dumps(results, default=str))
 "#;
-    let mut child = Command::new(venv.join("bin/python"))
-        .args(["-c", DRIVER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {}/bin/python: {e}", venv.display()));
+    let what = format!("Salt's returner calls {calls:?}");
     let request = serde_json::json!({ "opts": opts, "calls": calls });
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "Salt's returner calls {calls:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    let results: Vec<Value> =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("Salt's returner calls printed no JSON ({e}): {stdout}"));
+    let results: Vec<Value> = serde_json::from_value(python_json(venv, DRIVER, &request, &what))
+        .unwrap_or_else(|e| panic!("{what} printed no list ({e})"));
     results
         .into_iter()
         .map(|r| match r.get("raised") {
@@ -334,4 +407,22 @@ print(json.dumps(results, default=str))
             None => Ok(r["ok"].clone()),
         })
         .collect()
+}
+
+/// Run `script` with the Python of `venv`, `request` as JSON on its stdin;
+/// the JSON of the last line it printed. Panics, naming `what`, if it fails.
+fn python_json(venv: &Path, script: &str, request: &Value, what: &str) -> Value {
+    let mut child = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}/bin/python: {e}", venv.display()));
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
 }
