@@ -2,10 +2,15 @@
 //! started etcd, in one run, by three writers storing the same real returns
 //! (from host/src/testkit/salt) in Salt's layout:
 //! - **host**: the release `returner-host serve` binary running the shipped
-//!   etcd returner, called over its unix socket with kept-alive connections;
+//!   etcd returner, called over its unix socket with kept-alive connections:
+//!   returns acknowledged per second (durable in the spool, fsync on), and
+//!   delivered per second, counting until every acknowledged one is in etcd;
 //! - **native**: Rust with `etcd-client` directly, doing the same work per
 //!   return (parse the request, `json.dumps` each field, one lease, one
-//!   transaction of the same keys and values);
+//!   transaction of the same keys and values), from each client;
+//! - **native batched**: the same, from one task in the batches the spool
+//!   delivers (256 returns, one lease, transactions of whole returns up to
+//!   etcd's 128 operations and 1 MiB), as the returner packs them;
 //! - **salt**: Salt 3007's own `etcd_return` (v3 API through etcd3-py, one
 //!   round trip and one lease per key) in Python processes, one per client.
 //!
@@ -42,6 +47,12 @@ const TTL: u32 = 3600;
 const SMALL_BYTES: usize = 10_000;
 /// The root every writer writes under (Salt's default `etcd.returner_root`).
 const ROOT: &str = "/salt/return";
+/// Returns per delivery call: the spool's default `batch_max_items`.
+const DELIVERY_BATCH: usize = 256;
+/// etcd's default `--max-txn-ops`, and the bytes the returner puts in one
+/// transaction at most.
+const MAX_TXN_OPS: usize = 128;
+const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 fn main() {
     // `cargo bench --bench etcd -- no-salt` leaves Salt's leg out.
@@ -76,28 +87,42 @@ fn main() {
     same_keys_and_values(&etcd);
 
     // Whatever else runs on the machine weighs on both: alternate them and take medians.
-    let compare = |set: &[Value], clients: usize, tag: &str| -> (f64, f64) {
-        let (mut host, mut native) = (Vec::new(), Vec::new());
+    let compare = |set: &[Value], clients: usize, tag: &str| -> (HostRates, f64, f64) {
+        let (mut acked, mut delivered, mut native, mut batched) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            host.push(host_rate(&daemon, set, clients, &format!("{tag}{round}0"), PHASE));
+            let host = host_rate(&daemon, set, clients, &format!("{tag}{round}0"), PHASE);
+            acked.push(host.acked);
+            delivered.push(host.delivered);
             native.push(tokio.block_on(native_rate(&native_client, set, clients, &format!("{tag}{round}1"), PHASE)));
+            batched.push(tokio.block_on(native_batched_rate(&native_client, set, &format!("{tag}{round}2"), PHASE)));
         }
-        (median(host), median(native))
+        (HostRates { acked: median(acked), delivered: median(delivered) }, median(native), median(batched))
     };
     let mut lines = Vec::new();
     for (run, clients) in CONCURRENCY.into_iter().enumerate() {
-        let (host, native) = compare(&fixtures, clients, &format!("1{run}"));
+        let (host, native, batched) = compare(&fixtures, clients, &format!("1{run}"));
         let salt = if with_salt { salt_rate(&etcd, &fixtures, clients, &format!("1{run}99")) } else { f64::NAN };
-        println!("{clients} client(s):  host {host:>8.0} returns/s   native {native:>8.0} returns/s   salt {salt:>8.1} returns/s");
-        lines.push(format!("{clients} client(s):  host / native {:.3}   host / salt {:.1}", host / native, host / salt));
+        println!(
+            "{clients} client(s):  host {:>6.0} acknowledged/s {:>6.0} delivered/s   native {native:>6.0}/s   native batched {batched:>6.0}/s   salt {salt:>6.1}/s",
+            host.acked, host.delivered
+        );
+        lines.push(format!(
+            "{clients} client(s):  host delivered / native batched {:.3}   host delivered / salt {:.1}   host acknowledged / salt {:.1}",
+            host.delivered / batched,
+            host.delivered / salt,
+            host.acked / salt
+        ));
     }
     // Without the one large return: what the host adds per return when JSON is small.
     let small: Vec<Value> = fixtures.iter().filter(|f| f.to_string().len() < SMALL_BYTES).cloned().collect();
     println!("the {} returns under {SMALL_BYTES} bytes:", small.len());
     for (run, clients) in CONCURRENCY.into_iter().enumerate() {
-        let (host, native) = compare(&small, clients, &format!("2{run}"));
-        println!("{clients} client(s):  host {host:>8.0} returns/s   native {native:>8.0} returns/s");
-        lines.push(format!("{clients} client(s), small returns:  host / native {:.3}", host / native));
+        let (host, native, batched) = compare(&small, clients, &format!("2{run}"));
+        println!(
+            "{clients} client(s):  host {:>6.0} acknowledged/s {:>6.0} delivered/s   native {native:>6.0}/s   native batched {batched:>6.0}/s",
+            host.acked, host.delivered
+        );
+        lines.push(format!("{clients} client(s), small returns:  host delivered / native batched {:.3}", host.delivered / batched));
     }
     println!();
     for line in lines {
@@ -154,9 +179,19 @@ grants.etcd = {{ profile = "main", root = "{ROOT}", ops = ["read", "write"], max
     Daemon::with_config(Path::new(env!("CARGO_BIN_EXE_returner-host")), dir, "", &config)
 }
 
+/// What the host did in one phase, in returns per second.
+struct HostRates {
+    /// Acknowledged while the clients sent.
+    acked: f64,
+    /// Acknowledged returns over the time from the first until every one
+    /// was delivered.
+    delivered: f64,
+}
+
 /// Returns per second through the host's HTTP API.
-fn host_rate(daemon: &Daemon, fixtures: &[Value], clients: usize, tag: &str, phase: Duration) -> f64 {
+fn host_rate(daemon: &Daemon, fixtures: &[Value], clients: usize, tag: &str, phase: Duration) -> HostRates {
     assert_eq!(tag.len(), 4, "a tag is 4 digits of the jid");
+    daemon.settle("etcd", Duration::from_secs(600));
     let started = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|client| {
@@ -175,7 +210,50 @@ fn host_rate(daemon: &Daemon, fixtures: &[Value], clients: usize, tag: &str, pha
         })
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    total as f64 / started.elapsed().as_secs_f64()
+    let sent = started.elapsed();
+    daemon.settle("etcd", Duration::from_secs(600));
+    HostRates { acked: total as f64 / sent.as_secs_f64(), delivered: total as f64 / started.elapsed().as_secs_f64() }
+}
+
+/// Returns per second written natively as the spool's delivery writes them
+/// through the etcd returner: from one task, [`DELIVERY_BATCH`] returns at a
+/// time under one lease, packed whole into transactions of at most
+/// [`MAX_TXN_OPS`] keys and 1 MiB.
+async fn native_batched_rate(client: &etcd_client::Client, fixtures: &[Value], tag: &str, phase: Duration) -> f64 {
+    use etcd_client::{PutOptions, Txn, TxnOp};
+    let mut client = client.clone();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < phase {
+        let lease = client.lease_grant(i64::from(TTL), None).await.unwrap().id();
+        let options = Some(PutOptions::new().with_lease(lease));
+        let mut per_return: Vec<Vec<(String, String)>> = (0..DELIVERY_BATCH)
+            .map(|i| return_items(json!({ "ret": nth_return(fixtures, tag, 0, n + i as u64) }).to_string().as_bytes()))
+            .collect();
+        n += DELIVERY_BATCH as u64;
+        // A key several returns write (`minions/<id>`) is written once, with
+        // the last value: a transaction may not put a key twice.
+        let mut seen = std::collections::HashSet::new();
+        for items in per_return.iter_mut().rev() {
+            items.retain(|(k, _)| seen.insert(k.clone()));
+        }
+        let mut txns: Vec<(Vec<TxnOp>, usize)> = Vec::new();
+        for items in per_return {
+            let bytes: usize = items.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let ops = items.into_iter().map(|(k, v)| TxnOp::put(k, v, options.clone()));
+            match txns.last_mut() {
+                Some((txn, size)) if txn.len() + ops.len() <= MAX_TXN_OPS && *size + bytes <= MAX_TXN_BYTES => {
+                    txn.extend(ops);
+                    *size += bytes;
+                }
+                _ => txns.push((ops.collect(), bytes)),
+            }
+        }
+        for (ops, _) in txns {
+            client.txn(Txn::new().and_then(ops)).await.unwrap();
+        }
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Returns per second written by Rust with etcd-client: the host's work
@@ -208,17 +286,24 @@ async fn native_rate(client: &etcd_client::Client, fixtures: &[Value], clients: 
 /// field under `jobs/<jid>/<id>/`, in one transaction under one new lease.
 async fn store_natively(client: &mut etcd_client::Client, body: &[u8]) {
     use etcd_client::{PutOptions, Txn, TxnOp};
+    let lease = client.lease_grant(i64::from(TTL), None).await.unwrap().id();
+    let options = Some(PutOptions::new().with_lease(lease));
+    let ops: Vec<TxnOp> = return_items(body).into_iter().map(|(k, v)| TxnOp::put(k, v, options.clone())).collect();
+    client.txn(Txn::new().and_then(ops)).await.unwrap();
+}
+
+/// The keys and values of one return in Salt's layout, from the request
+/// body: `minions/<id>` and every field under `jobs/<jid>/<id>/`.
+fn return_items(body: &[u8]) -> Vec<(String, String)> {
     let args: Value = serde_json::from_slice(body).unwrap();
     let ret = args["ret"].as_object().unwrap();
     let (id, jid) = (ret["id"].as_str().unwrap(), ret["jid"].as_str().unwrap());
-    let lease = client.lease_grant(i64::from(TTL), None).await.unwrap().id();
-    let options = Some(PutOptions::new().with_lease(lease));
-    let mut ops = Vec::with_capacity(ret.len() + 1);
-    ops.push(TxnOp::put(format!("{ROOT}/minions/{id}"), jid, options.clone()));
+    let mut items = Vec::with_capacity(ret.len() + 1);
+    items.push((format!("{ROOT}/minions/{id}"), jid.to_owned()));
     for (field, value) in ret {
-        ops.push(TxnOp::put(format!("{ROOT}/jobs/{jid}/{id}/{field}"), json_dumps(value), options.clone()));
+        items.push((format!("{ROOT}/jobs/{jid}/{id}/{field}"), json_dumps(value)));
     }
-    client.txn(Txn::new().and_then(ops)).await.unwrap();
+    items
 }
 
 /// The warm-up returns of host and native hold the same keys and values

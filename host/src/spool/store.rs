@@ -151,11 +151,17 @@ impl Drop for Store {
     }
 }
 
+/// The store's page cache. Appends go to the tail of each queue and
+/// delivery reads its head, so a small cache holds what is read back; with
+/// redb's default (1 GiB) the host's memory grew with the backlog.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 fn open_db(path: &Path) -> anyhow::Result<(Database, bool)> {
     use anyhow::Context as _;
     let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = repaired.clone();
     let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
         .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
         .create(path)
         .with_context(|| format!("opening the spool {}", path.display()))?;
