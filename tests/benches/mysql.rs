@@ -50,7 +50,7 @@ const INSERT_RETURN: &str =
 
 fn main() {
     println!("returner-host MySQL benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let server = MariaDb::start();
+    let mut server = MariaDb::start();
     let db = server.database();
     db.sql(SCHEMA);
     let version = server.root_sql("", "SELECT VERSION()").map(|r| r[0][0].clone()).unwrap_or_default();
@@ -75,6 +75,7 @@ fn main() {
         for (clients, rates) in [(1, host1), (WRITERS, hostn)] {
             println!("returns   host, {clients} client(s): {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", rates.acked, rates.delivered, rates.p50_ms, rates.p99_ms);
         }
+        println!("drain     host, a backlog of 8,000 real returns: {:>8.0} delivered/s", drain_phase(&mut server, &db, &host, &returns, 8_000));
         return;
     }
 
@@ -116,6 +117,33 @@ fn main() {
     println!("ratios    host delivered / Salt, {WRITERS} writers:           {:.1} (connection kept), {:.1} (a connection per return)", hostn.delivered / saltn, hostn.delivered / salt_freshn);
     println!("ratios    host delivered / native, {WRITERS} writers:         {:.3} (native: one INSERT per return)", hostn.delivered / nativen);
     println!("ratios    host delivered / Salt, events:          {:.2}", events_host.delivered / events_salt);
+
+    // Delivery alone: a backlog written while MariaDB is down, then the
+    // rate it drains at once the server is back, against the native writer
+    // of the same batches.
+    let drain_real = drain_phase(&mut server, &db, &host, &returns, 8_000);
+    let small: Vec<Value> = returns.iter().filter(|r| r.to_string().len() < 1000).cloned().collect();
+    let drain_small = drain_phase(&mut server, &db, &host, &small, 40_000);
+    println!();
+    println!("drain     host, a backlog of 8,000 real returns:    {drain_real:>8.0} delivered/s ({:.3} of native batched)", drain_real / native_batched);
+    println!("drain     host, a backlog of 40,000 small returns:  {drain_small:>8.0} delivered/s");
+
+    // Without the one large return (126 KiB of output, a quarter of a MiB
+    // per row): what each writer costs per return when the JSON is small.
+    let host_small = host_phase(&db, &host, "returner", &small, WRITERS, "salt_returns");
+    let pool = native_pool(&db);
+    let native_small = tokio.block_on(native_batched_phase(&db, &pool, &small));
+    tokio.block_on(pool.disconnect()).ok();
+    let salt_small = salt_phase(&db, "returner", &small, WRITERS, "salt_returns", SaltConnection::Kept);
+    println!();
+    println!("the {} returns under 1000 bytes:", small.len());
+    println!("returns   host, {WRITERS} clients:                 {:>8.0} acknowledged/s, {:>8.0} delivered/s; ack p50 {:.2} ms, p99 {:.2} ms", host_small.acked, host_small.delivered, host_small.p50_ms, host_small.p99_ms);
+    println!("returns   native mysql_async, batched:     {native_small:>8.0} returns/s");
+    println!("returns   Salt's returner, {WRITERS} processes:    {salt_small:>8.0} returns/s (connection kept)");
+    println!("ratios    host delivered / native batched:     {:.3}", host_small.delivered / native_small);
+    println!("ratios    host drain / native batched:         {:.3}", drain_small / native_small);
+    println!("ratios    host acknowledged / Salt:            {:.1}", host_small.acked / salt_small);
+    println!("ratios    host delivered / Salt:               {:.1}", host_small.delivered / salt_small);
 }
 
 /// What the host did in one phase.
@@ -208,6 +236,53 @@ fn host_phase(db: &TestDb, host: &Daemon, function: &str, args: &[Value], client
         delivered: calls as f64 / drained.as_secs_f64(),
         p50_ms: at(0.50),
         p99_ms: at(0.99),
+    }
+}
+
+/// Returns per second the host delivers from a backlog: `count` returns
+/// (each of `returns` in turn, with jids of their own) acknowledged from
+/// [`WRITERS`] clients while MariaDB is down, then the rate from the first
+/// row to the last once it is back.
+fn drain_phase(server: &mut MariaDb, db: &TestDb, host: &Daemon, returns: &[Value], count: u64) -> f64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    host.settle("mysql", Duration::from_secs(600));
+    let before = rows(db, "salt_returns");
+    server.stop();
+    let first = UNIQUE_JIDS.fetch_add(count, Relaxed);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..WRITERS {
+            s.spawn(|| {
+                let mut conn = HttpConn::connect(&host.socket);
+                loop {
+                    let n = next.fetch_add(1, Relaxed);
+                    if n >= count {
+                        return;
+                    }
+                    let mut ret = returns[n as usize % returns.len()].clone();
+                    ret["jid"] = json!(format!("2026{:016}", first + n));
+                    let r = conn.post("/v1/returners/mysql/returner", json!({ "ret": ret }).to_string().as_bytes());
+                    assert_eq!(r.status, 200, "{:?}", r.json);
+                }
+            });
+        }
+    });
+    server.run();
+    // Watched through the spool's status, which costs the server nothing
+    // (a COUNT(*) of the table would, many times a second).
+    let (mut started, mut at_start) = (None, 0);
+    loop {
+        let queued = host.queue("mysql")["items"].as_u64().unwrap();
+        if started.is_none() && queued < count {
+            started = Some(Instant::now());
+            at_start = count - queued;
+        }
+        if queued == 0 {
+            let took = started.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+            assert_eq!(rows(db, "salt_returns") - before, count, "every acknowledged return is stored, once");
+            return (count - at_start) as f64 / took;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
