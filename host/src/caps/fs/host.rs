@@ -65,11 +65,13 @@ impl FsCtx {
     fn refuse(&self, usage: &DirUsage, operation: &str) -> QuotaExceeded {
         let target = usage.dir().display().to_string();
         crate::caps::audit::denied(&self.returner, "fs", operation, &target);
-        QuotaExceeded(format!(
+        let refusal = format!(
             "{operation} in {target} refused for returner `{}`: its fs grant's quota of {} MiB is full",
             self.returner,
             usage.quota() / (1024 * 1024)
-        ))
+        );
+        let _ = self.refused.set(refusal.clone());
+        QuotaExceeded(refusal)
     }
 
     fn grown<R>(&self, usage: &DirUsage, operation: &str, done: Result<R, GrowError>) -> FsResult<R> {
