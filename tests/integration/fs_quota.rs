@@ -2,12 +2,13 @@
 //! filling its directory every way WASI offers (writes, appends, a file's
 //! length, a write far past the end, many empty files) gets an error and the
 //! directory stays within its quota; what it frees is found again; a
-//! returner under its quota is not disturbed.
+//! returner under its quota is not disturbed; a local cache at its quota
+//! holds its returns in the spool, saying why, until the quota is raised.
 
 use std::path::Path;
 use std::time::Duration;
 
-use returner_host_tests::{Daemon, guest, temp_dir};
+use returner_host_tests::{Daemon, count_files, guest, temp_dir};
 use serde_json::{Value, json};
 
 use super::hostile::audit_events;
@@ -107,6 +108,44 @@ grants.fs = {{ dir = {jobs}, mode = "rw" }}
     d.write("local_cache", "returner", &json!({ "ret": ret })).result();
     let back = d.call("local_cache", "get_jid", &json!({ "jid": "20261130010203040506" }));
     assert_eq!(back.result()["m1"]["return"], json!(true));
+}
+
+/// What stopped the soak at 100,000 returns (BENCHMARKS.md): the local
+/// cache's quota filled and every delivery failed from then on, with the
+/// guest's "No space left on device" as the only word of it.
+#[test]
+fn a_local_cache_at_its_quota_holds_its_returns_says_it_is_the_quota_and_delivers_once_raised() {
+    let dir = temp_dir();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let returner = |quota_mib: u64| {
+        format!(
+            "[returners.local_cache]\nmodule = \"builtin:local-cache\"\ngrants.fs = {{ dir = {}, mode = \"rw\", quota_mib = {quota_mib} }}\n",
+            toml_path(&jobs)
+        )
+    };
+    let d = config_daemon(dir.path(), "", &returner(1));
+    // About 33 KB each as the quota counts them: 1 MiB holds some 30.
+    let ret = |n: u64| {
+        json!({ "ret": { "id": "m1", "jid": format!("2026113001{n:010}"), "fun": "test.ping", "return": "x".repeat(12 * 1024), "retcode": 0, "success": true } })
+    };
+    for n in 0..100 {
+        d.call("local_cache", "returner", &ret(n)).result();
+    }
+    let error = d.delivery_error("local_cache", Duration::from_secs(60));
+    assert!(error.contains("quota of 1 MiB is full") && error.contains(jobs.to_str().unwrap()), "names the quota: {error}");
+    let stored = count_files(&jobs, "return.p");
+    assert!((10..100).contains(&stored), "stored until the quota was full: {stored}");
+    assert!(counted(&jobs) <= 1024 * 1024, "{} bytes", counted(&jobs));
+
+    // The admin raises the quota and reloads: the held returns follow.
+    let config = dir.path().join("host.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(&returner(1), &returner(64));
+    std::fs::write(&config, text).unwrap();
+    std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+    d.settle("local_cache", Duration::from_secs(60));
+    assert_eq!(count_files(&jobs, "return.p"), 100);
+    assert!(d.dead_letters("local_cache").is_empty());
 }
 
 #[test]

@@ -73,6 +73,21 @@ pub fn salt_fixture_lines(file: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Files named `name` under `dir`, at any depth: in a local cache, the
+/// `return.p` of each stored return.
+pub fn count_files(dir: &Path, name: &str) -> u64 {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())).flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            n += count_files(&path, name);
+        } else if path.file_name().is_some_and(|f| f == name) {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// A temporary directory, removed on drop.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("returner-host-test").tempdir().expect("creating a temp dir")

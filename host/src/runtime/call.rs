@@ -346,7 +346,7 @@ impl Returner {
         match outcome {
             Err(_) => Err(self.fault(function, self.deadline_error(function))),
             Ok(Ok(Ok(output))) => self.check_result_size(function, output),
-            Ok(Ok(Err(guest_error))) => Err(CallError::from_guest(&self.name, function, guest_error)),
+            Ok(Ok(Err(guest_error))) => Err(guest_failed(&self.name, function, &store, guest_error)),
             Ok(Err(fault)) => {
                 if let Some(full) = fault.downcast_ref::<PoolConcurrencyLimitError>() {
                     return Err(self.pool_full(runtime, function, full));
@@ -530,6 +530,17 @@ impl Returner {
             None => CallError::new(ErrorKind::Trap, format!("returner `{name}` failed in {function}: {fault:#}")),
         }
     }
+}
+
+/// The guest's own error answer, and the fs quota's refusal when one came
+/// in the call: the guest saw only `insufficient-space`, and what it says
+/// ("No space left on device") sends an admin to look at the wrong disk.
+fn guest_failed(returner: &str, function: &str, store: &Store<CallState>, e: crate::bindings::GuestError) -> CallError {
+    let mut e = CallError::from_guest(returner, function, e);
+    if let Some(refusal) = store.data().caps.fs().quota_refusal() {
+        e.message = format!("{} (in this call, {refusal})", e.message);
+    }
+    e
 }
 
 /// Start the `ok` series of [`RETURNER_BATCH`] at 0 for a module that

@@ -11,7 +11,7 @@ mod item;
 mod store;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -180,6 +180,8 @@ pub struct DeadLetterView {
 
 /// The spool of this host.
 pub struct Spool {
+    /// Its directory, `data_dir/spool`.
+    dir: PathBuf,
     store: Mutex<Option<Store>>,
     queues: BTreeMap<String, Arc<QueueState>>,
     served: Vec<String>,
@@ -235,6 +237,7 @@ impl Spool {
             q.publish_metrics();
         }
         Ok(Arc::new(Self {
+            dir: dir.to_owned(),
             store: Mutex::new(Some(opened.store)),
             queues,
             served: served.to_vec(),
@@ -324,9 +327,18 @@ impl Spool {
                      nothing accepted before is touched; retry once delivery has drained it (see `returner-host spool status`)"
                 ),
             )),
+            Ok(Err(StoreError::DiskFull(e))) => Err(CallError::new(
+                ErrorKind::SpoolFull,
+                format!(
+                    "the spool's disk is full: {} has no room for this write ({e}); nothing accepted before is touched; \
+                     retry once there is room (space freed on that filesystem, or the spool drained by delivery: \
+                     see `returner-host spool status`)",
+                    self.dir.display()
+                ),
+            )),
             Ok(Err(StoreError::Io(e))) => Err(CallError::new(
                 ErrorKind::SpoolFull,
-                format!("the spool could not store this write ({e}); nothing accepted before is touched; retry once the disk has room"),
+                format!("the spool in {} could not store this write ({e}); nothing accepted before is touched; retry later", self.dir.display()),
             )),
             Err(_) => Err(CallError::new(ErrorKind::Unavailable, "the spool is closed; the host is shutting down")),
         }
@@ -478,6 +490,7 @@ fn store_error(e: StoreError) -> CallError {
         StoreError::Full { held, max } => {
             CallError::new(ErrorKind::SpoolFull, format!("the spool holds {held} bytes, at server.spool.max_bytes = {max}"))
         }
+        StoreError::DiskFull(e) => CallError::new(ErrorKind::SpoolFull, format!("the spool's disk is full: {e}")),
         StoreError::Io(e) => CallError::new(ErrorKind::Internal, format!("the spool failed: {e}")),
     }
 }

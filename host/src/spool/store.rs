@@ -43,11 +43,15 @@ fn dead_table(name: &str) -> String {
 pub enum StoreError {
     /// Taking it would put the spool over `server.spool.max_bytes`.
     Full { held: u64, max: u64 },
-    /// The disk or the store failed; nothing of this write was kept.
+    /// The filesystem under the spool has no room (`ENOSPC`, `EDQUOT`);
+    /// nothing of this write was kept. Only room on the disk cures it.
+    DiskFull(String),
+    /// The disk or the store failed otherwise; nothing of this write was kept.
     Io(String),
 }
 
-/// redb could not open the file at all (as opposed to a failure after).
+/// redb could not open the file at all (as opposed to a failure after),
+/// and not for want of room on the disk: the file itself is unreadable.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unopenable(pub String);
@@ -105,7 +109,7 @@ impl Store {
         max_bytes: u64,
         fsync: bool,
     ) -> anyhow::Result<(Opened, BTreeMap<String, Arc<QueueState>>)> {
-        let (db, repaired) = open_db(path).map_err(|e| anyhow::Error::new(Unopenable(format!("{e:#}"))))?;
+        let (db, repaired) = open_db(path).map_err(|e| open_error(path, e))?;
         let (queues, last_seq, next_seq) = scan(&db, names)?;
         let mut by_name = BTreeMap::new();
         for (name, counts) in &queues {
@@ -120,6 +124,7 @@ impl Store {
             max_bytes,
             fsync,
             last_sync: std::time::Instant::now(),
+            removals: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("spool-store".into())
@@ -156,16 +161,23 @@ impl Drop for Store {
 /// redb's default (1 GiB) the host's memory grew with the backlog.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-fn open_db(path: &Path) -> anyhow::Result<(Database, bool)> {
-    use anyhow::Context as _;
+fn open_db(path: &Path) -> Result<(Database, bool), redb::DatabaseError> {
     let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = repaired.clone();
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
-        .create(path)
-        .with_context(|| format!("opening the spool {}", path.display()))?;
+        .create(path)?;
     Ok((db, repaired.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+/// Why `path` did not open: [`Unopenable`] unless the disk is full, which
+/// may keep redb from repairing a file it can read, and is no reason to set
+/// the file, and the writes it holds, aside.
+fn open_error(path: &Path, e: redb::DatabaseError) -> anyhow::Error {
+    let full = matches!(&e, redb::DatabaseError::Storage(redb::StorageError::Io(e)) if disk_full(e));
+    let e = format!("opening the spool {}: {e}", path.display());
+    if full { anyhow::anyhow!("{e}: the disk is full; start again once it has room") } else { anyhow::Error::new(Unopenable(e)) }
 }
 
 type Scanned = (BTreeMap<String, Counts>, BTreeMap<String, u64>, u64);
@@ -223,6 +235,18 @@ struct Writer {
     max_bytes: u64,
     fsync: bool,
     last_sync: std::time::Instant,
+    /// Delivered items whose removal a failed commit did not make. Delivery
+    /// does not wait for removals, so the store retries them itself, first,
+    /// until one commits: without that a spool whose disk filled would keep
+    /// them (and count them) for good.
+    removals: Vec<Removal>,
+}
+
+/// Delivered items of one queue to remove: sequence numbers and sizes.
+type Removal = (Arc<QueueState>, Vec<(u64, u64)>);
+
+fn removal((queue, items): Removal) -> Op {
+    Op::Delivered { queue, items }
 }
 
 /// The effect of a committed transaction on one queue's counts.
@@ -241,6 +265,9 @@ impl Writer {
             let first = match rx.recv_timeout(LAZY_SYNC_EVERY) {
                 Ok(op) => op,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !self.removals.is_empty() {
+                        self.commit(Vec::new());
+                    }
                     if !self.fsync && self.last_sync.elapsed() >= LAZY_SYNC_EVERY {
                         self.sync_now();
                     }
@@ -270,7 +297,7 @@ impl Writer {
     fn handle(&mut self, ops: Vec<Op>) {
         let (writes, reads): (Vec<Op>, Vec<Op>) =
             ops.into_iter().partition(|op| !matches!(op, Op::Read { .. } | Op::Head { .. } | Op::ListDead { .. }));
-        if !writes.is_empty() {
+        if !writes.is_empty() || !self.removals.is_empty() {
             self.commit(writes);
         }
         for op in reads {
@@ -285,13 +312,35 @@ impl Writer {
                     tracing::warn!(spool = %self.path.display(), "spool reopened after an I/O error");
                     self.db = Some(db);
                 }
-                Err(e) => return Err(StoreError::Io(format!("{e:#}"))),
+                Err(e) => return Err(io(e)),
             }
         }
         Ok(self.db.as_ref().expect("just opened"))
     }
 
-    fn commit(&mut self, writes: Vec<Op>) {
+    /// Commit `writes` after the removals earlier commits left. When the
+    /// transaction fails (an append the disk has no room for, most likely),
+    /// its removals, which only free space, are tried again alone, and kept
+    /// for the next commit if that fails too.
+    fn commit(&mut self, mut writes: Vec<Op>) {
+        writes.splice(0..0, std::mem::take(&mut self.removals).into_iter().map(removal));
+        let removals: Vec<Removal> = writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::Delivered { queue, items } => Some((queue.clone(), items.clone())),
+                _ => None,
+            })
+            .collect();
+        let others = writes.len() > removals.len();
+        if writes.is_empty() || self.commit_once(writes).is_ok() || removals.is_empty() {
+            return;
+        }
+        if !others || self.commit_once(removals.iter().cloned().map(removal).collect()).is_err() {
+            self.removals = removals;
+        }
+    }
+
+    fn commit_once(&mut self, writes: Vec<Op>) -> Result<(), StoreError> {
         let mut replies: Vec<Box<dyn FnOnce(Result<(), StoreError>)>> = Vec::new();
         let mut deltas: BTreeMap<String, (Arc<QueueState>, Delta)> = BTreeMap::new();
         let outcome = self.apply(writes, &mut replies, &mut deltas);
@@ -301,7 +350,7 @@ impl Writer {
                 // An I/O error leaves redb refusing every later operation
                 // until the file is opened again; the transaction's writes
                 // are not in the file.
-                if matches!(e, StoreError::Io(_)) {
+                if matches!(e, StoreError::Io(_) | StoreError::DiskFull(_)) {
                     self.db = None;
                 }
                 Err(e)
@@ -316,6 +365,7 @@ impl Writer {
         for reply in replies {
             reply(outcome.clone());
         }
+        outcome
     }
 
     fn apply(
@@ -482,8 +532,17 @@ impl Writer {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+/// A failure of redb or of the disk under it, with a full disk told apart.
+fn io(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(e) if disk_full(&e) => StoreError::DiskFull(e.to_string()),
+        e => StoreError::Io(e.to_string()),
+    }
+}
+
+/// Whether the disk has no room: `ENOSPC` or `EDQUOT`.
+fn disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 fn delta<'a>(deltas: &'a mut BTreeMap<String, (Arc<QueueState>, Delta)>, q: &Arc<QueueState>) -> &'a mut Delta {
@@ -514,4 +573,21 @@ fn take_dead(txn: &redb::WriteTransaction, name: &str, seqs: Option<&[u64]>) -> 
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_and_sets_no_file_aside() {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        assert!(matches!(io(redb::StorageError::Io(enospc())), StoreError::DiskFull(_)));
+        assert!(matches!(io(redb::StorageError::Io(std::io::Error::from_raw_os_error(5))), StoreError::Io(_)));
+        let path = Path::new("/var/lib/returner-host/spool/spool.redb");
+        let full = open_error(path, redb::DatabaseError::Storage(redb::StorageError::Io(enospc())));
+        assert!(!full.is::<Unopenable>() && full.to_string().contains("the disk is full"), "{full}");
+        let damaged = open_error(path, redb::DatabaseError::Storage(redb::StorageError::Corrupted("bad".into())));
+        assert!(damaged.is::<Unopenable>(), "{damaged}");
+    }
 }

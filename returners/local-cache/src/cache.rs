@@ -105,11 +105,8 @@ impl JobCache {
     /// every job that holds data can be aged by `clean_old_jobs`.
     fn ensure_job(&self, jid: &str) -> Result<PathBuf> {
         let dir = self.job_dir(jid)?;
-        fs::create_dir_all(&dir)?;
-        let jid_file = dir.join(JID);
-        if !jid_file.is_file() {
-            write_atomic(&jid_file, jid.as_bytes())?;
-        }
+        let created = create_job_dir(&dir)?;
+        ensure_jid_file(&dir, jid, created)?;
         Ok(dir)
     }
 
@@ -125,7 +122,7 @@ impl JobCache {
             Some(jid) => {
                 validate::jid("passed_jid", jid)?;
                 let dir = self.job_dir(jid)?;
-                fs::create_dir_all(&dir)?;
+                create_job_dir(&dir)?;
                 (jid.to_owned(), dir)
             }
             None => self.create_new_job(now)?,
@@ -143,13 +140,8 @@ impl JobCache {
         for attempt in 0..PREP_JID_ATTEMPTS {
             let jid = gen_jid(now + Duration::from_micros(u64::from(attempt)));
             let dir = self.job_dir(&jid)?;
-            if let Some(parent) = dir.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            match fs::create_dir(&dir) {
-                Ok(()) => return Ok((jid, dir)),
-                Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(err.into()),
+            if create_job_dir(&dir)? {
+                return Ok((jid, dir));
             }
         }
         Err(Error::Backend(format!(
@@ -161,24 +153,28 @@ impl JobCache {
     /// Salt's `returner`: store one minion's return of a job.
     pub fn store_return(&self, ret: &JobReturn, now: SystemTime) -> Result<ReturnOutcome> {
         check_return(ret)?;
+        self.check_root()?;
         self.store_checked(ret, now, &mut HashMap::new())
     }
 
     /// [`JobCache::store_return`] of consecutive returns, in order: every
-    /// return is checked before any is written, and each job's directory is
-    /// made (and looked at for `nocache`) once. An error names the return
-    /// (`rets[3]: ...`); the returns before it are stored.
+    /// return is checked before any is written, the root is looked at once,
+    /// and each job's directory is made (and looked at for `nocache`) once.
+    /// An error names the return (`rets[3]: ...`); the returns before it are
+    /// stored.
     pub fn store_returns(&self, rets: &[JobReturn], now: SystemTime) -> Result<Vec<ReturnOutcome>> {
         let at = |i: usize| move |e: Error| e.context(format!("rets[{i}]"));
         for (i, ret) in rets.iter().enumerate() {
             check_return(ret).map_err(at(i))?;
         }
+        self.check_root()?;
         let mut jobs = HashMap::new();
         rets.iter().enumerate().map(|(i, ret)| self.store_checked(ret, now, &mut jobs).map_err(at(i))).collect()
     }
 
-    /// Store a return [`check_return`] passed. `jobs` remembers the job
-    /// directories this call made, by jid (`None`: the job is `nocache`).
+    /// Store a return [`check_return`] passed, the root checked. `jobs`
+    /// remembers the job directories this call made, by jid (`None`: the
+    /// job is `nocache`).
     fn store_checked(
         &self,
         ret: &JobReturn,
@@ -198,7 +194,16 @@ impl JobCache {
         let job_dir = match jobs.get(&jid) {
             Some(dir) => dir.clone(),
             None => {
-                let dir = if self.job_dir(&jid)?.join(NOCACHE).exists() { None } else { Some(self.ensure_job(&jid)?) };
+                let dir = self.root.join(jid_dir(&jid));
+                // Each file looked at is a host call: a job this call
+                // creates has neither `nocache` nor `jid` yet.
+                let created = create_job_dir(&dir)?;
+                let dir = if !created && dir.join(NOCACHE).exists() {
+                    None
+                } else {
+                    ensure_jid_file(&dir, &jid, created)?;
+                    Some(dir)
+                };
                 jobs.insert(jid.clone(), dir.clone());
                 dir
             }
@@ -536,6 +541,36 @@ impl JobCache {
         }
         Ok(loaded)
     }
+}
+
+/// Creates a job's directory, and its hash directory when that is missing:
+/// `true` when this call created it, `false` when it was there (which
+/// `create_dir_all` does not tell, and finds out with one more call).
+fn create_job_dir(dir: &Path) -> io::Result<bool> {
+    let made = match fs::create_dir(dir) {
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::create_dir(dir)
+        }
+        made => made,
+    };
+    match made {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Writes the job's `jid` file, unless the job was there (not `created`
+/// by this call) and has one already.
+fn ensure_jid_file(dir: &Path, jid: &str, created: bool) -> Result<()> {
+    let jid_file = dir.join(JID);
+    if created || !jid_file.is_file() {
+        write_atomic(&jid_file, jid.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// What a return must be before anything of it is written: a minion id

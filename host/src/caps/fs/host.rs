@@ -8,7 +8,8 @@
 //! the file's length is read, the growth claimed, then the bytes written, on
 //! one blocking thread while no walk of the directory runs. Creating an
 //! entry (`open-at` with `create`, `create-directory-at`, `symlink-at`,
-//! `link-at`) claims [`ENTRY_BYTES`] (plus the link's length) first.
+//! `link-at`) claims [`ENTRY_BYTES`] (plus the link's length) first; the
+//! last three, each one system call, give the claim back when they fail.
 //! Everything else is wasmtime-wasi's, unchanged. A refused claim is
 //! `insufficient-space` (the guest's `ENOSPC`) and one audit event.
 
@@ -64,11 +65,13 @@ impl FsCtx {
     fn refuse(&self, usage: &DirUsage, operation: &str) -> QuotaExceeded {
         let target = usage.dir().display().to_string();
         crate::caps::audit::denied(&self.returner, "fs", operation, &target);
-        QuotaExceeded(format!(
+        let refusal = format!(
             "{operation} in {target} refused for returner `{}`: its fs grant's quota of {} MiB is full",
             self.returner,
             usage.quota() / (1024 * 1024)
-        ))
+        );
+        let _ = self.refused.set(refusal.clone());
+        QuotaExceeded(refusal)
     }
 
     fn grown<R>(&self, usage: &DirUsage, operation: &str, done: Result<R, GrowError>) -> FsResult<R> {
@@ -220,7 +223,10 @@ impl HostDescriptor for QuotaFs<'_> {
         let Ok(_no_walk) = usage.reserve(ENTRY_BYTES).await else {
             return self.ctx.grown(&usage, "create-directory-at", Err(GrowError::Full));
         };
-        HostDescriptor::create_directory_at(&mut self.fs, fd, path).await.inspect_err(|_| usage.mark_high())
+        // Failed (most often: it exists), it created nothing. Giving the
+        // claim back keeps a guest that makes sure of a directory with
+        // `create_dir_all` from wearing the count up to a walk.
+        HostDescriptor::create_directory_at(&mut self.fs, fd, path).await.inspect_err(|_| usage.release(ENTRY_BYTES))
     }
 
     async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<types::DescriptorStat> {
@@ -260,12 +266,13 @@ impl HostDescriptor for QuotaFs<'_> {
         };
         // A walk counts the file once per link.
         let size = HostDescriptor::stat_at(&mut self.fs, again(&fd), old_path_flags, old_path.clone()).await?.size;
-        let Ok(_no_walk) = usage.reserve(ENTRY_BYTES.saturating_add(size)).await else {
+        let claimed = ENTRY_BYTES.saturating_add(size);
+        let Ok(_no_walk) = usage.reserve(claimed).await else {
             return self.ctx.grown(&usage, "link-at", Err(GrowError::Full));
         };
         HostDescriptor::link_at(&mut self.fs, fd, old_path_flags, old_path, new_descriptor, new_path)
             .await
-            .inspect_err(|_| usage.mark_high())
+            .inspect_err(|_| usage.release(claimed))
     }
 
     async fn open_at(
@@ -332,10 +339,11 @@ impl HostDescriptor for QuotaFs<'_> {
         let Some(usage) = self.ctx.usage.clone() else {
             return HostDescriptor::symlink_at(&mut self.fs, fd, src_path, dest_path).await;
         };
-        let Ok(_no_walk) = usage.reserve(ENTRY_BYTES.saturating_add(src_path.len() as u64)).await else {
+        let claimed = ENTRY_BYTES.saturating_add(src_path.len() as u64);
+        let Ok(_no_walk) = usage.reserve(claimed).await else {
             return self.ctx.grown(&usage, "symlink-at", Err(GrowError::Full));
         };
-        HostDescriptor::symlink_at(&mut self.fs, fd, src_path, dest_path).await.inspect_err(|_| usage.mark_high())
+        HostDescriptor::symlink_at(&mut self.fs, fd, src_path, dest_path).await.inspect_err(|_| usage.release(claimed))
     }
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {

@@ -12,7 +12,7 @@ mod host;
 mod usage;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use wasmtime::component::{HasData, Linker};
@@ -108,12 +108,21 @@ impl FsGrant {
 pub struct FsCtx {
     returner: Arc<str>,
     usage: Option<Arc<DirUsage>>,
+    /// The call's first write the quota refused, as the host words it.
+    refused: Arc<OnceLock<String>>,
 }
 
 impl FsCtx {
     /// State for one call of `returner`; `usage` is its grant's, shared.
     pub fn new(returner: Arc<str>, usage: Option<Arc<DirUsage>>) -> Self {
-        Self { returner, usage }
+        Self { returner, usage, refused: Arc::default() }
+    }
+
+    /// The first write of this call its quota refused, if any. The guest
+    /// saw only `insufficient-space` (Rust's std: "No space left on
+    /// device", or `EIO`), and may well have reported it as a full disk.
+    pub fn quota_refusal(&self) -> Option<&str> {
+        self.refused.get().map(String::as_str)
     }
 }
 

@@ -138,6 +138,13 @@ impl DirUsage {
             .map_err(|_| QuotaFull)
     }
 
+    /// Give back a claim whose growth was not made (a creation that
+    /// failed: nothing was created). Only while the claim's guard is held,
+    /// so that no walk has counted the directory since the claim.
+    pub fn release(&self, bytes: u64) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
+    }
+
     /// The count may now be above what the directory holds.
     pub fn mark_high(&self) {
         self.high.store(true, Ordering::Release);
@@ -317,6 +324,10 @@ mod tests {
             // The walk finds the directory empty: the claim fits.
             let _guard = usage.reserve(2 * ENTRY_BYTES).await.unwrap();
         });
+        assert_eq!(usage.used(), 2 * ENTRY_BYTES);
+        // A creation that failed gives its claim back: no walk needed.
+        usage.claim(ENTRY_BYTES).unwrap();
+        usage.release(ENTRY_BYTES);
         assert_eq!(usage.used(), 2 * ENTRY_BYTES);
     }
 
