@@ -9,13 +9,12 @@
 //! `BACKLOG=100000` for a shorter run.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use returner_host_tests::{Daemon, HttpConn, free_port, guest, rss_kib, salt_fixture_lines, temp_dir, toml_path};
-use serde_json::{Value, json};
+use returner_host_tests::{Daemon, free_port, guest, rss_kib, salt_fixture_lines, temp_dir, toml_path};
+use serde_json::Value;
 
-const CLIENTS: u64 = 8;
+const CLIENTS: usize = 8;
 
 fn main() {
     let backlog: u64 = std::env::var("BACKLOG").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -36,36 +35,20 @@ fn main() {
     let rss = |pid: u32| rss_kib(pid) as f64 / 1024.0;
     println!("{:>10} {:>12} {:>14.1} {:>10} {:>12}", 0, "-", rss(daemon.pid()), "-", 0);
 
-    let next = AtomicU64::new(0);
     let started = Instant::now();
     let step = backlog / 10;
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                let mut conn = HttpConn::connect(&daemon.socket);
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= backlog {
-                        return;
-                    }
-                    let mut ret = returns[n as usize % returns.len()].clone();
-                    ret["jid"] = json!(format!("2026{n:016}"));
-                    let r = conn.post("/v1/returners/etcd/returner", json!({ "ret": ret }).to_string().as_bytes());
-                    assert_eq!(r.status, 200, "{:?}", r.json);
-                    if (n + 1) % step == 0 {
-                        let file = std::fs::metadata(dir.path().join("var/spool/spool.redb")).map_or(0, |m| m.len());
-                        let elapsed = started.elapsed().as_secs_f64();
-                        println!(
-                            "{:>10} {:>12.1} {:>14.1} {:>10.0} {:>12.1}",
-                            n + 1,
-                            file as f64 / 1048576.0,
-                            rss(daemon.pid()),
-                            (n + 1) as f64 / elapsed,
-                            elapsed
-                        );
-                    }
-                }
-            });
+    daemon.write_returns("etcd", &returns, 0, backlog, CLIENTS, |n| {
+        if (n + 1) % step == 0 {
+            let file = std::fs::metadata(dir.path().join("var/spool/spool.redb")).map_or(0, |m| m.len());
+            let elapsed = started.elapsed().as_secs_f64();
+            println!(
+                "{:>10} {:>12.1} {:>14.1} {:>10.0} {:>12.1}",
+                n + 1,
+                file as f64 / 1048576.0,
+                rss(daemon.pid()),
+                (n + 1) as f64 / elapsed,
+                elapsed
+            );
         }
     });
     let queue = daemon.queue("etcd");

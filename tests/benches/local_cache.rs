@@ -19,15 +19,14 @@
 //! 4000). See BENCHMARKS.md.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use returner_host_tests::{Daemon, HttpConn, count_files, salt_fixture_lines, temp_dir, toml_path};
+use returner_host_tests::{Daemon, count_files, salt_fixture_lines, temp_dir, toml_path};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 /// Clients sending at once, as in the soak.
-const CLIENTS: u64 = 8;
+const CLIENTS: usize = 8;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -102,25 +101,8 @@ fn phase(fixtures: &[Value], jobs: u64, returns: u64, quota_mib: u64) -> (Durati
         let got = host.call("local_cache", "get_jid", &json!({ "jid": format!("2025{:016}", jobs - 1) }));
         assert_eq!(got.result(), &json!({"m1": {"return": true, "retcode": 0, "success": true}}), "the filled cache");
     }
-    let next = AtomicU64::new(0);
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                let mut conn = HttpConn::connect(&host.socket);
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= returns {
-                        return;
-                    }
-                    let mut ret = fixtures[n as usize % fixtures.len()].clone();
-                    ret["jid"] = json!(format!("2026{n:016}"));
-                    let r = conn.post("/v1/returners/local_cache/returner", json!({ "ret": ret }).to_string().as_bytes());
-                    assert_eq!(r.status, 200, "{:?}", r.json);
-                }
-            });
-        }
-    });
+    host.write_returns("local_cache", fixtures, 0, returns, CLIENTS, |_| {});
     let sent = started.elapsed();
     let backlog = host.queue("local_cache")["items"].as_u64().unwrap();
     let backlog_at = started.elapsed();

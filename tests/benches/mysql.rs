@@ -249,24 +249,7 @@ fn drain_phase(server: &mut MariaDb, db: &TestDb, host: &Daemon, returns: &[Valu
     let before = rows(db, "salt_returns");
     server.stop();
     let first = UNIQUE_JIDS.fetch_add(count, Relaxed);
-    let next = std::sync::atomic::AtomicU64::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..WRITERS {
-            s.spawn(|| {
-                let mut conn = HttpConn::connect(&host.socket);
-                loop {
-                    let n = next.fetch_add(1, Relaxed);
-                    if n >= count {
-                        return;
-                    }
-                    let mut ret = returns[n as usize % returns.len()].clone();
-                    ret["jid"] = json!(format!("2026{:016}", first + n));
-                    let r = conn.post("/v1/returners/mysql/returner", json!({ "ret": ret }).to_string().as_bytes());
-                    assert_eq!(r.status, 200, "{:?}", r.json);
-                }
-            });
-        }
-    });
+    host.write_returns("mysql", returns, first, count, WRITERS, |_| {});
     server.run();
     // Watched through the spool's status, which costs the server nothing
     // (a COUNT(*) of the table would, many times a second).

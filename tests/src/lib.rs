@@ -466,6 +466,33 @@ impl Daemon {
             .collect()
     }
 
+    /// Write `count` returns to `returner` from `clients` kept-alive
+    /// connections at once: each of `fixtures` in turn, return `n` with jid
+    /// `2026` and `first + n` in 16 digits. Panics on any answer but 200;
+    /// `done(n)` runs after return `n` is acknowledged.
+    pub fn write_returns(&self, returner: &str, fixtures: &[Value], first: u64, count: u64, clients: usize, done: impl Fn(u64) + Sync) {
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let path = format!("/v1/returners/{returner}/returner");
+        std::thread::scope(|s| {
+            for _ in 0..clients {
+                s.spawn(|| {
+                    let mut conn = HttpConn::connect(&self.socket);
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= count {
+                            return;
+                        }
+                        let mut ret = fixtures[n as usize % fixtures.len()].clone();
+                        ret["jid"] = serde_json::json!(format!("2026{:016}", first + n));
+                        let r = conn.post(&path, serde_json::json!({ "ret": ret }).to_string().as_bytes());
+                        assert_eq!(r.status, 200, "{:?}", r.json);
+                        done(n);
+                    }
+                });
+            }
+        });
+    }
+
     /// Call until the answer is 200, every 200 ms for at most `within`
     /// (a backend coming back); panics with the last answer after that.
     pub fn call_until_ok(&self, returner: &str, function: &str, args: &Value, within: Duration) -> Response {
