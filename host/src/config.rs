@@ -192,6 +192,7 @@ struct SpoolSection {
     batch_max_items: Option<u64>,
     batch_max_bytes: Option<u64>,
     retry_max_ms: Option<u64>,
+    reserve_bytes: Option<u64>,
 }
 
 /// The spool's settings (`[server.spool]`).
@@ -213,6 +214,11 @@ pub struct SpoolConfig {
     pub batch_max_bytes: usize,
     /// The longest wait between retries of a failing delivery.
     pub retry_max: Duration,
+    /// Bytes of the spool's disk kept in a reserve file, given up when the
+    /// disk is full so that delivery can still record what it delivered
+    /// (the store needs new pages for that too), taken back once there is
+    /// room; 0 keeps none.
+    pub reserve_bytes: u64,
 }
 
 /// `server.spool.max_bytes` when the config does not set it: 4 GiB.
@@ -227,6 +233,7 @@ impl Default for SpoolConfig {
             batch_max_items: 256,
             batch_max_bytes: 4 << 20,
             retry_max: Duration::from_secs(5),
+            reserve_bytes: 16 << 20,
         }
     }
 }
@@ -244,6 +251,7 @@ fn resolve_spool(s: &SpoolSection) -> Result<SpoolConfig, (&'static str, String)
             .map_or(d.batch_max_bytes, |n| n as usize),
         retry_max: in_range("retry_max_ms", s.retry_max_ms, 100, 600_000, "ms")?
             .map_or(d.retry_max, Duration::from_millis),
+        reserve_bytes: in_range("reserve_bytes", s.reserve_bytes, 0, 1 << 40, "bytes")?.unwrap_or(d.reserve_bytes),
     })
 }
 

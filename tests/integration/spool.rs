@@ -1,10 +1,13 @@
 //! The spool through the real daemon: what it acknowledges survives kill -9
-//! and is stored once; a full spool answers 507 and loses nothing; a write
-//! that can never succeed goes to dead letters while the rest are delivered,
-//! and comes back with `spool dead-letters retry`; reads see every earlier
-//! write; SIGTERM drains; a damaged spool file does not stop the host.
+//! and is stored once; a full spool, or a full disk under it, answers 507
+//! and loses nothing; a write that can never succeed goes to dead letters
+//! while the rest are delivered, and comes back with `spool dead-letters
+//! retry`; reads see every earlier write; SIGTERM drains; a damaged spool
+//! file does not stop the host.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -131,6 +134,156 @@ fn a_full_spool_answers_507_loses_nothing_and_takes_writes_again_once_drained() 
     }
     d.write("etcd", "returner", &big(500)).result();
     assert!(!etcd_return_keys(&etcd, 500).is_empty());
+}
+
+/// A small tmpfs mounted on a directory, so a test can fill a filesystem
+/// without filling the machine's; unmounted on drop, also when the test
+/// panics (declare it after the temp dir and before the daemon, which must
+/// be gone first).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let needs = "this test needs root (CAP_SYS_ADMIN) to mount a small tmpfs";
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running mount: {e}; {needs}"));
+        assert!(out.status.success(), "mounting a tmpfs on {} failed: {}; {needs}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+        Tmpfs { dir: dir.to_owned() }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if !Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success()) {
+            // Still held by something: detach it now, freed once let go.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+#[test]
+fn a_spool_whose_disk_fills_answers_507_keeps_what_it_acknowledged_and_takes_writes_once_there_is_room() {
+    let mut etcd = EtcdServer::start();
+    let dir = temp_dir();
+    let spool = dir.path().join("var/spool");
+    let _disk = Tmpfs::mount(&spool, "4m");
+    // Other files on the same disk, for the admin to remove.
+    let ballast = spool.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 1024 * 1024]).unwrap();
+    let more_ballast = spool.join("more-ballast");
+    std::fs::write(&more_ballast, vec![0u8; 512 * 1024]).unwrap();
+    let config = etcd_config(&etcd);
+    let reserve = "spool = { reserve_bytes = 262144 }";
+    let mut d = config_daemon(dir.path(), reserve, &config);
+    assert_eq!(std::fs::metadata(spool.join("reserve")).map(|m| m.len()).ok(), Some(262144), "the spool holds its disk reserve");
+    etcd.stop();
+    let big = |n: u64| {
+        let mut r = ret(n);
+        r["ret"]["return"] = json!("x".repeat(64 * 1024));
+        r
+    };
+    let next = AtomicU64::new(1);
+    let mut accepted = Vec::new();
+    // Writes until the disk has no room for one; the refusal.
+    let fill = |d: &returner_host_tests::Daemon, accepted: &mut Vec<u64>| {
+        let mut taken = 0;
+        loop {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let r = d.call("etcd", "returner", &big(n));
+            if r.status != 200 {
+                return r;
+            }
+            accepted.push(n);
+            taken += 1;
+            assert!(taken < 200, "4 MiB of disk took {taken} returns of 64 KiB");
+        }
+    };
+
+    let refusal = fill(&d, &mut accepted);
+    assert_eq!((refusal.status, refusal.error().0), (507, "spool_full"), "{:?}", refusal.json);
+    let message = refusal.error().1;
+    assert!(message.contains("disk") && message.contains("full") && message.contains(spool.to_str().unwrap()), "names the problem and where: {message}");
+    assert!(accepted.len() >= 5, "the spool took writes until the disk filled: {}", accepted.len());
+    let filled = accepted.len() as u64;
+    // Still full: refused again, the same way, and the host serves on.
+    let again = d.call("etcd", "returner", &big(next.fetch_add(1, Ordering::Relaxed)));
+    assert_eq!((again.status, again.error().0), (507, "spool_full"), "{:?}", again.json);
+    assert!(d.is_running());
+    // Every acknowledged write is queued. A refused one is too when its
+    // commit reached the disk but the store could not open the file again
+    // to tell (it is then delivered: at least once, never lost).
+    let queued = d.queue("etcd")["items"].as_u64().unwrap();
+    assert!((filled..=filled + 2).contains(&queued), "{queued} queued, {filled} acknowledged, 2 refused");
+
+    // The admin frees room on the disk: writes are taken again.
+    std::fs::remove_file(&ballast).unwrap();
+    let r = d.call("etcd", "returner", &big(next.fetch_add(1, Ordering::Relaxed)));
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    accepted.push(next.load(Ordering::Relaxed) - 1);
+    // Full again; then the backend comes back and the queue drains while
+    // clients keep writing into the room that makes inside the spool's file
+    // (refused while there is none).
+    let refusal = fill(&d, &mut accepted);
+    assert_eq!((refusal.status, refusal.error().0), (507, "spool_full"), "{:?}", refusal.json);
+    etcd.restart();
+    let writing = Instant::now();
+    let taken = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while writing.elapsed() < Duration::from_secs(3) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    match d.call("etcd", "returner", &big(n)) {
+                        r if r.status == 200 => taken.lock().unwrap().push(n),
+                        r => assert_eq!((r.status, r.error().0), (507, "spool_full"), "{:?}", r.json),
+                    }
+                }
+            });
+        }
+    });
+    accepted.extend(taken.into_inner().unwrap());
+    // Every acknowledged write is delivered, even if the disk is too full
+    // for the spool to record that (the writes it delivered then count as
+    // queued until it can, and would be delivered again, harmlessly, after a
+    // restart); room freed on the disk lets it catch up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in &accepted {
+        while etcd_return_keys(&etcd, *n).is_empty() {
+            assert!(Instant::now() < deadline, "return {n} was acknowledged and must be stored: {}", d.queue("etcd"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::fs::remove_file(&more_ballast).unwrap();
+    d.settle("etcd", Duration::from_secs(60));
+    assert!(d.dead_letters("etcd").is_empty(), "{:?}", d.dead_letters("etcd"));
+    let n = next.fetch_add(1, Ordering::Relaxed);
+    d.write("etcd", "returner", &big(n)).result();
+    assert!(!etcd_return_keys(&etcd, n).is_empty());
+
+    // Full once more, the backend down, and the host killed (kill -9): the
+    // next start finds every write acknowledged, and delivers them.
+    etcd.stop();
+    let before = accepted.len();
+    let refusal = fill(&d, &mut accepted);
+    assert_eq!((refusal.status, refusal.error().0), (507, "spool_full"), "{:?}", refusal.json);
+    assert!(accepted.len() > before, "the drained spool took writes again");
+    drop(d);
+    let d = config_daemon(dir.path(), reserve, &config);
+    assert!(!d.log_text().contains("cannot be opened"), "{}", d.log_text());
+    let (queued, acknowledged) = (d.queue("etcd")["items"].as_u64().unwrap(), (accepted.len() - before) as u64);
+    assert!((acknowledged..=acknowledged + 1).contains(&queued), "{queued} queued, {acknowledged} acknowledged, 1 refused: {}", d.log_text());
+    etcd.restart();
+    d.settle("etcd", Duration::from_secs(60));
+    for n in &accepted[before..] {
+        assert!(!etcd_return_keys(&etcd, *n).is_empty(), "return {n} was acknowledged before the kill and must be stored");
+    }
+    assert!(d.dead_letters("etcd").is_empty(), "{:?}", d.dead_letters("etcd"));
 }
 
 #[test]

@@ -381,7 +381,11 @@ impl Daemon {
             if q["items"] == 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "{returner}'s spool did not drain within {within:?}: {q}");
+            if Instant::now() >= deadline {
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("{returner}'s spool did not drain within {within:?}: {q}\nthe host's log ends:\n{}", tail.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -8,6 +8,7 @@
 pub mod admin;
 mod delivery;
 mod item;
+mod reserve;
 mod store;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use item::{DeadLetter, Item, WRITES, is_write};
+use reserve::Reserve;
 use store::{Op, Store, StoreError};
 
 use crate::config::SpoolConfig;
@@ -104,6 +106,19 @@ impl QueueState {
         }
         if let Some(seq) = last_seq {
             self.accepted.fetch_max(seq, Ordering::AcqRel);
+            self.wake.notify_one();
+        }
+        self.publish_metrics();
+    }
+
+    /// Take `counts` and `last_seq` as read from the file, after the store
+    /// opened it again, and wake delivery for writes it may not know of.
+    fn reset(&self, counts: Counts, last_seq: u64) {
+        self.items.store(counts.items, Ordering::Release);
+        self.bytes.store(counts.bytes, Ordering::Release);
+        self.dead_items.store(counts.dead_items, Ordering::Release);
+        self.dead_bytes.store(counts.dead_bytes, Ordering::Release);
+        if self.accepted.fetch_max(last_seq, Ordering::AcqRel) < last_seq {
             self.wake.notify_one();
         }
         self.publish_metrics();
@@ -200,7 +215,7 @@ impl Spool {
     pub fn open(dir: &Path, served: &[String], config: SpoolConfig) -> anyhow::Result<Arc<Self>> {
         crate::config::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(SPOOL_FILE);
-        let opened = match Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync) {
+        let opened = match Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync, Reserve::new(dir, config.reserve_bytes)) {
             Ok(opened) => opened,
             Err(e) if e.is::<store::Unopenable>() && path.exists() => {
                 let aside = dir.join(format!("{SPOOL_FILE}.unreadable-{}", item::now_ms()));
@@ -210,7 +225,7 @@ impl Spool {
                      the writes it held are not delivered"
                 );
                 std::fs::rename(&path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
-                Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync)?
+                Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync, Reserve::new(dir, config.reserve_bytes))?
             }
             Err(e) => return Err(e),
         };

@@ -18,6 +18,7 @@ use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _, Tabl
 use tokio::sync::oneshot;
 
 use super::item::DeadLetter;
+use super::reserve::Reserve;
 use super::{Counts, QueueState};
 
 /// Writes collected into one transaction at most.
@@ -29,6 +30,14 @@ const MAX_BYTES_PER_COMMIT: usize = 64 * 1024 * 1024;
 const LAZY_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 const COUNTS: TableDefinition<&str, [u64; 4]> = TableDefinition::new("counts");
+/// `commits`: how many transactions have been committed, kept in each, so
+/// that after a commit that failed the store can tell, from the file it
+/// opens again, whether that commit reached the disk all the same.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const COMMITS: &str = "commits";
+/// `next_seq`: the next sequence number to hand out, so that none is used
+/// twice even once every item that had one is gone.
+const NEXT_SEQ: &str = "next_seq";
 
 fn queue_table(name: &str) -> String {
     format!("queue:{name}")
@@ -101,31 +110,48 @@ pub struct Opened {
 impl Store {
     /// Open (or create) the store at `path`, creating `names`' queues, and
     /// start its thread. `max_bytes` bounds queued plus dead bytes; `fsync`
-    /// makes every commit durable before it is answered.
+    /// makes every commit durable before it is answered; `reserve` is the
+    /// disk reserve beside the file.
     pub fn open(
         path: &Path,
         names: &[String],
         states: impl Fn(&str, Counts, u64) -> Arc<QueueState>,
         max_bytes: u64,
         fsync: bool,
+        mut reserve: Reserve,
     ) -> anyhow::Result<(Opened, BTreeMap<String, Arc<QueueState>>)> {
-        let (db, repaired) = open_db(path).map_err(|e| open_error(path, e))?;
-        let (queues, last_seq, next_seq) = scan(&db, names)?;
-        let mut by_name = BTreeMap::new();
-        for (name, counts) in &queues {
-            by_name.insert(name.clone(), states(name, *counts, last_seq.get(name).copied().unwrap_or(0)));
+        let (db, repaired) = match open_db(path) {
+            // Repairing the file after a crash may need room the disk lacks.
+            Err(e) if is_disk_full(&e) && reserve.release() => open_db(path),
+            opened => opened,
         }
+        .map_err(|e| open_error(path, e))?;
+        create_tables(&db, names)?;
+        let found = scan(&db)?;
+        let mut by_name = BTreeMap::new();
+        for (name, counts) in &found.queues {
+            by_name.insert(name.clone(), states(name, *counts, found.last_seq.get(name).copied().unwrap_or(0)));
+        }
+        let queues = found.queues.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut writer = Writer {
             path: path.to_path_buf(),
             db: Some(db),
-            next_seq,
-            held: queues.values().map(|c| c.bytes + c.dead_bytes).sum(),
+            states: by_name.clone(),
+            next_seq: 0,
+            commits: 0,
+            held: 0,
             max_bytes,
             fsync,
             last_sync: std::time::Instant::now(),
             removals: Vec::new(),
+            disk_full_at: None,
+            removals_tried: std::time::Instant::now(),
+            failing_since: None,
+            reserve,
+            reserve_tried: std::time::Instant::now(),
         };
+        writer.take(&found);
         let thread = std::thread::Builder::new()
             .name("spool-store".into())
             .spawn(move || writer.run(rx))?;
@@ -175,16 +201,27 @@ fn open_db(path: &Path) -> Result<(Database, bool), redb::DatabaseError> {
 /// may keep redb from repairing a file it can read, and is no reason to set
 /// the file, and the writes it holds, aside.
 fn open_error(path: &Path, e: redb::DatabaseError) -> anyhow::Error {
-    let full = matches!(&e, redb::DatabaseError::Storage(redb::StorageError::Io(e)) if disk_full(e));
+    let full = is_disk_full(&e);
     let e = format!("opening the spool {}: {e}", path.display());
     if full { anyhow::anyhow!("{e}: the disk is full; start again once it has room") } else { anyhow::Error::new(Unopenable(e)) }
 }
 
-type Scanned = (BTreeMap<String, Counts>, BTreeMap<String, u64>, u64);
+/// Whether opening failed for want of room on the disk.
+fn is_disk_full(e: &redb::DatabaseError) -> bool {
+    matches!(e, redb::DatabaseError::Storage(redb::StorageError::Io(e)) if disk_full(e))
+}
 
-/// The queues in `db` (and `names`, created empty), their counts and last
-/// sequence numbers, and the next sequence number to hand out.
-fn scan(db: &Database, names: &[String]) -> anyhow::Result<Scanned> {
+/// What the file holds: every queue's counts and last sequence number, the
+/// next sequence number to hand out and how many commits it has seen.
+struct Scanned {
+    queues: BTreeMap<String, Counts>,
+    last_seq: BTreeMap<String, u64>,
+    next_seq: u64,
+    commits: u64,
+}
+
+/// Create `names`' queues (and their counts) where the file lacks them.
+fn create_tables(db: &Database, names: &[String]) -> anyhow::Result<()> {
     let txn = db.begin_write()?;
     {
         let mut counts = txn.open_table(COUNTS)?;
@@ -195,8 +232,14 @@ fn scan(db: &Database, names: &[String]) -> anyhow::Result<Scanned> {
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&queue_table(name)))?;
             txn.open_table(TableDefinition::<u64, &[u8]>::new(&dead_table(name)))?;
         }
+        txn.open_table(META)?;
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// Read what the file holds (see [`Scanned`]).
+fn scan(db: &Database) -> Result<Scanned, redb::Error> {
     let read = db.begin_read()?;
     let mut queues = BTreeMap::new();
     let mut last = BTreeMap::new();
@@ -223,13 +266,26 @@ fn scan(db: &Database, names: &[String]) -> anyhow::Result<Scanned> {
             next = next.max(k.value() + 1);
         }
     }
-    Ok((queues, last, next))
+    let mut commits = 0;
+    match read.open_table(META) {
+        Ok(meta) => {
+            commits = meta.get(COMMITS)?.map_or(0, |v| v.value());
+            next = next.max(meta.get(NEXT_SEQ)?.map_or(0, |v| v.value()));
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Scanned { queues, last_seq: last, next_seq: next, commits })
 }
 
 struct Writer {
     path: PathBuf,
     db: Option<Database>,
+    /// The queues served, whose counts the writer keeps.
+    states: BTreeMap<String, Arc<QueueState>>,
     next_seq: u64,
+    /// Transactions committed to the file (its `meta` table's `commits`).
+    commits: u64,
     /// Bytes queued plus dead, over every queue.
     held: u64,
     max_bytes: u64,
@@ -240,7 +296,27 @@ struct Writer {
     /// until one commits: without that a spool whose disk filled would keep
     /// them (and count them) for good.
     removals: Vec<Removal>,
+    /// When the disk under the spool was last found full. redb reuses the
+    /// pages of removed items only after a later durable commit, so until a
+    /// while after that, a commit that removes items is followed by an empty
+    /// one: the room delivery made is then there for the next write.
+    disk_full_at: Option<std::time::Instant>,
+    /// When removals were last tried alone.
+    removals_tried: std::time::Instant,
+    /// Since when commits have been failing (the file is opened again after
+    /// each failure; that is said once, not at every attempt).
+    failing_since: Option<std::time::Instant>,
+    /// The disk reserve, given up when removals find no room.
+    reserve: Reserve,
+    /// When taking the reserve back was last tried.
+    reserve_tried: std::time::Instant,
 }
+
+/// How often removals that could not be committed are tried again alone.
+const REMOVALS_RETRY: Duration = Duration::from_secs(1);
+
+/// How long after a full disk removals are followed by an empty commit.
+const RECLAIM_FOR: Duration = Duration::from_secs(60);
 
 /// Delivered items of one queue to remove: sequence numbers and sizes.
 type Removal = (Arc<QueueState>, Vec<(u64, u64)>);
@@ -265,9 +341,7 @@ impl Writer {
             let first = match rx.recv_timeout(LAZY_SYNC_EVERY) {
                 Ok(op) => op,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if !self.removals.is_empty() {
-                        self.commit(Vec::new());
-                    }
+                    self.housekeeping();
                     if !self.fsync && self.last_sync.elapsed() >= LAZY_SYNC_EVERY {
                         self.sync_now();
                     }
@@ -297,25 +371,54 @@ impl Writer {
     fn handle(&mut self, ops: Vec<Op>) {
         let (writes, reads): (Vec<Op>, Vec<Op>) =
             ops.into_iter().partition(|op| !matches!(op, Op::Read { .. } | Op::Head { .. } | Op::ListDead { .. }));
-        if !writes.is_empty() || !self.removals.is_empty() {
+        if !writes.is_empty() {
             self.commit(writes);
         }
+        self.housekeeping();
         for op in reads {
             self.read(op);
         }
     }
 
+    /// At most every [`REMOVALS_RETRY`] (on a full disk each attempt fails,
+    /// and the store must not spin on them): try removals that could not be
+    /// committed again, alone, and take the disk reserve back if it was
+    /// given up.
+    fn housekeeping(&mut self) {
+        if !self.removals.is_empty() && self.removals_tried.elapsed() >= REMOVALS_RETRY {
+            self.removals_tried = std::time::Instant::now();
+            self.commit(Vec::new());
+        }
+        if self.reserve_tried.elapsed() >= REMOVALS_RETRY {
+            self.reserve_tried = std::time::Instant::now();
+            self.reserve.restore();
+        }
+    }
+
+    /// The database, opened again if an I/O error closed it. What the file
+    /// holds then is the truth: a commit that failed may have reached the
+    /// disk all the same, so counts, sequence numbers and the bytes held are
+    /// read from it again, and delivery is woken for what it may not know.
     fn db(&mut self) -> Result<&Database, StoreError> {
         if self.db.is_none() {
-            match open_db(&self.path) {
-                Ok((db, _)) => {
-                    tracing::warn!(spool = %self.path.display(), "spool reopened after an I/O error");
-                    self.db = Some(db);
-                }
-                Err(e) => return Err(io(e)),
-            }
+            let (db, _) = open_db(&self.path).map_err(io)?;
+            let found = scan(&db).map_err(io)?;
+            self.take(&found);
+            self.db = Some(db);
         }
         Ok(self.db.as_ref().expect("just opened"))
+    }
+
+    /// Take what a scan of the file found as the writer's and the queues' state.
+    fn take(&mut self, found: &Scanned) {
+        // Delivery has seen sequence numbers up to the last handed out.
+        self.next_seq = self.next_seq.max(found.next_seq);
+        self.commits = found.commits;
+        self.held = found.queues.values().map(|c| c.bytes + c.dead_bytes).sum();
+        for (name, state) in &self.states {
+            let counts = found.queues.get(name).copied().unwrap_or_default();
+            state.reset(counts, found.last_seq.get(name).copied().unwrap_or(0));
+        }
     }
 
     /// Commit `writes` after the removals earlier commits left. When the
@@ -324,6 +427,7 @@ impl Writer {
     /// for the next commit if that fails too.
     fn commit(&mut self, mut writes: Vec<Op>) {
         writes.splice(0..0, std::mem::take(&mut self.removals).into_iter().map(removal));
+        self.removals_tried = std::time::Instant::now();
         let removals: Vec<Removal> = writes
             .iter()
             .filter_map(|op| match op {
@@ -332,11 +436,26 @@ impl Writer {
             })
             .collect();
         let others = writes.len() > removals.len();
-        if writes.is_empty() || self.commit_once(writes).is_ok() || removals.is_empty() {
+        if writes.is_empty() {
             return;
         }
-        if !others || self.commit_once(removals.iter().cloned().map(removal).collect()).is_err() {
-            self.removals = removals;
+        let mut outcome = self.commit_once(writes);
+        if outcome.is_err() && !removals.is_empty() {
+            let alone = |removals: &[Removal]| removals.iter().cloned().map(removal).collect();
+            if others {
+                outcome = self.commit_once(alone(&removals));
+            }
+            // Even a removal needs new pages: the reserve gives them room.
+            if matches!(outcome, Err(StoreError::DiskFull(_))) && self.reserve.release() {
+                outcome = self.commit_once(alone(&removals));
+            }
+            if outcome.is_err() {
+                self.removals = removals;
+                return;
+            }
+        }
+        if outcome.is_ok() && !removals.is_empty() && self.disk_full_at.is_some_and(|t| t.elapsed() < RECLAIM_FOR) {
+            self.sync_now();
         }
     }
 
@@ -346,16 +465,31 @@ impl Writer {
         let outcome = self.apply(writes, &mut replies, &mut deltas);
         let outcome = match outcome {
             Ok(()) => Ok(()),
-            Err(e) => {
+            Err(e @ (StoreError::Io(_) | StoreError::DiskFull(_))) => {
                 // An I/O error leaves redb refusing every later operation
-                // until the file is opened again; the transaction's writes
-                // are not in the file.
-                if matches!(e, StoreError::Io(_) | StoreError::DiskFull(_)) {
-                    self.db = None;
+                // until the file is opened again. Whether the transaction
+                // reached the disk is for the file to say: opening it again
+                // takes its state (and so this transaction's effects, if it
+                // landed); if it cannot be opened yet, that happens at the
+                // next attempt, and a write answered with an error may then
+                // be delivered after all (at least once; never lost).
+                let attempted = self.commits + 1;
+                self.db = None;
+                deltas.clear();
+                if self.db().is_ok() && self.commits == attempted {
+                    Ok(())
+                } else {
+                    if matches!(e, StoreError::DiskFull(_)) {
+                        // Make the room earlier removals left usable now.
+                        self.disk_full_at = Some(std::time::Instant::now());
+                        self.sync_now();
+                    }
+                    Err(e)
                 }
-                Err(e)
             }
+            Err(e) => Err(e),
         };
+        self.note(&outcome);
         if outcome.is_ok() {
             for (_, (state, d)) in deltas {
                 self.held = (self.held as i64 + d.bytes + d.dead_bytes).max(0) as u64;
@@ -375,8 +509,9 @@ impl Writer {
         deltas: &mut BTreeMap<String, (Arc<QueueState>, Delta)>,
     ) -> Result<(), StoreError> {
         let durable = self.fsync || self.last_sync.elapsed() >= LAZY_SYNC_EVERY;
-        let (max_bytes, mut held, mut next_seq) = (self.max_bytes, self.held, self.next_seq);
-        let db = self.db()?;
+        self.db()?;
+        let (max_bytes, mut held, mut next_seq, commits) = (self.max_bytes, self.held, self.next_seq, self.commits);
+        let db = self.db.as_ref().expect("opened above");
         let mut txn = db.begin_write().map_err(io)?;
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(io)?;
         for op in writes {
@@ -460,6 +595,11 @@ impl Writer {
             }
         }
         {
+            let mut meta = txn.open_table(META).map_err(io)?;
+            meta.insert(COMMITS, commits + 1).map_err(io)?;
+            meta.insert(NEXT_SEQ, next_seq).map_err(io)?;
+        }
+        {
             let mut counts = txn.open_table(COUNTS).map_err(io)?;
             for (name, (_, d)) in deltas.iter() {
                 let [items, bytes, dead_items, dead_bytes] =
@@ -473,16 +613,37 @@ impl Writer {
         if durable {
             self.last_sync = std::time::Instant::now();
         }
+        self.commits += 1;
         self.next_seq = next_seq;
         Ok(())
+    }
+
+    /// Say once when commits start failing, and when they work again.
+    fn note(&mut self, outcome: &Result<(), StoreError>) {
+        match (outcome, self.failing_since) {
+            (Err(e), None) => {
+                self.failing_since = Some(std::time::Instant::now());
+                tracing::warn!(
+                    spool = %self.path.display(), error = ?e,
+                    "the spool cannot commit; writes are refused until it can (the file is opened again at each attempt)"
+                );
+            }
+            (Ok(()), Some(since)) => {
+                self.failing_since = None;
+                tracing::info!(spool = %self.path.display(), failed_for_s = since.elapsed().as_secs_f64(), "the spool commits again");
+            }
+            _ => {}
+        }
     }
 
     /// A durable commit of nothing: makes earlier non-durable commits durable.
     fn sync_now(&mut self) {
         let Ok(db) = self.db() else { return };
-        let Ok(txn) = db.begin_write() else { return };
-        if txn.commit().is_ok() {
-            self.last_sync = std::time::Instant::now();
+        let committed: Result<(), redb::Error> = db.begin_write().map_err(Into::into).and_then(|txn| txn.commit().map_err(Into::into));
+        match committed {
+            Ok(()) => self.last_sync = std::time::Instant::now(),
+            // redb takes nothing more until the file is opened again.
+            Err(_) => self.db = None,
         }
     }
 
