@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use returner_host_tests::etcd::EtcdServer;
 use returner_host_tests::mariadb::TestDb;
 use returner_host_tests::salt::{
-    LocalMinion, MINION_ID, SaltMaster, salt_returner_calls, salt_returner_outcomes, shim_dir, venv, venv_3007,
+    LocalMinion, MINION_ID, SaltLine, SaltMaster, salt_returner_calls, salt_returner_outcomes, shim_dir, venv, venv_3007,
 };
 use returner_host_tests::{Daemon, guest, salt_fixture_lines, temp_dir};
 use serde_json::{Value, json};
@@ -360,6 +360,21 @@ fn salt_call_over_tcp_needs_the_token() {
     assert_eq!(local_cache_jobs(&data.join("jobs")).len(), 1, "nothing stored without the token");
 }
 
+/// `salt-call` on the minion of `salt`, whose master's job cache is the
+/// host's local cache in `jobs`: the master allocates the jid (jid "req"),
+/// saves the job's load and return there, and `jobs.lookup_jid` finds it.
+fn minion_salt_call_reaches_the_cache(salt: &SaltMaster, jobs: &Path) {
+    let before: Vec<String> = local_cache_jobs(jobs).into_iter().map(|(j, _)| j).collect();
+    let out = salt.minion_call(&["test.echo", "from salt-call"]);
+    assert_eq!(out.json()["local"], json!("from salt-call"), "{out:?}");
+    let (jid, job) = eventually("salt-call's job in the cache", || {
+        local_cache_jobs(jobs).into_iter().find(|(j, d)| !before.contains(j) && d.join(MINION_ID).exists())
+    });
+    assert_eq!(local_cache_return(jobs, &jid)["return"], json!("from salt-call"));
+    assert!(job.join(".load.p").is_file(), "the master saved the load of a minion's own job");
+    assert_eq!(salt.run(&["jobs.lookup_jid", &jid]).json(), json!({ MINION_ID: "from salt-call" }));
+}
+
 #[test]
 fn master_job_cache_on_the_local_cache_returner() {
     let dir = temp_dir();
@@ -381,16 +396,7 @@ fn master_job_cache_on_the_local_cache_returner() {
     let job = salt.run(&["jobs.list_job", &run]).json();
     assert!(job["EndTime"].as_str().is_some_and(|t| t.starts_with("20")), "update_endtime, get_endtime: {job}");
 
-    // salt-call on the minion: the master allocates the jid (jid "req").
-    let before: Vec<String> = local_cache_jobs(&dir.path().join("jobs")).into_iter().map(|(j, _)| j).collect();
-    let out = salt.minion_call(&["test.echo", "from salt-call"]);
-    assert_eq!(out.json()["local"], json!("from salt-call"), "{out:?}");
-    let (jid, job) = eventually("salt-call's job in the cache", || {
-        local_cache_jobs(&dir.path().join("jobs")).into_iter().find(|(j, d)| !before.contains(j) && d.join(MINION_ID).exists())
-    });
-    assert_eq!(local_cache_return(&dir.path().join("jobs"), &jid)["return"], json!("from salt-call"));
-    assert!(job.join(".load.p").is_file(), "the master saved the load of a minion's own job");
-    assert_eq!(salt.run(&["jobs.lookup_jid", &jid]).json(), json!({ MINION_ID: "from salt-call" }));
+    minion_salt_call_reaches_the_cache(&salt, &dir.path().join("jobs"));
     let jobs = dir.path().join("jobs");
     assert_eq!(local_cache_return(&jobs, &ping)["return"], json!(true));
     assert_eq!(local_cache_return(&jobs, &run)["return"], json!("hello from the job"));
@@ -407,6 +413,62 @@ fn master_job_cache_on_the_local_cache_returner() {
 
     let dir_path = dir.path().to_owned();
     let _host = host_stopped_then_back(&mut salt, host, || start_host(&dir_path, None, None));
+}
+
+/// `salt-call --local --return wasm` run by Salt of `line`: each return
+/// reaches the host and is stored in its local cache as salt-call showed it.
+fn salt_call_returns_are_stored_on(line: SaltLine) {
+    let dir = temp_dir();
+    let host = start_host(dir.path(), None, None);
+    let jobs = dir.path().join("jobs");
+    let minion = LocalMinion::new_on(line, dir.path(), &[&shim_dir()], &format!("wasm.url: {}\n", host.socket.display()));
+    let cases: [(&[&str], Value); 2] = [(&["test.ping"], json!(true)), (&["cmd.run", "echo hello"], json!("hello"))];
+    for (args, shown) in cases {
+        let before: Vec<String> = local_cache_jobs(&jobs).into_iter().map(|(j, _)| j).collect();
+        let mut all = vec!["--return", "wasm"];
+        all.extend_from_slice(args);
+        let out = minion.call(&all);
+        assert!(!out.stderr.contains("returner-host"), "{line:?} {args:?}: the shim complained: {out:?}");
+        assert_eq!(out.json()["local"], shown, "{line:?} {args:?}: {out:?}");
+        let new: Vec<String> = local_cache_jobs(&jobs).into_iter().map(|(j, _)| j).filter(|j| !before.contains(j)).collect();
+        let [jid] = new.as_slice() else { panic!("{line:?} {args:?}: not one new job in the cache: {new:?} {out:?}") };
+        assert_eq!(local_cache_return(&jobs, jid)["return"], shown, "{line:?} {args:?} in the local cache");
+        let stored = host.call("local_cache", "get_jid", &json!({ "jid": jid }));
+        assert_eq!(stored.result()[MINION_ID]["return"], shown, "{line:?} {args:?} through the host");
+    }
+}
+
+/// A master and minion of Salt `line` with `master_job_cache: wasm`: jobs
+/// and a minion's own `salt-call` are stored through the host, and the jobs
+/// runner (`lookup_jid`, `list_job`, `list_jobs`) reads them back from it.
+fn master_job_cache_on(line: SaltLine) {
+    let dir = temp_dir();
+    let host = start_host(dir.path(), None, None);
+    let url = format!("wasm.url: {}\n", host.socket.display());
+    let salt = SaltMaster::start_on(line, dir.path(), &[&shim_dir()], &format!("master_job_cache: wasm\n{url}"), &url);
+    let (_, run) = jobs_round_trip(&salt, &host, "local_cache");
+    assert_eq!(local_cache_return(&dir.path().join("jobs"), &run)["return"], json!("hello from the job"), "{line:?}");
+    minion_salt_call_reaches_the_cache(&salt, &dir.path().join("jobs"));
+}
+
+#[test]
+fn salt_3007_salt_call_returns_are_stored() {
+    salt_call_returns_are_stored_on(SaltLine::V3007);
+}
+
+#[test]
+fn salt_3006_salt_call_returns_are_stored() {
+    salt_call_returns_are_stored_on(SaltLine::V3006);
+}
+
+#[test]
+fn salt_3007_master_job_cache_and_lookup_jid() {
+    master_job_cache_on(SaltLine::V3007);
+}
+
+#[test]
+fn salt_3006_master_job_cache_and_lookup_jid() {
+    master_job_cache_on(SaltLine::V3006);
 }
 
 /// The tags of the events stored for a job's return, from `tags`.

@@ -16,14 +16,39 @@ use crate::free_port;
 /// The minion id of every Salt minion here.
 pub const MINION_ID: &str = "minion1";
 
+/// A line of Salt releases the shim is run on end to end: sites upgrade
+/// line by line, so each supported line's newest installable release gets
+/// its own venv from `scripts/setup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaltLine {
+    /// Salt 3008, with saltext.mysql and PyMySQL: what most tests run.
+    #[default]
+    V3008,
+    /// Salt 3007, the last line with `etcd_return`, with etcd3-py.
+    V3007,
+    /// Salt 3006, the older long-term-support line.
+    V3006,
+}
+
+impl SaltLine {
+    /// The venv `scripts/setup` installs this line into (same variables, same defaults).
+    pub fn venv(self) -> PathBuf {
+        match self {
+            SaltLine::V3008 => find_venv("RETURNER_HOST_SALT_VENV", "salt-venv"),
+            SaltLine::V3007 => find_venv("RETURNER_HOST_SALT3007_VENV", "salt3007-venv"),
+            SaltLine::V3006 => find_venv("RETURNER_HOST_SALT3006_VENV", "salt3006-venv"),
+        }
+    }
+}
+
 /// The venv with Salt 3008, saltext.mysql and PyMySQL.
 pub fn venv() -> PathBuf {
-    find_venv("RETURNER_HOST_SALT_VENV", "salt-venv")
+    SaltLine::V3008.venv()
 }
 
 /// The venv with Salt 3007 (the last with `etcd_return`) and etcd3-py.
 pub fn venv_3007() -> PathBuf {
-    find_venv("RETURNER_HOST_SALT3007_VENV", "salt3007-venv")
+    SaltLine::V3007.venv()
 }
 
 fn find_venv(var: &str, default: &str) -> PathBuf {
@@ -89,12 +114,18 @@ fn yaml_paths(paths: &[&Path]) -> String {
 /// A masterless minion for `salt-call --local`, its config in `dir/local`.
 pub struct LocalMinion {
     config_dir: PathBuf,
+    line: SaltLine,
 }
 
 impl LocalMinion {
     /// Config with the shim and `returner_dirs` on the path, file_roots
-    /// in `dir/states`, and `extra` YAML (e.g. `wasm.url: ...`).
+    /// in `dir/states`, and `extra` YAML (e.g. `wasm.url: ...`); Salt 3008.
     pub fn new(dir: &Path, returner_dirs: &[&Path], extra: &str) -> LocalMinion {
+        LocalMinion::new_on(SaltLine::default(), dir, returner_dirs, extra)
+    }
+
+    /// As [`LocalMinion::new`], run by Salt of `line`.
+    pub fn new_on(line: SaltLine, dir: &Path, returner_dirs: &[&Path], extra: &str) -> LocalMinion {
         let config_dir = dir.join("local");
         let states = dir.join("states");
         std::fs::create_dir_all(&config_dir).unwrap();
@@ -106,7 +137,7 @@ impl LocalMinion {
             states.display()
         );
         std::fs::write(config_dir.join("minion"), config).unwrap();
-        LocalMinion { config_dir }
+        LocalMinion { config_dir, line }
     }
 
     /// The directory of its state files.
@@ -116,7 +147,7 @@ impl LocalMinion {
 
     /// `salt-call --local --out json ARGS`.
     pub fn call(&self, args: &[&str]) -> SaltOutput {
-        let mut cmd = Command::new(venv().join("bin/salt-call"));
+        let mut cmd = Command::new(self.line.venv().join("bin/salt-call"));
         cmd.arg("-c").arg(&self.config_dir).args(["--local", "--out", "json", "-l", "error"]).args(args);
         run(cmd)
     }
@@ -129,12 +160,20 @@ pub struct SaltMaster {
     minion: Option<Child>,
     config_dir: PathBuf,
     root: PathBuf,
+    line: SaltLine,
 }
 
 impl SaltMaster {
     /// Start both with the shim and `returner_dirs` on the path, `master`
-    /// and `minion` YAML added to their configs; wait until the minion answers.
+    /// and `minion` YAML added to their configs; wait until the minion
+    /// answers. Salt 3008.
     pub fn start(dir: &Path, returner_dirs: &[&Path], master: &str, minion: &str) -> SaltMaster {
+        SaltMaster::start_on(SaltLine::default(), dir, returner_dirs, master, minion)
+    }
+
+    /// As [`SaltMaster::start`], both daemons (and every command run
+    /// against them) from Salt of `line`.
+    pub fn start_on(line: SaltLine, dir: &Path, returner_dirs: &[&Path], master: &str, minion: &str) -> SaltMaster {
         let (publish, ret) = (free_port(), free_port());
         let config_dir = dir.join("master-config");
         let minion_dir = dir.join("minion-config");
@@ -160,7 +199,7 @@ impl SaltMaster {
         )
         .unwrap();
         let daemon = |name: &str, config: &Path| {
-            Command::new(venv().join("bin").join(name))
+            Command::new(line.venv().join("bin").join(name))
                 .arg("-c")
                 .arg(config)
                 .args(["-l", "quiet"])
@@ -177,6 +216,7 @@ impl SaltMaster {
             minion: None,
             config_dir,
             root: dir.to_owned(),
+            line,
         };
         salt.minion = Some(daemon("salt-minion", &minion_dir));
         salt.wait_for_minion();
@@ -202,14 +242,14 @@ impl SaltMaster {
 
     /// `salt --out json -t 60 ARGS`.
     pub fn salt(&self, args: &[&str]) -> SaltOutput {
-        let mut cmd = Command::new(venv().join("bin/salt"));
+        let mut cmd = Command::new(self.line.venv().join("bin/salt"));
         cmd.arg("-c").arg(&self.config_dir).args(["--out", "json", "-t", "60"]).args(args);
         run(cmd)
     }
 
     /// `salt-run --out json ARGS`.
     pub fn run(&self, args: &[&str]) -> SaltOutput {
-        let mut cmd = Command::new(venv().join("bin/salt-run"));
+        let mut cmd = Command::new(self.line.venv().join("bin/salt-run"));
         cmd.arg("-c").arg(&self.config_dir).args(["--out", "json", "-l", "error"]).args(args);
         run(cmd)
     }
@@ -275,7 +315,7 @@ print(json.dumps({"jids": jids, "pending": sorted(pending)}))
             "in_flight": in_flight, "every": every, "within": within.as_secs_f64(),
         });
         let what = format!("running {} jobs of {fun}", args.len());
-        let run = python_json(&venv(), RUN, &request, &what);
+        let run = python_json(&self.line.venv(), RUN, &request, &what);
         let jids_of = |key: &str| -> Vec<String> {
             let jids = run[key].as_array().into_iter().flatten();
             jids.map(|j| match j.as_str() {
@@ -307,7 +347,7 @@ runner = salt.runner.RunnerClient(opts)
 print(json.dumps({jid: runner.cmd("jobs.lookup_jid", [jid], print_event=False) for jid in request["jids"]}, default=str))
 "#;
         let request = serde_json::json!({ "config": self.config_dir.join("master"), "jids": jids });
-        match python_json(&venv(), LOOKUP, &request, &format!("jobs.lookup_jid of {} jobs", jids.len())) {
+        match python_json(&self.line.venv(), LOOKUP, &request, &format!("jobs.lookup_jid of {} jobs", jids.len())) {
             Value::Object(found) => found,
             other => panic!("jobs.lookup_jid answered no object: {other}"),
         }
@@ -316,7 +356,7 @@ print(json.dumps({jid: runner.cmd("jobs.lookup_jid", [jid], print_event=False) f
     /// `salt-call --out json ARGS` on the minion's config: run there,
     /// returned to the master.
     pub fn minion_call(&self, args: &[&str]) -> SaltOutput {
-        let mut cmd = Command::new(venv().join("bin/salt-call"));
+        let mut cmd = Command::new(self.line.venv().join("bin/salt-call"));
         cmd.arg("-c").arg(self.root.join("minion-config")).args(["--out", "json", "-l", "error"]).args(args);
         run(cmd)
     }
