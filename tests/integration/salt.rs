@@ -590,12 +590,14 @@ fn stored_by_salt(venv: &Path, opts: &Value, module: &str, jid: &str, index: usi
     (ret, load)
 }
 
-#[test]
-fn salts_mysql_returner_and_ours_read_each_others_rows() {
+/// Salt's own mysql returner of `line` (saltext.mysql on 3008, the one in
+/// Salt before) and ours read what the other wrote, row for row.
+fn mysql_returners_read_each_others_rows(line: SaltLine) {
     let db = database();
     let dir = temp_dir();
     let host = start_host(dir.path(), None, Some(&db));
     let opts = salt_mysql_opts(&db);
+    let venv = || line.venv();
 
     // Ours writes; Salt's reads.
     let (ret, load) = stored_by_host(&host, "mysql", "20261123090000000001", 0);
@@ -620,6 +622,21 @@ fn salts_mysql_returner_and_ours_read_each_others_rows() {
     // And both readers agree on the whole table.
     let salt_jids = salt_returner_calls(&venv(), &opts, &[json!(["mysql.get_jids"])]);
     assert_eq!(&salt_jids[0], jobs.result());
+}
+
+#[test]
+fn salts_mysql_returner_and_ours_read_each_others_rows() {
+    mysql_returners_read_each_others_rows(SaltLine::V3008);
+}
+
+#[test]
+fn salt_3007_mysql_returner_and_ours_read_each_others_rows() {
+    mysql_returners_read_each_others_rows(SaltLine::V3007);
+}
+
+#[test]
+fn salt_3006_mysql_returner_and_ours_read_each_others_rows() {
+    mysql_returners_read_each_others_rows(SaltLine::V3006);
 }
 
 #[test]
