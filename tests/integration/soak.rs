@@ -172,7 +172,7 @@ fn soak_every_acknowledged_return_is_in_every_backend_once_through_kills_and_res
     }
     // etcd: each return's `return` key, once (keys are unique by name).
     let keys: std::collections::HashSet<String> =
-        etcd.all_keys().into_iter().filter(|k| k.starts_with("/salt/return/jobs/") && k.ends_with("/return")).collect();
+        etcd.keys_under("/salt/return/jobs/").into_iter().filter(|k| k.ends_with("/return")).collect();
     assert_eq!(keys.len() as u64, total, "one return key per return in etcd");
     // local-cache: each return's file.
     for n in (0..total).step_by(97) {

@@ -192,11 +192,27 @@ impl EtcdServer {
         v["kvs"].as_array().map(|kvs| kvs.iter().map(|kv| (b64(&kv["key"]), b64(&kv["value"]))).collect()).unwrap_or_default()
     }
 
-    /// Every key in the whole keyspace, in key order.
-    pub fn all_keys(&self) -> Vec<String> {
-        let v = self.ctl_json(&["get", "", "--from-key", "--keys-only"]);
+    /// Every key under `prefix` (ASCII), in key order, read a page of
+    /// 10,000 at a time: one range over hundreds of thousands of keys runs
+    /// past etcdctl's command timeout.
+    pub fn keys_under(&self, prefix: &str) -> Vec<String> {
+        let last = prefix.as_bytes().last().expect("a prefix");
+        let end = format!("{}{}", &prefix[..prefix.len() - 1], char::from(last + 1));
         let b64 = |s: &Value| decode_base64(s.as_str().unwrap_or_default());
-        v["kvs"].as_array().map(|kvs| kvs.iter().map(|kv| b64(&kv["key"])).collect()).unwrap_or_default()
+        let mut keys: Vec<String> = Vec::new();
+        let mut from = prefix.to_owned();
+        loop {
+            let v = self.ctl_json(&["get", &from, &end, "--keys-only", "--limit", "10000", "--command-timeout", "60s"]);
+            let page: Vec<String> = v["kvs"].as_array().map(|kvs| kvs.iter().map(|kv| b64(&kv["key"])).collect()).unwrap_or_default();
+            // Each page after the first starts with the last key of the one before.
+            let fresh: Vec<String> = page.into_iter().filter(|k| keys.last() != Some(k)).collect();
+            let Some(next) = fresh.last().cloned() else { return keys };
+            keys.extend(fresh);
+            if !v["more"].as_bool().unwrap_or(false) {
+                return keys;
+            }
+            from = next;
+        }
     }
 
     /// Lease ids of every key under `prefix` (0 when none).
