@@ -16,6 +16,7 @@ mod reload;
 mod runtime;
 mod salt;
 mod salt_outage;
+mod salt_ported;
 mod soak;
 mod spool;
 mod sql_escapes;

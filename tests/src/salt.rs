@@ -409,6 +409,8 @@ fn stop_group(mut child: Child) {
 /// Call functions of Salt returner modules through Salt's loader in the
 /// venv `venv`, with `opts` added to a minion config: each call is
 /// `["returner.function", args...]`; the results as JSON. Panics if one raises.
+/// An object `{"__bytes__": "text"}` in a call's arguments is passed as
+/// Python `bytes` (UTF-8 of the text), which JSON has no type for.
 pub fn salt_returner_calls(venv: &Path, opts: &Value, calls: &[Value]) -> Vec<Value> {
     salt_returner_outcomes(venv, opts, calls)
         .into_iter()
@@ -423,7 +425,7 @@ pub fn salt_returner_outcomes(venv: &Path, opts: &Value, calls: &[Value]) -> Vec
     const DRIVER: &str = r#"
 import json, sys
 import salt.config, salt.loader
-request = json.load(sys.stdin)
+request = json.load(sys.stdin, object_hook=lambda o: o["__bytes__"].encode() if list(o) == ["__bytes__"] else o)
 opts = salt.config.minion_config(None)
 opts.update(request["opts"])
 returners = salt.loader.returners(opts, {})

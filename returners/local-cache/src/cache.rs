@@ -329,7 +329,14 @@ impl JobCache {
             }
             let path = dir.join(&name);
             match read_json(&path) {
-                Ok(Some(value)) => minions.extend(minion_ids(value).unwrap_or_default()),
+                Ok(Some(value)) => match minion_ids(value) {
+                    Some(ids) => minions.extend(ids),
+                    // Salt 3008 leaves `Minions` out and warns likewise.
+                    None => log::warn(&format!(
+                        "skipping the minions file {}: it contains invalid minion data (not a list of ids)",
+                        path.display()
+                    )),
+                },
                 Ok(None) => {}
                 Err(err) => log::warn(&format!(
                     "skipping the minions file {}: {err}",
