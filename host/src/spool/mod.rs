@@ -215,7 +215,8 @@ impl Spool {
     pub fn open(dir: &Path, served: &[String], config: SpoolConfig) -> anyhow::Result<Arc<Self>> {
         crate::config::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(SPOOL_FILE);
-        let opened = match Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync, Reserve::new(dir, config.reserve_bytes)) {
+        let open = || Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync, Reserve::new(dir, config.reserve_bytes));
+        let opened = match open() {
             Ok(opened) => opened,
             Err(e) if e.is::<store::Unopenable>() && path.exists() => {
                 let aside = dir.join(format!("{SPOOL_FILE}.unreadable-{}", item::now_ms()));
@@ -225,7 +226,7 @@ impl Spool {
                      the writes it held are not delivered"
                 );
                 std::fs::rename(&path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
-                Store::open(&path, served, QueueState::new, config.max_bytes, config.fsync, Reserve::new(dir, config.reserve_bytes))?
+                open()?
             }
             Err(e) => return Err(e),
         };
