@@ -10,7 +10,7 @@
 //! several returns in one call ([`Returner::returner_batch`]).
 //!
 //! The returner reaches nothing but what the admin granted it in the host's
-//! config, through the modules here: [`etcd`], [`mysql`], files under
+//! config, through the modules here: [`etcd`], [`mysql`], [`http`], files under
 //! [`fs::GRANTED_DIR`] with plain [`std::fs`], its options through
 //! [`config`], and the host's log through [`log`]. There are no sockets, no
 //! environment variables, no arguments, and no credentials: the host holds
@@ -64,6 +64,7 @@ pub mod config;
 mod error;
 pub mod etcd;
 pub mod fs;
+pub mod http;
 pub mod log;
 pub mod mysql;
 pub mod salt;
@@ -85,10 +86,10 @@ pub mod wit {
         // returner uses for files, these bindings merely satisfy the world.
         generate_all,
         additional_type_attributes: {
-            "salt:returner/etcd@0.1.2/key-value": [#[derive(PartialEq, Eq)]],
-            "salt:returner/mysql@0.1.2/value": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.2/rows": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.2/exec-result": [#[derive(PartialEq, Eq)]],
+            "salt:returner/etcd@0.1.3/key-value": [#[derive(PartialEq, Eq)]],
+            "salt:returner/mysql@0.1.3/value": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.3/rows": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.3/exec-result": [#[derive(PartialEq, Eq)]],
         },
         pub_export_macro: true,
         default_bindings_module: "returner_sdk::wit",
@@ -105,12 +106,12 @@ pub mod wit {
             inline: "
                 package returner-sdk:batch;
                 world batch-export {
-                    export salt:returner/batch@0.1.2;
+                    export salt:returner/batch@0.1.3;
                 }
             ",
             world: "returner-sdk:batch/batch-export",
             with: {
-                "salt:returner/types@0.1.2": crate::wit::salt::returner::types,
+                "salt:returner/types@0.1.3": crate::wit::salt::returner::types,
             },
             pub_export_macro: true,
             default_bindings_module: "returner_sdk::wit::batch_export",

@@ -7,6 +7,7 @@ wasmtime::component::bindgen!({
     imports: {
         "salt:returner/etcd": async | trappable,
         "salt:returner/mysql": async | trappable,
+        "salt:returner/http": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -31,4 +32,4 @@ pub const BATCH_INTERFACE: &str = "salt:returner/batch";
 pub const BATCH_FUNCTION: &str = "returner-batch";
 
 /// Version of the `salt:returner` WIT package this host implements.
-pub const WIT_VERSION: &str = "0.1.2";
+pub const WIT_VERSION: &str = "0.1.3";

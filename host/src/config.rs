@@ -605,6 +605,10 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
                 p.resolve_paths(abs);
                 p.validate().map_err(|(k, m)| invalid(&format!("{key}.{k}"), m))?;
             }
+            Profile::Http(p) => {
+                p.resolve_paths(abs);
+                p.validate().map_err(|(k, m)| invalid(&format!("{key}.{k}"), m))?;
+            }
         }
         profiles.insert(name, profile);
     }
@@ -665,6 +669,10 @@ fn resolve(file: ConfigFile, source: &Path, base: &Path, overrides: &Overrides) 
             if let Some(Profile::Mysql(profile)) = profiles.get(&g.profile) {
                 g.validate(profile).map_err(|(k, m)| invalid(&format!("{key}.grants.mysql.{k}"), m))?;
             }
+        }
+        if let Some(g) = &grants.http {
+            check_profile(&profiles, &g.profile, "http").map_err(|m| invalid(&format!("{key}.grants.http.profile"), m))?;
+            g.validate().map_err(|(k, m)| invalid(&format!("{key}.grants.http.{k}"), m))?;
         }
         if let Some(g) = &mut grants.fs {
             g.validate().map_err(|(k, m)| invalid(&format!("{key}.grants.fs.{k}"), m))?;

@@ -54,11 +54,11 @@ struct CapabilityLabels {
 /// Kinds of guest fault, as `returner_host_guest_faults_total` labels them.
 pub const FAULT_KINDS: &[&str] = &["trap", "deadline", "memory_limit", "limit"];
 /// Limits that refuse calls, as `returner_host_limited_total` labels them.
-pub const LIMIT_KINDS: &[&str] = &["concurrency", "rate", "mysql_connections", "pool"];
+pub const LIMIT_KINDS: &[&str] = &["concurrency", "rate", "mysql_connections", "pool", "http_in_flight", "http_rate", "http_request_bytes", "http_response_bytes"];
 /// Capabilities whose checks deny, as `returner_host_denials_total` labels them.
-pub const DENYING_CAPABILITIES: &[&str] = &["fs", "etcd", "mysql", "network"];
+pub const DENYING_CAPABILITIES: &[&str] = &["fs", "etcd", "mysql", "network", "http"];
 /// Capabilities with a backend, as `returner_host_backend_errors_total` labels them.
-pub const BACKEND_CAPABILITIES: &[&str] = &["etcd", "mysql"];
+pub const BACKEND_CAPABILITIES: &[&str] = &["etcd", "mysql", "http"];
 /// Outcomes of a module reload.
 pub const RELOAD_OUTCOMES: &[&str] = &["swapped", "refused"];
 

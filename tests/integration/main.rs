@@ -9,6 +9,7 @@ mod cli;
 mod etcd;
 mod fs_quota;
 mod hostile;
+mod http;
 mod inspect;
 mod local_cache_api;
 mod mysql;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod etcd;
+pub mod http;
 pub mod mariadb;
 pub mod salt;
 

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod config;
 pub mod etcd;
 pub mod fs;
+pub mod http;
 pub mod log;
 pub mod mysql;
 pub mod wasi;
@@ -29,6 +30,9 @@ pub struct Grants {
     /// One host directory.
     #[serde(default)]
     pub fs: Option<fs::FsGrant>,
+    /// Methods and paths of an http profile.
+    #[serde(default)]
+    pub http: Option<http::HttpGrant>,
 }
 
 use std::collections::BTreeMap;
@@ -45,6 +49,8 @@ pub enum Profile {
     Etcd(etcd::EtcdProfile),
     /// A MySQL or MariaDB server.
     Mysql(mysql::MysqlProfile),
+    /// An HTTP endpoint.
+    Http(http::HttpProfile),
 }
 
 impl Profile {
@@ -53,6 +59,7 @@ impl Profile {
         match self {
             Profile::Etcd(_) => "etcd",
             Profile::Mysql(_) => "mysql",
+            Profile::Http(_) => "http",
         }
     }
 }
@@ -66,6 +73,8 @@ pub struct Backends {
     pub etcd: etcd::EtcdBackends,
     /// MySQL pools by profile name.
     pub mysql: mysql::MysqlBackends,
+    /// HTTP clients by profile name.
+    pub http: http::HttpBackends,
 }
 
 impl Backends {
@@ -74,6 +83,7 @@ impl Backends {
         Ok(Self {
             etcd: etcd::EtcdBackends::from_profiles(profiles)?,
             mysql: mysql::MysqlBackends::from_profiles(profiles)?,
+            http: http::HttpBackends::from_profiles(profiles)?,
         })
     }
 }
@@ -84,30 +94,31 @@ pub struct CallCaps {
     log: log::LogCtx,
     etcd: etcd::EtcdCtx,
     mysql: mysql::MysqlCtx,
+    http: http::HttpCtx,
     network: wasi::NetworkCtx,
     fs: fs::FsCtx,
 }
 
 impl CallCaps {
     /// State for one call of `returner` with its grants and options, ending
-    /// at `deadline`; `fs_usage` is its `fs` grant's usage ([`fs::FsGrant::measure`])
-    /// and `etcd_grant` its etcd grant, both resolved when it was loaded.
+    /// at `deadline`; `resolved` holds what was resolved of its grants when
+    /// it was loaded.
     pub fn new(
         returner: Arc<str>,
         grants: &Grants,
         options: Arc<serde_json::Map<String, serde_json::Value>>,
         backends: &Backends,
         deadline: std::time::Instant,
-        fs_usage: Option<Arc<fs::DirUsage>>,
-        etcd_grant: Option<Arc<etcd::EtcdGrant>>,
+        resolved: &ResolvedGrants,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
-            etcd: etcd::EtcdCtx::new(returner.clone(), etcd_grant, &backends.etcd),
+            etcd: etcd::EtcdCtx::new(returner.clone(), resolved.etcd.clone(), &backends.etcd),
             mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.as_ref(), &backends.mysql, deadline),
+            http: http::HttpCtx::new(returner.clone(), resolved.http.clone(), &backends.http, deadline),
             network: wasi::NetworkCtx::new(returner.clone()),
-            fs: fs::FsCtx::new(returner, fs_usage),
+            fs: fs::FsCtx::new(returner, resolved.fs_usage.clone()),
         }
     }
 
@@ -115,6 +126,18 @@ impl CallCaps {
     pub fn fs(&self) -> &fs::FsCtx {
         &self.fs
     }
+}
+
+/// What is resolved of a returner's grants once, when it is loaded, and
+/// shared by all its calls.
+#[derive(Clone, Debug, Default)]
+pub struct ResolvedGrants {
+    /// Its read-write `fs` grant's usage ([`fs::FsGrant::measure`]).
+    pub fs_usage: Option<Arc<fs::DirUsage>>,
+    /// Its etcd grant.
+    pub etcd: Option<Arc<etcd::EtcdGrant>>,
+    /// Its http grant, with the concurrency and rate its calls share.
+    pub http: Option<Arc<http::HttpGranted>>,
 }
 
 /// Access to the [`CallCaps`] inside a store's data.
@@ -130,6 +153,7 @@ pub const INTERFACES: &[&str] = &[
     "salt:returner/log",
     "salt:returner/etcd",
     "salt:returner/mysql",
+    "salt:returner/http",
 ];
 
 /// Whether an import name (`pkg:ns/iface@version`) is an interface the host
@@ -147,6 +171,7 @@ pub fn add_to_linker<T: CapsView + Send + 'static>(linker: &mut Linker<T>) -> wa
     log::add_to_linker(linker, |t| &mut t.caps().log)?;
     etcd::add_to_linker(linker, |t| &mut t.caps().etcd)?;
     mysql::add_to_linker(linker, |t| &mut t.caps().mysql)?;
+    http::add_to_linker(linker, |t| &mut t.caps().http)?;
     Ok(())
 }
 

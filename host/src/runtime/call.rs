@@ -15,8 +15,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use super::module::{BatchParams, BatchResults};
 use super::{CallState, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
 use crate::bindings::{BATCH_INTERFACE, Event, JobReturn};
-use crate::caps::fs::{DirUsage, FsGrant};
-use crate::caps::{Backends, CallCaps};
+use crate::caps::fs::FsGrant;
+use crate::caps::http::HttpGranted;
+use crate::caps::{Backends, CallCaps, ResolvedGrants};
 use crate::config::{Limits, ReturnerConfig};
 use crate::error::{CallError, ErrorKind};
 
@@ -131,11 +132,12 @@ pub struct Returner {
     backends: Backends,
     module: Module,
     config: ReturnerConfig,
-    /// Its read-write `fs` grant's usage, shared by every call, and by the
-    /// returner's next module or settings while its `fs` grant stays the same.
-    fs_usage: Option<Arc<DirUsage>>,
-    /// Its etcd grant, resolved once and borrowed by every call.
-    etcd_grant: Option<Arc<crate::caps::etcd::EtcdGrant>>,
+    /// What its grants resolved to, shared by every call: its read-write
+    /// `fs` grant's usage (kept by the returner's next module or settings
+    /// while its `fs` grant stays the same), its etcd grant, and its http
+    /// grant with the requests in flight and the rate its calls share (kept
+    /// while its http grant stays the same).
+    resolved: ResolvedGrants,
     /// Shared with the returner's next module or settings after a reload,
     /// while its limits stay the same, so they hold across a swap.
     slots: Arc<Semaphore>,
@@ -153,8 +155,11 @@ impl Returner {
         Self {
             name: Arc::from(config.name.as_str()),
             backends,
-            fs_usage: config.grants.fs.as_ref().and_then(FsGrant::measure),
-            etcd_grant: config.grants.etcd.clone().map(Arc::new),
+            resolved: ResolvedGrants {
+                fs_usage: config.grants.fs.as_ref().and_then(FsGrant::measure),
+                etcd: config.grants.etcd.clone().map(Arc::new),
+                http: config.grants.http.as_ref().map(|g| Arc::new(HttpGranted::new(g))),
+            },
             slots: Arc::new(Semaphore::new(config.limits.max_concurrency as usize)),
             rate: config.limits.rate.map(|r| Arc::new(RateLimiter::new(r.per_second, r.burst))),
             module,
@@ -190,13 +195,18 @@ impl Returner {
         };
         // A new directory or quota is measured again; the same one keeps its count.
         let fs_usage = if config.grants.fs == self.config.grants.fs {
-            self.fs_usage.clone()
+            self.resolved.fs_usage.clone()
         } else {
             config.grants.fs.as_ref().and_then(FsGrant::measure)
         };
-        let etcd_grant = config.grants.etcd.clone().map(Arc::new);
+        let http = if config.grants.http == self.config.grants.http {
+            self.resolved.http.clone()
+        } else {
+            config.grants.http.as_ref().map(|g| Arc::new(HttpGranted::new(g)))
+        };
+        let resolved = ResolvedGrants { fs_usage, etcd: config.grants.etcd.clone().map(Arc::new), http };
         declare_batch_metrics(&self.name, &module);
-        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, fs_usage, etcd_grant, slots, rate, probe: self.probe }
+        Self { name: self.name.clone(), backends: self.backends.clone(), module, config, resolved, slots, rate, probe: self.probe }
     }
 
     /// Its config.
@@ -418,8 +428,7 @@ impl Returner {
                 self.config.options.clone(),
                 &self.backends,
                 deadline,
-                self.fs_usage.clone(),
-                self.etcd_grant.clone(),
+                &self.resolved,
             ),
             stderr,
         };
