@@ -8,6 +8,7 @@ const GUESTS: &[&str] = &[
     "returner-local-cache",
     "returner-etcd",
     "returner-mysql",
+    "returner-splunk",
     "returner-webhook",
     "fixture-noop",
     "fixture-spin",

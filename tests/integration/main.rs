@@ -10,6 +10,7 @@ mod etcd;
 mod fs_quota;
 mod hostile;
 mod http;
+mod http_returners;
 mod inspect;
 mod local_cache_api;
 mod mysql;
