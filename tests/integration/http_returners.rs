@@ -191,3 +191,35 @@ grants.http = {{ profile = "hook", methods = ["POST"], paths = [""] }}
     assert!(!message.contains("Xq7v9s3cretpath"), "{message}");
     assert!(!d.log_text().contains("Xq7v9s3cretpath"), "the secret URL is not logged");
 }
+
+/// The write-only HTTP returners pass the contract suite where it applies
+/// (their reads answer `unsupported`, as Salt's own write-only returners'
+/// do), writing through their grant to a real endpoint.
+#[test]
+fn the_http_returners_pass_the_contract_suite() {
+    let dir = temp_dir();
+    let ca = TestCa::new(dir.path());
+    let server = HttpServer::start(Some(&ca));
+    for (name, options, paths) in [
+        ("returner-splunk", "{ index = \"main\" }", "[\"/services/collector/event\"]"),
+        ("returner-webhook", "{ events = true, path = \"/hook\" }", "[\"/hook\"]"),
+    ] {
+        let profile = http_profile_toml(dir.path(), "endpoint", &server, &ca, "");
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ndata_dir = {}\n{profile}\n[returners.r]\nmodule = {}\noptions = {options}\ngrants.http = {{ profile = \"endpoint\", methods = [\"POST\"], paths = {paths} }}\n",
+                toml_path(&dir.path().join(format!("var-{name}"))),
+                toml_path(&guest(name)),
+            ),
+        )
+        .unwrap();
+        server.clear();
+        let report = super::testkit::passes(&guest(name), Some(&config));
+        assert!(report["cases"].as_array().unwrap().iter().any(|c| c["outcome"] == "pass"), "{report}");
+        let got = server.received();
+        assert!(!got.is_empty(), "{name}: the suite's writes reached the endpoint");
+        assert!(got.iter().all(|r| r.header("authorization") == Some(format!("Splunk {TOKEN}").as_str())));
+    }
+}

@@ -23,7 +23,7 @@ fn kit(module: &Path, config: Option<&Path>, format: &str) -> Output {
 }
 
 /// The JSON report of a run that must pass every case it ran.
-fn passes(module: &Path, config: Option<&Path>) -> Value {
+pub(crate) fn passes(module: &Path, config: Option<&Path>) -> Value {
     let out = kit(module, config, "json");
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
