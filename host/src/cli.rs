@@ -338,16 +338,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     println!("{}: ok, listen {}", path.display(), config.server.listen);
     for rc in &config.returners {
         let Some(r) = host.returner(&rc.name) else { continue };
-        let mut grants = Vec::new();
-        if let Some(g) = &rc.grants.fs {
-            grants.push(format!("fs {} ({:?})", g.dir.display(), g.mode).to_lowercase());
-        }
-        if let Some(g) = &rc.grants.etcd {
-            grants.push(format!("etcd {}:{}", g.profile, g.root));
-        }
-        if let Some(g) = &rc.grants.mysql {
-            grants.push(format!("mysql {} ({} tables)", g.profile, g.tables.len()));
-        }
+        let grants = rc.grants.describe();
         println!(
             "  returner {}: {} sha256 {} exports {}; grants: {}",
             rc.name,

@@ -35,6 +35,29 @@ pub struct Grants {
     pub http: Option<http::HttpGrant>,
 }
 
+impl Grants {
+    /// One line per grant, as `check` and `test` print them:
+    /// `fs /var/cache/salt (rw)`, `etcd main:/salt/return`,
+    /// `mysql salt_db (3 tables)`, `http splunk (POST /services/collector/event)`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(fs) = &self.fs {
+            out.push(format!("fs {} ({:?})", fs.dir.display(), fs.mode).to_lowercase());
+        }
+        if let Some(etcd) = &self.etcd {
+            out.push(format!("etcd {}:{}", etcd.profile, etcd.root));
+        }
+        if let Some(mysql) = &self.mysql {
+            out.push(format!("mysql {} ({} tables)", mysql.profile, mysql.tables.len()));
+        }
+        if let Some(http) = &self.http {
+            let methods: Vec<&str> = http.methods.iter().map(|m| m.as_str()).collect();
+            out.push(format!("http {} ({} {})", http.profile, methods.join(","), http.paths.join(" ")));
+        }
+        out
+    }
+}
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -122,18 +122,7 @@ impl Target {
     }
 
     fn describe_grants(&self) -> Vec<String> {
-        let g = &self.config.grants;
-        let mut out = Vec::new();
-        if let Some(fs) = &g.fs {
-            out.push(format!("fs {} ({:?})", fs.dir.display(), fs.mode).to_lowercase());
-        }
-        if let Some(etcd) = &g.etcd {
-            out.push(format!("etcd {}:{}", etcd.profile, etcd.root));
-        }
-        if let Some(mysql) = &g.mysql {
-            out.push(format!("mysql {} ({} tables)", mysql.profile, mysql.tables.len()));
-        }
-        out
+        self.config.grants.describe()
     }
 }
 
