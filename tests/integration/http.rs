@@ -34,7 +34,9 @@ pub(crate) fn http_profile_toml(dir: &Path, name: &str, server: &HttpServer, ca:
 
 fn escaper_daemon(dir: &Path, server: &HttpServer, ca: &TestCa) -> Daemon {
     let module = toml_path(&returner_host_tests::guest("fixture-http-escaper"));
-    let profile = http_profile_toml(dir, "api", server, ca, "timeout_ms = 1500\nmax_response_bytes = 65536");
+    let profile = http_profile_toml(dir, "api", server, ca, "timeout_ms = 1500\nmax_response_bytes = 65536\nmax_request_bytes = 65536");
+    // The same server, trusted through the public roots only: its certificate is not.
+    let untrusted = format!("[profiles.untrusted]\nkind = \"http\"\nbase_url = \"{}\"\n", server.url());
     config_daemon(
         dir,
         &format!("audit_log = {}", toml_path(&dir.join("audit.jsonl"))),
@@ -49,6 +51,11 @@ grants.http = {{ profile = "api", methods = ["GET", "POST"], paths = ["/services
 
 [returners.nogrant]
 module = {module}
+
+{untrusted}
+[returners.untrusting]
+module = {module}
+grants.http = {{ profile = "untrusted", methods = ["POST"], paths = ["/services/collector/event"] }}
 "#
         ),
     )
@@ -181,6 +188,13 @@ fn every_escape_from_an_http_grant_is_refused_or_bounded_and_the_secret_stays_ho
     let targets: Vec<String> = server.received().iter().map(|r| r.target.clone()).collect();
     assert_eq!(targets, ["/echo", "/redirect/off", "/redirect/up", "/redirect/on"], "nothing followed");
 
+    // A body over the profile's cap is refused before anything is sent.
+    server.clear();
+    let big = send(&d, "escaper", json!({ "method": "POST", "path": "/services/collector/event", "headers": [], "body": "x".repeat(65537) }));
+    assert_eq!(big["outcome"], "limit", "{big}");
+    assert!(big["message"].as_str().unwrap().contains("max_request_bytes"), "{big}");
+    assert!(server.received().is_empty());
+
     // Huge and slow responses are bounded.
     for p in ["/big/sized", "/big/chunked"] {
         let r = send(&d, "escaper", request("GET", p));
@@ -190,6 +204,13 @@ fn every_escape_from_an_http_grant_is_refused_or_bounded_and_the_secret_stays_ho
     let slow = send(&d, "escaper", request("GET", "/slow"));
     assert_eq!(slow["outcome"], "backend", "a response a byte at a time ends at the profile's timeout: {slow}");
     assert!(slow["message"].as_str().unwrap().contains("timeout_ms is 1500"), "{slow}");
+
+    // TLS is verified: a certificate the profile's roots did not sign is a backend error, nothing sent.
+    server.clear();
+    let untrusted = send(&d, "untrusting", request("POST", "/services/collector/event"));
+    assert_eq!(untrusted["outcome"], "backend", "{untrusted}");
+    assert!(untrusted["message"].as_str().unwrap().to_lowercase().contains("certificate"), "{untrusted}");
+    assert!(server.received().is_empty());
 
     // An endpoint that is down is a backend error naming it.
     let mut server = server;
