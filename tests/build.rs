@@ -10,6 +10,7 @@ const GUESTS: &[&str] = &[
     "returner-mysql",
     "returner-splunk",
     "returner-webhook",
+    "returner-elasticsearch",
     "fixture-noop",
     "fixture-spin",
     "fixture-memhog",

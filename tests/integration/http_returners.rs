@@ -21,17 +21,16 @@ fn harness() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/salt-http/run_returner.py")
 }
 
-/// Run saltext's `returner` module on `lines` against `url`, with the
-/// clock and host name pinned; panics with its stderr when it fails.
-pub(crate) fn run_saltext(returner: &str, url: &str, ca: &TestCa, options: &[&str], lines: &[Value]) {
+/// Run saltext's `returner` module on `lines` against `url` with the
+/// harness's `args` (`--option KEY=JSON`, ...), the clock, host name and
+/// uuid4 pinned; panics with its stderr when it fails.
+pub(crate) fn run_saltext(returner: &str, url: &str, ca: &TestCa, args: &[&str], lines: &[Value]) {
     let python = returner_host_tests::salt::venv().join("bin/python");
     assert!(python.is_file(), "no Salt 3008 venv at {}: run scripts/setup", python.display());
     let mut cmd = Command::new(&python);
     cmd.arg(harness()).args([returner, "--url", url, "--ca-file", ca.ca_file.to_str().unwrap()]);
     cmd.args(["--pin-time", "1795423380.320186", "--pin-host", "minion-host", "--pin-uuid"]);
-    for o in options {
-        cmd.args(["--option", o]);
-    }
+    cmd.args(args);
     cmd.env("SPLUNK_TOKEN", TOKEN).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
     let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -48,6 +47,21 @@ fn without_time(body: &[u8]) -> (String, u64) {
     let rest = text.strip_prefix("{\"time\": \"").unwrap_or_else(|| panic!("a HEC event starts with its time: {text}"));
     let (digits, after) = rest.split_once('"').unwrap();
     (format!("{{\"time\": \"T\"{after}"), digits.parse().unwrap_or_else(|_| panic!("time `{digits}` is not seconds")))
+}
+
+/// The grant the splunk returner needs.
+const SPLUNK_GRANT: &str = "methods = [\"POST\"], paths = [\"/services/collector/event\"]";
+/// The grant the elasticsearch returner needs.
+const ES_GRANT: &str = "methods = [\"HEAD\", \"GET\", \"PUT\", \"POST\"], paths = [\"/*\", \"/*/_alias/*\", \"/*/_doc\", \"/*/_doc/*\"]";
+
+/// `[returners.NAME]` running the shipped guest `module` with `options` (a
+/// TOML inline table) and `grant` (the http grant's fields) on profile
+/// `endpoint`.
+fn returner_toml(name: &str, module: &str, options: &str, grant: &str) -> String {
+    format!(
+        "[returners.{name}]\nmodule = {}\noptions = {options}\ngrants.http = {{ profile = \"endpoint\", {grant} }}\n",
+        toml_path(&guest(module))
+    )
 }
 
 fn now_seconds() -> u64 {
@@ -72,22 +86,16 @@ fn splunk_sends_what_saltext_splunk_sends_for_the_real_fixtures() {
     // saltext-splunk itself.
     let mut python_input = returns.clone();
     python_input.extend(events.iter().cloned());
-    run_saltext("splunk", &server.url(), &ca, &["index=\"main\"", "sourcetype=\"_json\""], &python_input);
+    run_saltext("splunk", &server.url(), &ca, &["--option", "index=\"main\"", "--option", "sourcetype=\"_json\""], &python_input);
     let salt: Vec<Received> = server.received();
     server.clear();
     let salt_events: usize = events.iter().map(|c| c["events"].as_array().unwrap().len()).sum();
     assert_eq!(salt.len(), returns.len() + salt_events, "saltext-splunk posts once per return and per event");
 
     // The sandboxed returner, through the daemon and its spool.
-    let profile = http_profile_toml(dir.path(), "splunk", &server, &ca, "");
-    let d = config_daemon(
-        dir.path(),
-        "",
-        &format!(
-            "{profile}\n[returners.splunk]\nmodule = {}\noptions = {{ index = \"main\", sourcetype = \"_json\", host = \"minion-host\" }}\ngrants.http = {{ profile = \"splunk\", methods = [\"POST\"], paths = [\"/services/collector/event\"] }}\n",
-            toml_path(&guest("returner-splunk"))
-        ),
-    );
+    let profile = http_profile_toml(dir.path(), "endpoint", &server, &ca, "");
+    let returner = returner_toml("splunk", "returner-splunk", "{ index = \"main\", sourcetype = \"_json\", host = \"minion-host\" }", SPLUNK_GRANT);
+    let d = config_daemon(dir.path(), "", &format!("{profile}\n{returner}"));
     let before = now_seconds();
     for ret in &returns {
         d.write("splunk", "returner", &json!({ "ret": ret })).result();
@@ -192,29 +200,25 @@ grants.http = {{ profile = "hook", methods = ["POST"], paths = [""] }}
     assert!(!d.log_text().contains("Xq7v9s3cretpath"), "the secret URL is not logged");
 }
 
-/// The write-only HTTP returners pass the contract suite where it applies
-/// (their reads answer `unsupported`, as Salt's own write-only returners'
-/// do), writing through their grant to a real endpoint.
+/// The HTTP returners pass the contract suite where it applies (the reads
+/// they lack answer `unsupported`, as the Salt modules they follow have
+/// none), writing through their grant to a real endpoint.
 #[test]
 fn the_http_returners_pass_the_contract_suite() {
     let dir = temp_dir();
     let ca = TestCa::new(dir.path());
     let server = HttpServer::start(Some(&ca));
-    for (name, options, paths) in [
-        ("returner-splunk", "{ index = \"main\" }", "[\"/services/collector/event\"]"),
-        ("returner-webhook", "{ events = true, path = \"/hook\" }", "[\"/hook\"]"),
+    let es = HttpServer::start(Some(&ca));
+    elasticsearch_emulator(&es);
+    for (name, options, grant, server) in [
+        ("returner-splunk", "{ index = \"main\" }", SPLUNK_GRANT, &server),
+        ("returner-webhook", "{ events = true, path = \"/hook\" }", "methods = [\"POST\"], paths = [\"/hook\"]", &server),
+        ("returner-elasticsearch", "{}", ES_GRANT, &es),
     ] {
-        let profile = http_profile_toml(dir.path(), "endpoint", &server, &ca, "");
+        let profile = http_profile_toml(dir.path(), "endpoint", server, &ca, "");
         let config = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\ndata_dir = {}\n{profile}\n[returners.r]\nmodule = {}\noptions = {options}\ngrants.http = {{ profile = \"endpoint\", methods = [\"POST\"], paths = {paths} }}\n",
-                toml_path(&dir.path().join(format!("var-{name}"))),
-                toml_path(&guest(name)),
-            ),
-        )
-        .unwrap();
+        let data = toml_path(&dir.path().join(format!("var-{name}")));
+        std::fs::write(&config, format!("[server]\ndata_dir = {data}\n{profile}\n{}", returner_toml("r", name, options, grant))).unwrap();
         server.clear();
         let report = super::testkit::passes(&guest(name), Some(&config));
         assert!(report["cases"].as_array().unwrap().iter().any(|c| c["outcome"] == "pass"), "{report}");
@@ -222,4 +226,112 @@ fn the_http_returners_pass_the_contract_suite() {
         assert!(!got.is_empty(), "{name}: the suite's writes reached the endpoint");
         assert!(got.iter().all(|r| r.header("authorization") == Some(format!("Splunk {TOKEN}").as_str())));
     }
+}
+
+/// An Elasticsearch as far as the two elasticsearch returners go: `GET /`
+/// with the product header the Python client checks, indices and aliases
+/// (`HEAD` 404 until created), documents kept by index and id.
+fn elasticsearch_emulator(server: &HttpServer) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+    let indices: Mutex<BTreeSet<String>> = Mutex::default();
+    let docs: Mutex<BTreeMap<String, Value>> = Mutex::default();
+    server.answer(move |r: &Received| {
+        let path = r.target.split('?').next().unwrap_or_default().to_owned();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let es = |status: u16, body: Value| {
+            Reply::Status(status, vec![("Content-Type".into(), "application/json".into()), ("X-Elastic-Product".into(), "Elasticsearch".into())], body.to_string().into_bytes())
+        };
+        match (r.method.as_str(), parts.as_slice()) {
+            ("GET", [""]) => es(200, json!({ "version": { "number": "9.0.0" }, "tagline": "You Know, for Search" })),
+            ("HEAD", [index]) => es(if indices.lock().unwrap().contains(*index) { 200 } else { 404 }, json!({})),
+            ("PUT", [index]) => {
+                indices.lock().unwrap().insert((*index).to_owned());
+                es(200, json!({ "acknowledged": true, "shards_acknowledged": true, "index": index }))
+            }
+            ("PUT", [_, "_alias", alias]) => {
+                indices.lock().unwrap().insert((*alias).to_owned());
+                es(200, json!({ "acknowledged": true }))
+            }
+            ("POST", [index, "_doc"]) => es(201, json!({ "_index": index, "_id": "generated", "result": "created" })),
+            ("PUT", [index, "_doc", id]) => {
+                let key = format!("{index}/{id}");
+                let mut docs = docs.lock().unwrap();
+                if r.target.contains("op_type=create") && docs.contains_key(&key) {
+                    return es(409, json!({ "error": { "type": "version_conflict_engine_exception" }, "status": 409 }));
+                }
+                docs.insert(key, r.json());
+                es(201, json!({ "_index": index, "_id": id, "result": "created" }))
+            }
+            ("GET", [index, "_doc", id]) => match docs.lock().unwrap().get(&format!("{index}/{id}")) {
+                Some(doc) => es(200, json!({ "_index": index, "_id": id, "found": true, "_source": doc })),
+                None => es(404, json!({ "_index": index, "_id": id, "found": false })),
+            },
+            _ => es(400, json!({ "error": format!("unexpected {} {}", r.method, r.target) })),
+        }
+    });
+}
+
+/// A request as compared: method, path without its query, and the body with
+/// the document's `@timestamp` taken out.
+fn es_request(r: &Received) -> (String, String, String) {
+    let path = r.target.split('?').next().unwrap_or_default().to_owned();
+    let mut body = String::from_utf8(r.body.clone()).unwrap();
+    if let Some(rest) = body.strip_prefix("{\"@timestamp\": \"") {
+        let (stamp, after) = rest.split_once('"').unwrap();
+        assert!(stamp.ends_with("+00:00") && stamp.len() >= 25, "an ISO time in UTC: {stamp}");
+        body = format!("{{\"@timestamp\": \"T\"{after}");
+    }
+    (r.method.clone(), path, body)
+}
+
+#[test]
+fn elasticsearch_sends_what_saltext_elasticsearch_sends_for_the_real_fixtures() {
+    let dir = temp_dir();
+    let ca = TestCa::new(dir.path());
+    let server = HttpServer::start(Some(&ca));
+    elasticsearch_emulator(&server);
+    let returns = salt_fixture_lines("minion-returns.jsonl");
+    let events = event_calls();
+
+    // saltext-elasticsearch itself, in its `host:` form (the one that can create an index).
+    let mut python_input = returns.clone();
+    python_input.extend(events.iter().cloned());
+    run_saltext("elasticsearch", &server.url(), &ca, &["--es-host-key", "host"], &python_input);
+    let salt: Vec<(String, String, String)> = server.received().iter().filter(|r| r.target != "/").map(es_request).collect();
+
+    // The sandboxed returner, on an Elasticsearch of its own.
+    let ours_server = HttpServer::start(Some(&ca));
+    elasticsearch_emulator(&ours_server);
+    let profile = http_profile_toml(dir.path(), "endpoint", &ours_server, &ca, "");
+    let returner = returner_toml("es", "returner-elasticsearch", "{}", ES_GRANT);
+    let d = config_daemon(dir.path(), "", &format!("{profile}\n{returner}"));
+    for ret in &returns {
+        d.write("es", "returner", &json!({ "ret": ret })).result();
+    }
+    for call in &events {
+        d.write("es", "event_return", &json!({ "events": call["events"] })).result();
+    }
+    let ours: Vec<(String, String, String)> = ours_server.received().iter().map(es_request).collect();
+    assert!(ours_server.received().iter().all(|r| r.header("authorization") == Some(format!("Splunk {TOKEN}").as_str())));
+
+    assert_eq!(ours.len(), salt.len(), "the same requests, GET / aside: ours {ours:#?}\nsaltext {salt:#?}");
+    for (i, (o, s)) in ours.iter().zip(&salt).enumerate() {
+        // An event's document id: saltext's a random uuid4, ours derived from the event.
+        let event_doc = |p: &str| p.strip_prefix("/salt-master-event-cache/_doc/").map(|id| id.len() == 36);
+        if event_doc(&s.1).is_some() {
+            assert_eq!((o.0.as_str(), event_doc(&o.1)), (s.0.as_str(), Some(true)), "request {i}: {o:?}");
+        } else {
+            assert_eq!((&o.0, &o.1), (&s.0, &s.1), "request {i}");
+        }
+        if o.0 == "PUT" && o.1.ends_with("-v1") {
+            // saltext's index creation sends no settings (its bug); ours does.
+            assert_eq!(s.2, "", "request {i}");
+            assert_eq!(serde_json::from_str::<Value>(&o.2).unwrap(), json!({ "settings": { "number_of_shards": 1, "number_of_replicas": 0 } }));
+        } else {
+            assert_eq!(o.2, s.2, "request {i}: byte for byte but the @timestamp");
+        }
+    }
+    let posts = ours.iter().filter(|r| r.0 == "POST").count();
+    assert_eq!(posts, returns.len(), "one document per return");
 }
