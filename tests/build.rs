@@ -20,6 +20,7 @@ const GUESTS: &[&str] = &[
     "fixture-sql-escaper",
     "fixture-etcd-escaper",
     "fixture-http-escaper",
+    "fixture-wit-0-1-2",
     "fixture-abuser",
     "fixture-filler",
     "fixture-broken-get-load",

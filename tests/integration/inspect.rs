@@ -85,3 +85,27 @@ fn a_guest_opening_a_socket_loads_but_is_denied_the_connection() {
         "the guest reached {addr}"
     );
 }
+
+/// A guest built against `salt:returner@0.1.2`, before the `http` import,
+/// loads on this host and runs: its imports resolve to the newer
+/// interfaces, and it is not offered (nor does it need) `http`.
+#[test]
+fn a_guest_built_against_an_older_wit_loads_and_runs() {
+    let module = guest("fixture-wit-0-1-2");
+    let out = Command::new(bin()).arg("inspect").arg(&module).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("salt:returner/returner@0.1.2"), "{stdout}");
+    assert!(stdout.contains("salt:returner/log@0.1.2") && !stdout.contains("salt:returner/http"), "{stdout}");
+
+    let dir = temp_dir();
+    let d = super::config_daemon(
+        dir.path(),
+        "",
+        &format!("[returners.old]\nmodule = {}\noptions = {{ kept = \"yes\" }}\n", super::toml_path(&module)),
+    );
+    let ret = serde_json::json!({ "id": "m1", "jid": "20261130120000000001", "fun": "test.ping", "return": true });
+    d.write("old", "returner", &serde_json::json!({ "ret": ret })).result();
+    assert_eq!(d.call("old", "get_load", &serde_json::json!({ "jid": "20261130120000000001" })).result(), &serde_json::json!({ "kept": "yes" }));
+    assert!(d.log_text().contains("0.1.2 guest stored 20261130120000000001 of m1"), "{}", d.log_text());
+}
