@@ -31,7 +31,7 @@ const CLIENTS: u64 = 8;
 /// and files, and their bytes), with room to spare.
 const QUOTA_PER_RETURN: u64 = 64 * 1024;
 
-fn env_or(name: &str, default: u64) -> u64 {
+pub(crate) fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod etcd;
+pub mod galera;
 pub mod http;
 pub mod mariadb;
+pub mod netns;
 pub mod salt;
 
 /// A fixture guest component by crate name, e.g. `fixture-noop`.

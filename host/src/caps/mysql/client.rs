@@ -1,6 +1,10 @@
 //! The MySQL backend behind a trait ([`SqlClient`]) so the host functions
 //! can be tested with a fake; [`MysqlPool`] is the real one: a
-//! `mysql_async` pool per profile, created on first use. A call's
+//! `mysql_async` pool per server of a profile, created on first use. A
+//! profile with several servers (`hosts`) uses one at a time, the same for
+//! every call, and moves to the next when a connection cannot be had in
+//! time or a statement fails in a way that says the server is gone, out of
+//! its cluster's primary component, or read-only. A call's
 //! statements run on one connection ([`SqlSession`]), taken at its first
 //! statement and given back when the call ends. No statement outlives its
 //! call: each runs under a server-side time limit no longer than what is
@@ -9,6 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::consts::{ColumnFlags, ColumnType};
@@ -78,32 +83,96 @@ struct Ready {
     mariadb: bool,
 }
 
-/// The pool of one `mysql` profile.
+/// The pools of one `mysql` profile.
 pub struct MysqlPool(Arc<Server>);
 
-/// One profile's server: its settings and, once used, its pool.
+/// One profile: its settings, its servers and, once used, their pools.
 struct Server {
     name: String,
     profile: MysqlProfile,
-    pool: OnceCell<Ready>,
+    /// `host:port` of each server, in the profile's order (one for `host`
+    /// and `port`, or `socket`).
+    addresses: Vec<(String, u16)>,
+    pools: Vec<OnceCell<Ready>>,
+    /// The server calls use now.
+    current: AtomicUsize,
     kills: Arc<Semaphore>,
 }
 
 impl MysqlPool {
-    /// A pool for `profile`; nothing connects until the first statement.
+    /// Pools for `profile`; nothing connects until the first statement.
     pub fn new(name: &str, profile: MysqlProfile) -> Self {
+        // Validated with the config: a bad entry cannot reach here.
+        let addresses = profile.servers().unwrap_or_else(|_| vec![(profile.host.clone(), profile.port)]);
         Self(Arc::new(Server {
             name: name.to_owned(),
+            pools: addresses.iter().map(|_| OnceCell::new()).collect(),
+            addresses,
             profile,
-            pool: OnceCell::new(),
+            current: AtomicUsize::new(0),
             kills: Arc::new(Semaphore::new(MAX_KILLS_IN_FLIGHT)),
         }))
     }
 }
 
 impl Server {
-    async fn pool(&self) -> Result<&Ready, GuestError> {
-        self.pool
+    /// Server `node`'s address, as messages name it.
+    fn address(&self, node: usize) -> String {
+        match &self.profile.socket {
+            Some(socket) => socket.display().to_string(),
+            None => {
+                let (host, port) = &self.addresses[node];
+                format!("{host}:{port}")
+            }
+        }
+    }
+
+    /// Stop using server `node` for new calls, if calls still use it: it
+    /// failed. The next one in the profile's order takes over.
+    fn failed(&self, node: usize, why: &GuestError) {
+        let n = self.addresses.len();
+        if n < 2 {
+            return;
+        }
+        let next = (node + 1) % n;
+        if self.current.compare_exchange(node, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let why = message(why);
+            tracing::warn!(profile = %self.name, from = %self.address(node), to = %self.address(next), error = %why, "MySQL server failed; moving to the next");
+        }
+    }
+
+    /// A connection from the server calls use now, or from the next ones
+    /// in order when it cannot give one: the server it came from, its
+    /// pool, and the connection.
+    async fn connect(&self, deadline: Instant) -> Result<(usize, &Ready, Conn), GuestError> {
+        let first = self.current.load(Ordering::Acquire);
+        let n = self.addresses.len();
+        let mut failures = Vec::new();
+        for step in 0..n {
+            let node = (first + step) % n;
+            let got = match self.pool(node).await {
+                Ok(ready) => self.conn(ready, deadline).await.map(|conn| (ready, conn)),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok((ready, conn)) => {
+                    if step > 0 && self.current.compare_exchange(first, node, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                        tracing::warn!(profile = %self.name, server = %self.address(node), "MySQL server in use now");
+                    }
+                    return Ok((node, ready, conn));
+                }
+                Err(e) if n == 1 => return Err(e),
+                Err(e) => failures.push(format!("{}: {}", self.address(node), message(&e))),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Err(GuestError::Backend(format!("MySQL profile `{}`: no server answered ({})", self.name, failures.join("; "))))
+    }
+
+    async fn pool(&self, node: usize) -> Result<&Ready, GuestError> {
+        self.pools[node]
             .get_or_try_init(|| async {
                 let p = &self.profile;
                 let password = match &p.password_file {
@@ -131,7 +200,10 @@ impl Server {
                     .stmt_cache_size(64);
                 opts = match &p.socket {
                     Some(socket) => opts.socket(Some(socket.to_string_lossy().into_owned())).prefer_socket(true),
-                    None => opts.ip_or_hostname(p.host.clone()).tcp_port(p.port).prefer_socket(false),
+                    None => {
+                        let (host, port) = &self.addresses[node];
+                        opts.ip_or_hostname(host.clone()).tcp_port(*port).prefer_socket(false)
+                    }
                 };
                 if let Some(ca) = &p.ssl_ca {
                     let mut ssl = SslOpts::default().with_root_certs(vec![ca.clone().into()]);
@@ -154,6 +226,7 @@ impl Server {
     fn no_connection(&self) -> GuestError {
         GuestError::Backend(format!("MySQL profile `{}`: no connection within {} ms", self.name, self.profile.connect_timeout_ms))
     }
+
 
     /// A connection from the pool, waited for until the connect timeout or the deadline.
     async fn conn(&self, ready: &Ready, deadline: Instant) -> Result<Conn, GuestError> {
@@ -310,7 +383,8 @@ impl SqlClient for MysqlPool {
 /// the connection only if the last one left it [`Left::Clean`].
 struct MysqlSession {
     server: Arc<Server>,
-    conn: Option<Conn>,
+    /// The connection and the server it is to.
+    conn: Option<(usize, Conn)>,
 }
 
 /// What a statement left its connection fit for.
@@ -322,12 +396,23 @@ enum Left {
     /// Interrupted, timed out, or a client-side error: a statement may still
     /// run on it, or the protocol is in doubt.
     InDoubt,
+    /// The server answered that it cannot serve: shutting down, killed the
+    /// connection, outside its cluster's primary component, or read-only.
+    /// The connection is of no more use, nor is the server until it is back.
+    Unusable,
 }
+
+/// Server errors after which the server is of no use for now: 1053 shutdown,
+/// 1927 connection killed, 1047 a Galera node outside the primary component
+/// (`WSREP has not yet prepared node for application use`), 1290, 1792 and
+/// 1836 read-only (a replica, or a primary that stepped down).
+const SERVER_UNUSABLE: &[u16] = &[1047, 1053, 1290, 1792, 1836, 1927];
 
 impl Left {
     /// What a failed command left.
     fn after(e: &mysql_async::Error) -> Left {
         match e {
+            mysql_async::Error::Server(s) if SERVER_UNUSABLE.contains(&s.code) => Left::Unusable,
             mysql_async::Error::Server(_) => Left::Clean,
             _ => Left::InDoubt,
         }
@@ -335,29 +420,28 @@ impl Left {
 }
 
 impl MysqlSession {
-    /// The call's connection, watched: the one it holds, or one from the pool.
-    async fn running(&mut self, ready: &Ready, deadline: Instant) -> Result<Running, GuestError> {
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => self.server.conn(ready, deadline).await?,
-        };
-        Ok(self.server.watch(conn, ready))
-    }
-
-    /// Run `statement` on the call's connection. After it, keep a clean
-    /// connection for the call's next statement; drop one in doubt, which
-    /// kills what runs on it and closes it.
+    /// Run `statement` on the call's connection: the one it holds, or a new
+    /// one from the server calls use now (or the next that answers). After
+    /// it, keep a clean connection for the call's next statement; drop one
+    /// in doubt, which kills what runs on it and closes it, and move new
+    /// calls off a server that failed.
     async fn run<T>(
         &mut self,
         deadline: Instant,
         statement: impl for<'a> FnOnce(&'a Server, &'a mut Conn, &'a Ready) -> BoxFuture<'a, (Result<T, GuestError>, Left)>,
     ) -> Result<T, GuestError> {
         let server = self.server.clone();
-        let ready = server.pool().await?;
-        let mut running = self.running(ready, deadline).await?;
+        let (node, ready, conn) = match self.conn.take() {
+            Some((node, conn)) => (node, server.pool(node).await?, conn),
+            None => server.connect(deadline).await?,
+        };
+        let mut running = server.watch(conn, ready);
         let (result, left) = statement(&server, running.conn(), ready).await;
-        if let Left::Clean = left {
-            self.conn = running.done();
+        match (&result, left) {
+            (_, Left::Clean) => self.conn = running.done().map(|conn| (node, conn)),
+            // A server that answers it cannot serve, or stops answering.
+            (Err(e @ GuestError::Backend(_)), Left::Unusable | Left::InDoubt) => server.failed(node, e),
+            _ => {}
         }
         result
     }
@@ -514,6 +598,13 @@ async fn exec<Q: Queryable>(conn: &mut Q, sql: String, params: Vec<Value>) -> Re
 /// spool does not retry it. What may pass on a retry (the server or node
 /// unavailable, a deadlock, a timeout, too many connections, read-only) and
 /// every error of the connection is `backend`.
+/// The text of an error, for a message that lists several.
+fn message(e: &GuestError) -> String {
+    match e {
+        GuestError::Denied(m) | GuestError::Backend(m) | GuestError::Invalid(m) | GuestError::NotFound(m) | GuestError::Unsupported(m) | GuestError::Limit(m) => m.clone(),
+    }
+}
+
 fn backend_error(profile: &str, e: &mysql_async::Error, password: &str) -> GuestError {
     let (text, lasting) = match e {
         mysql_async::Error::Server(s) => {

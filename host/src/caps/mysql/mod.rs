@@ -55,6 +55,7 @@ pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
 /// kind = "mysql"
 /// host = "127.0.0.1"                  # default "localhost"
 /// port = 3306                         # default 3306
+/// # hosts = ["db1:3306", "db2:3306", "db3:3306"]  instead of host and port: a cluster, tried in order
 /// # socket = "/run/mysqld/mysqld.sock"  instead of host and port
 /// user = "salt"
 /// password_file = "/etc/returner-host/mysql.pass"
@@ -74,6 +75,13 @@ pub struct MysqlProfile {
     /// Server port.
     #[serde(default = "default_port", alias = "mysql.port")]
     pub port: u16,
+    /// Several servers (`host:port`, or `host` for port 3306) instead of
+    /// `host` and `port`: the members of a synchronous cluster (Galera), or
+    /// a primary and the servers that take over from it. The host uses one
+    /// at a time and moves to the next when it cannot be reached, stops
+    /// answering, leaves the cluster's primary component or is read-only.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// A unix socket to connect through instead of `host` and `port`.
     #[serde(default, alias = "mysql.unix_socket")]
     pub socket: Option<PathBuf>,
@@ -163,7 +171,33 @@ impl MysqlProfile {
         if self.ssl_cert.is_some() && self.ssl_ca.is_none() {
             return Err(("ssl_ca", "a client certificate needs TLS: set ssl_ca too".into()));
         }
-        Ok(())
+        if !self.hosts.is_empty() && self.socket.is_some() {
+            return Err(("hosts", "`hosts` and `socket` exclude each other: a cluster is reached over TCP".into()));
+        }
+        self.servers().map(|_| ())
+    }
+
+    /// The servers to use, in order: `hosts`, or `host` and `port`.
+    pub fn servers(&self) -> Result<Vec<(String, u16)>, (&'static str, String)> {
+        if self.hosts.is_empty() {
+            return Ok(vec![(self.host.clone(), self.port)]);
+        }
+        self.hosts
+            .iter()
+            .map(|entry| {
+                let (host, port) = match entry.rsplit_once(':') {
+                    Some((host, port)) if !host.ends_with(':') => {
+                        let port = port.parse::<u16>().map_err(|_| ("hosts", format!("`{entry}`: `{port}` is not a port")))?;
+                        (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+                    }
+                    _ => (entry.clone(), default_port()),
+                };
+                if host.is_empty() {
+                    return Err(("hosts", format!("`{entry}` names no host; expected `host:port`")));
+                }
+                Ok((host, port))
+            })
+            .collect()
     }
 }
 
@@ -393,6 +427,17 @@ mod tests {
         assert_eq!(p.ssl_ca.as_deref(), Some(Path::new("/etc/rh/ca.pem")));
         assert_eq!(p.password_file.as_deref(), Some(Path::new("/etc/rh/pw")));
         assert_eq!(p.pool_size, super::DEFAULT_POOL_SIZE);
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_servers_in_order() {
+        let cfg = parse("hosts = [\"db1:3307\", \"db2\", \"[::1]:3308\"]\nuser = \"u\"\ndatabase = \"d\"\n").unwrap();
+        let Some(Profile::Mysql(p)) = cfg.profiles.get("db") else { panic!("no mysql profile") };
+        assert_eq!(p.servers().unwrap(), [("db1".to_owned(), 3307), ("db2".to_owned(), 3306), ("::1".to_owned(), 3308)]);
+        let err = parse("hosts = [\"db1:x\"]\nuser = \"u\"\ndatabase = \"d\"\n").unwrap_err();
+        assert!(err.contains("profiles.db.hosts") && err.contains("not a port"), "{err}");
+        let err = parse("hosts = [\"db1\"]\nsocket = \"/run/m.sock\"\nuser = \"u\"\ndatabase = \"d\"\n").unwrap_err();
+        assert!(err.contains("exclude each other"), "{err}");
     }
 
     #[test]
