@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::free_port;
+use crate::netns::Net;
 
 /// One etcd member.
 pub struct EtcdServer {
@@ -23,6 +24,9 @@ pub struct EtcdServer {
     cluster_token: String,
     tls: Option<Pki>,
     root_password: Option<String>,
+    /// The network namespace the member runs in, and its address there;
+    /// loopback otherwise.
+    netns: Option<(std::sync::Arc<Net>, usize)>,
 }
 
 /// How long a member may take to answer its first health check.
@@ -60,11 +64,20 @@ impl EtcdServer {
             cluster_token: String::new(),
             tls,
             root_password: None,
+            netns: None,
+        }
+    }
+
+    /// The address it listens on.
+    fn address(&self) -> String {
+        match &self.netns {
+            Some((net, i)) => net.ip(*i),
+            None => "127.0.0.1".to_owned(),
         }
     }
 
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.address(), self.peer_port)
     }
 
     fn peer_entry(&self) -> String {
@@ -79,7 +92,10 @@ impl EtcdServer {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("creating the etcd log");
-        let mut command = Command::new("etcd");
+        let mut command = match &self.netns {
+            Some((net, i)) => net.command(*i, "etcd"),
+            None => Command::new("etcd"),
+        };
         command
             .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.path().join("data"))
@@ -132,7 +148,7 @@ impl EtcdServer {
     /// The client URL (`https://` when serving TLS).
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
+        format!("{scheme}://{}:{}", self.address(), self.client_port)
     }
 
     /// Kill the member (its data stays).
@@ -266,12 +282,32 @@ impl Drop for EtcdServer {
 pub struct EtcdCluster {
     /// The members, in the order of [`EtcdCluster::endpoints`].
     pub members: Vec<EtcdServer>,
+    /// Their namespaces, when each has its own.
+    net: Option<std::sync::Arc<Net>>,
 }
 
 impl EtcdCluster {
     /// Start `size` members and wait until each answers.
     pub fn start(size: usize) -> EtcdCluster {
-        let mut members: Vec<EtcdServer> = (0..size).map(|i| EtcdServer::unstarted(&format!("m{i}"), None)).collect();
+        Self::start_members((0..size).map(|i| EtcdServer::unstarted(&format!("m{i}"), None)).collect(), None)
+    }
+
+    /// Start `size` members, each in a network namespace of its own
+    /// ([`Net`]), so that a test can cut one off from the others and from
+    /// the host ([`EtcdCluster::cut`]) rather than kill it.
+    pub fn start_partitionable(size: usize) -> EtcdCluster {
+        let net = std::sync::Arc::new(Net::new(size));
+        let members = (0..size)
+            .map(|i| {
+                let mut member = EtcdServer::unstarted(&format!("m{i}"), None);
+                member.netns = Some((net.clone(), i));
+                member
+            })
+            .collect();
+        Self::start_members(members, Some(net))
+    }
+
+    fn start_members(mut members: Vec<EtcdServer>, net: Option<std::sync::Arc<Net>>) -> EtcdCluster {
         let initial = members.iter().map(EtcdServer::peer_entry).collect::<Vec<_>>().join(",");
         let token = format!("returner-host-test-{}", members[0].peer_port);
         // Every member must be running before any can elect a leader.
@@ -283,7 +319,17 @@ impl EtcdCluster {
         for member in &mut members {
             member.wait_healthy();
         }
-        EtcdCluster { members }
+        EtcdCluster { members, net }
+    }
+
+    /// Cut member `index` off from its peers and the host (its link down).
+    pub fn cut(&self, index: usize) {
+        self.net.as_ref().expect("a cluster started with start_partitionable").cut(index);
+    }
+
+    /// Join member `index` again.
+    pub fn heal(&self, index: usize) {
+        self.net.as_ref().expect("a cluster started with start_partitionable").heal(index);
     }
 
     /// Every member's client URL.

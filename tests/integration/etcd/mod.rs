@@ -6,6 +6,7 @@
 mod cluster;
 mod escapes;
 mod leases;
+mod partition;
 mod tls;
 
 use std::time::{Duration, Instant};

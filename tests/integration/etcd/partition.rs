@@ -1,0 +1,81 @@
+//! A three-member etcd cluster, each member in a network namespace of its
+//! own, whose leader (the member the host talks to) is cut off from its
+//! peers and from the host, not killed, while the spool delivers 20,000
+//! returns: every acknowledged return is there, once, and the host was
+//! never restarted.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use returner_host_tests::etcd::EtcdCluster;
+use returner_host_tests::{guest, salt_fixture_lines, temp_dir};
+
+use super::super::soak::env_or;
+use super::super::{config_daemon, toml_path};
+
+#[test]
+fn every_return_lands_once_while_the_leader_is_cut_off() {
+    let total = env_or("ETCD_PARTITION_RETURNS", 20_000);
+    let cluster = EtcdCluster::start_partitionable(3);
+    cluster.move_leader(0);
+    let dir = temp_dir();
+    let endpoints = cluster.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let d = config_daemon(
+        dir.path(),
+        // Small batches: delivery is still going when the leader is cut off.
+        "[server.spool]\nretry_max_ms = 500\nbatch_max_items = 8",
+        &format!(
+            r#"
+[profiles.cluster]
+kind = "etcd"
+endpoints = [{endpoints}]
+connect_timeout_ms = 500
+request_timeout_ms = 8000
+
+[returners.etcd]
+module = {module}
+limits = {{ deadline_ms = 12000 }}
+grants.etcd = {{ profile = "cluster", root = "/salt/return", ops = ["read", "write"] }}
+"#,
+            module = toml_path(&guest("returner-etcd")),
+        ),
+    );
+    let fixtures = salt_fixture_lines("minion-returns.jsonl");
+    d.write_returns("etcd", &fixtures, 0, total, 4, |_| {});
+
+    // Everything is acknowledged; the spool delivers it. A third of the way
+    // through, the leader is cut off; two thirds, it joins again.
+    let backlog = |d: &returner_host_tests::Daemon| d.queue("etcd")["items"].as_u64().unwrap_or(0);
+    let wait_backlog = |n: u64, what: &str| {
+        let started = Instant::now();
+        while backlog(&d) > n {
+            assert!(started.elapsed() < Duration::from_secs(300), "{what}: backlog {} after 300 s:\n{}", backlog(&d), d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_backlog(2 * total / 3, "before the cut");
+    cluster.cut(0);
+    let at_cut = backlog(&d);
+    assert!(at_cut > total / 3, "the leader is cut off mid-stream: {at_cut} returns still to deliver");
+    wait_backlog(total / 3, "with the leader cut off");
+    cluster.heal(0);
+    d.settle("etcd", Duration::from_secs(600));
+    assert!(d.dead_letters("etcd").is_empty(), "{:#?}", d.dead_letters("etcd"));
+
+    // Every return: its jid under jobs/, read from a member that was never cut off.
+    let keys = cluster.members[1].keys_under("/salt/return/jobs/");
+    let jids: BTreeSet<&str> = keys.iter().filter_map(|k| k.strip_prefix("/salt/return/jobs/")?.split('/').next()).collect();
+    let want: BTreeSet<String> = (0..total).map(|n| format!("2026{n:016}")).collect();
+    let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(jids.len(), want.len(), "distinct jobs stored");
+    assert!(jids == want, "every acknowledged return, and nothing else");
+    // Once: each return's keys are its fields and nothing more (a return
+    // written twice writes the same keys again).
+    let per_fixture: Vec<usize> = fixtures.iter().map(|f| f.as_object().unwrap().len()).collect();
+    let expected_keys: usize = (0..total as usize).map(|n| per_fixture[n % per_fixture.len()]).sum();
+    assert_eq!(keys.len(), expected_keys, "one key per field of each return");
+    let log = d.log_text();
+    eprintln!("backlog when the leader was cut off: {at_cut} of {total}");
+    let mut running = d;
+    assert!(running.is_running(), "the host was never restarted:\n{log}");
+}
