@@ -1,9 +1,10 @@
 //! Two hosts delivering into a three-node MariaDB Galera cluster, each
 //! node in a network namespace of its own, through a `hosts = [...]`
 //! profile: one node is killed and another cut off from its peers (a
-//! partition, not a kill) mid-stream, then both come back. Every
-//! acknowledged return is in the cluster exactly once, and neither host
-//! was restarted.
+//! partition, not a kill) mid-stream, then both come back. A fifth of the
+//! returns reach both hosts (a minion returning to two masters). Every
+//! acknowledged return is in the cluster exactly once, a job's load is the
+//! first one saved through either host, and neither host was restarted.
 
 use std::time::Duration;
 
@@ -56,7 +57,14 @@ fn two_hosts_lose_nothing_in_a_galera_cluster_when_one_node_dies_and_another_is_
     let password = format!("galera-{}-Pw", std::process::id());
     cluster.database(&password);
     cluster
-        .root_sql(0, &format!("USE salt; {}", include_str!("../../returners/mysql/schema.sql")))
+        .root_sql(
+            0,
+            &format!(
+                "USE salt; {} {}",
+                include_str!("../../returners/mysql/schema.sql"),
+                include_str!("../../returners/mysql/schema-several-hosts.sql")
+            ),
+        )
         .unwrap_or_else(|e| panic!("schema: {e}"));
     let dir = temp_dir();
     let servers = cluster.addresses();
@@ -84,11 +92,16 @@ fn two_hosts_lose_nothing_in_a_galera_cluster_when_one_node_dies_and_another_is_
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let half = total / 2;
+    // Host a takes returns [0, 3/5), host b [2/5, 1): the fifth in the
+    // middle reaches both, with the same payloads (the overlap starts at a
+    // multiple of the fixtures' count, which picks each return's payload).
+    let share = 3 * total / 5;
+    let b_first = (total - share) / fixtures.len() as u64 * fixtures.len() as u64;
+    let share_b = total - b_first;
     std::thread::scope(|s| {
-        for (d, first) in [(&a, 0), (&b, half)] {
+        for (d, first, count) in [(&a, 0, share), (&b, b_first, share_b)] {
             let fixtures = &fixtures;
-            s.spawn(move || d.write_returns("mysql", fixtures, first, half, 4, |_| {}));
+            s.spawn(move || d.write_returns("mysql", fixtures, first, count, 4, |_| {}));
         }
         // Mid-stream, one failure at a time, so two nodes of three always
         // keep the cluster's quorum: node 0 (host a's) dies and comes back;
@@ -123,6 +136,30 @@ fn two_hosts_lose_nothing_in_a_galera_cluster_when_one_node_dies_and_another_is_
         let log = d.log_text();
         assert!(log.contains("moving to the next"), "the host moved off the failed node:\n{log}");
     }
+
+    // The same job's load saved through both hosts at once, on different
+    // nodes: the first one wins, through the database's unique key.
+    let jids: Vec<String> = (0..20).map(|n| format!("20261130150000{n:06}")).collect();
+    std::thread::scope(|s| {
+        for (d, master) in [(&a, "m1"), (&b, "m2")] {
+            let jids = &jids;
+            s.spawn(move || {
+                for jid in jids {
+                    let load = serde_json::json!({ "jid": jid, "fun": "test.ping", "master": master });
+                    d.write("mysql", "save_load", &serde_json::json!({ "jid": jid, "load": load })).result();
+                }
+            });
+        }
+    });
+    for jid in &jids {
+        let rows = cluster.root_sql(2, &format!("SELECT COUNT(*) FROM salt.jids WHERE jid = '{jid}'")).unwrap();
+        assert_eq!(rows[0][0], "1", "one load for {jid}");
+        let through_a = a.call("mysql", "get_load", &serde_json::json!({ "jid": jid })).result().clone();
+        let through_b = b.call("mysql", "get_load", &serde_json::json!({ "jid": jid })).result().clone();
+        assert_eq!(through_a, through_b, "both hosts read the one load of {jid}");
+        assert!(through_a["master"] == "m1" || through_a["master"] == "m2", "{through_a}");
+    }
+
     let (mut a, mut b) = (a, b);
     assert!(a.is_running() && b.is_running(), "no host was restarted or died");
 }

@@ -26,6 +26,10 @@ use crate::pyjson::{dumps, dumps_with_member};
 
 /// MySQL's code for a duplicate key, which `save_load` ignores as Salt does.
 const ER_DUP_ENTRY: &str = "MySQL error 1062 ";
+/// Times a batch is looked up and inserted again after another writer
+/// stored one of its returns in between (a duplicate key, with the unique
+/// key of `schema-several-hosts.sql`).
+const DUPLICATE_RETRIES: usize = 5;
 /// The three tables Salt's returner writes, in the order it archives them.
 const TABLES: [&str; 3] = ["jids", "salt_returns", "salt_events"];
 /// The INSERTs of `event_return` and `returner` up to their VALUES: rows go
@@ -59,6 +63,7 @@ impl MysqlReturner {
 }
 
 /// A return as Salt's returner writes it into `salt_returns`.
+#[derive(Clone)]
 struct ReturnRow {
     fun: String,
     jid: String,
@@ -141,14 +146,38 @@ fn not_stored(rows: Vec<ReturnRow>) -> Result<Vec<ReturnRow>> {
         .collect())
 }
 
+/// Whether `e` is MySQL's duplicate key error.
+fn is_duplicate(e: &Error) -> bool {
+    matches!(e, Error::Backend(message) | Error::Invalid(message) if message.starts_with(ER_DUP_ENTRY))
+}
+
+/// Store the rows of `rows` not stored yet. With a unique key on `salt_returns`
+/// (`schema-several-hosts.sql`: several hosts storing the same jobs), another
+/// host may store one of them between the look-up and the insert: the insert
+/// then fails on the duplicate, and the rows are looked up and inserted again.
+fn store_returns(rows: Vec<ReturnRow>) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let fresh = not_stored(rows.clone())?;
+        match insert_all(INSERT_RETURNS, fresh.into_iter().map(ReturnRow::values).collect()) {
+            Err(e) if is_duplicate(&e) && attempt < DUPLICATE_RETRIES => {
+                attempt += 1;
+                log::debug("another writer stored a return of this batch meanwhile; looking them up again");
+            }
+            // Stored by another writer, with another payload: the first return of a minion for a job wins.
+            Err(e) if is_duplicate(&e) && rows.len() == 1 => {
+                log::debug(&format!("minion {} already has a return for job {}; kept the first one", rows[0].id, rows[0].jid));
+                return Ok(());
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Returner for MysqlReturner {
     fn returner(ret: JobReturn) -> Result<()> {
         let ret = Self::with_jid(ret)?;
-        for row in not_stored(vec![ReturnRow::new(&ret)])? {
-            let insert = mysql::insert_rows(INSERT_RETURNS, vec![row.values()]).remove(0);
-            mysql::execute(&insert.sql, &insert.params)?;
-        }
-        Ok(())
+        store_returns(vec![ReturnRow::new(&ret)])
     }
 
     /// Each return's row as `returner` writes it, those not stored yet, in
@@ -159,14 +188,14 @@ impl Returner for MysqlReturner {
             let ret = Self::with_jid(ret).map_err(|e| e.context(format!("rets[{i}]")))?;
             rows.push(ReturnRow::new(&ret));
         }
-        insert_all(INSERT_RETURNS, not_stored(rows)?.into_iter().map(ReturnRow::values).collect())
+        store_returns(rows)
     }
 
     fn save_load(jid: &str, load: Value, _minions: Option<Vec<String>>) -> Result<()> {
         match mysql::execute("INSERT INTO `jids` (`jid`, `load`) VALUES (?, ?)", &[jid.into(), dumps(&load).into()]) {
             Ok(_) => Ok(()),
             // Salt ignores the duplicate (salt#22171): the first load wins.
-            Err(Error::Backend(message) | Error::Invalid(message)) if message.starts_with(ER_DUP_ENTRY) => {
+            Err(e) if is_duplicate(&e) => {
                 log::debug(&format!("job {jid} already has a load; kept the first one"));
                 Ok(())
             }

@@ -403,10 +403,11 @@ enum Left {
 }
 
 /// Server errors after which the server is of no use for now: 1053 shutdown,
-/// 1927 connection killed, 1047 a Galera node outside the primary component
-/// (`WSREP has not yet prepared node for application use`), 1290, 1792 and
-/// 1836 read-only (a replica, or a primary that stepped down).
-const SERVER_UNUSABLE: &[u16] = &[1047, 1053, 1290, 1792, 1836, 1927];
+/// 1927 connection killed, 1047 and 1180 a Galera node outside the primary
+/// component (`WSREP has not yet prepared node for application use`; a
+/// commit `Not connected to Primary Component`), 1290, 1792 and 1836
+/// read-only (a replica, or a primary that stepped down).
+const SERVER_UNUSABLE: &[u16] = &[1047, 1053, 1180, 1290, 1792, 1836, 1927];
 
 impl Left {
     /// What a failed command left.
