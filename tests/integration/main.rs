@@ -18,6 +18,7 @@ mod mysql;
 mod reload;
 mod runtime;
 mod salt;
+mod salt_multi_master;
 mod salt_outage;
 mod salt_ported;
 mod soak;

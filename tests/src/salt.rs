@@ -153,6 +153,20 @@ impl LocalMinion {
     }
 }
 
+/// `jobs.lookup_jid` of every jid of `request["jids"]` with the master
+/// config `request["config"]`, in one Python process (see
+/// [`SaltMaster::lookup_jids`]).
+const LOOKUP: &str = r#"
+import json, sys
+import salt.config, salt.minion, salt.runner
+request = json.load(sys.stdin)
+opts = salt.config.master_config(request["config"])
+built = salt.minion.MasterMinion(opts)
+salt.minion.MasterMinion = lambda *args, **kwargs: built
+runner = salt.runner.RunnerClient(opts)
+print(json.dumps({jid: runner.cmd("jobs.lookup_jid", [jid], print_event=False) for jid in request["jids"]}, default=str))
+"#;
+
 /// A `salt-master` and one `salt-minion` (`MINION_ID`) on loopback, both
 /// stopped (with every process they forked) on drop.
 pub struct SaltMaster {
@@ -198,19 +212,7 @@ impl SaltMaster {
             ),
         )
         .unwrap();
-        let daemon = |name: &str, config: &Path| {
-            Command::new(line.venv().join("bin").join(name))
-                .arg("-c")
-                .arg(config)
-                .args(["-l", "quiet"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                // Its own process group, so drop can stop every worker it forks.
-                .process_group(0)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {name}: {e}"))
-        };
+        let daemon = |name: &str, config: &Path| daemon(line, name, config);
         let mut salt = SaltMaster {
             master: Some(daemon("salt-master", &config_dir)),
             minion: None,
@@ -336,16 +338,7 @@ print(json.dumps({"jids": jids, "pending": sorted(pending)}))
     /// each call, half a second apiece; here the first one built serves
     /// every call, and the rest of the runner runs as it is.
     pub fn lookup_jids(&self, jids: &[String]) -> serde_json::Map<String, Value> {
-        const LOOKUP: &str = r#"
-import json, sys
-import salt.config, salt.minion, salt.runner
-request = json.load(sys.stdin)
-opts = salt.config.master_config(request["config"])
-built = salt.minion.MasterMinion(opts)
-salt.minion.MasterMinion = lambda *args, **kwargs: built
-runner = salt.runner.RunnerClient(opts)
-print(json.dumps({jid: runner.cmd("jobs.lookup_jid", [jid], print_event=False) for jid in request["jids"]}, default=str))
-"#;
+
         let request = serde_json::json!({ "config": self.config_dir.join("master"), "jids": jids });
         match python_json(&self.line.venv(), LOOKUP, &request, &format!("jobs.lookup_jid of {} jobs", jids.len())) {
             Value::Object(found) => found,
@@ -385,6 +378,187 @@ impl Drop for SaltMaster {
             stop_group(child);
         }
     }
+}
+
+/// Salt multi-master on loopback: `masters` masters sharing one key pair
+/// (each on an address of its own, `127.0.0.N`), and `minions` minions
+/// (`minion0`, ...) in failover mode (`master_type: failover`): each
+/// connected to the first master that answers, in order, and moving to the
+/// next when it stops answering. Salt 3008. Stopped on drop.
+pub struct SaltMultiMaster {
+    masters: Vec<Option<Child>>,
+    minions: Vec<Option<Child>>,
+    config_dirs: Vec<PathBuf>,
+    root: PathBuf,
+}
+
+impl SaltMultiMaster {
+    /// Start them, with the shim and `returner_dirs` on the path,
+    /// `master(i)` YAML added to master `i`'s config and `minion` to every
+    /// minion's; wait until every minion answers the first master.
+    pub fn start(dir: &Path, returner_dirs: &[&Path], masters: usize, minions: usize, master: impl Fn(usize) -> String, minion: &str) -> Self {
+        let line = SaltLine::default();
+        let returner_dirs = yaml_paths(returner_dirs);
+        let (publish, ret) = (free_port(), free_port());
+        let address = |i: usize| format!("127.0.0.{}", 2 + i);
+        let daemon = |name: &str, config: &Path| daemon(line, name, config);
+        let mut salt = SaltMultiMaster { masters: Vec::new(), minions: Vec::new(), config_dirs: Vec::new(), root: dir.to_owned() };
+        for i in 0..masters {
+            let config_dir = dir.join(format!("master{i}-config"));
+            let root = dir.join(format!("master{i}-root"));
+            std::fs::create_dir_all(&config_dir).unwrap();
+            if i > 0 {
+                // Multi-master: every master has the first one's key pair.
+                let keys = root.join("pki");
+                std::fs::create_dir_all(&keys).unwrap();
+                for key in ["master.pem", "master.pub"] {
+                    std::fs::copy(dir.join("master0-root/pki").join(key), keys.join(key)).unwrap();
+                }
+            }
+            std::fs::write(
+                config_dir.join("master"),
+                format!(
+                    "interface: {}\npublish_port: {publish}\nret_port: {ret}\nauto_accept: true\nworker_threads: 2\n\
+                     {}returner_dirs: {returner_dirs}\n{}\n",
+                    address(i),
+                    dirs_yaml(&root, "master.log"),
+                    master(i)
+                ),
+            )
+            .unwrap();
+            salt.masters.push(Some(daemon("salt-master", &config_dir)));
+            salt.config_dirs.push(config_dir);
+            if i == 0 {
+                let key = dir.join("master0-root/pki/master.pub");
+                let started = Instant::now();
+                while !key.is_file() {
+                    assert!(started.elapsed() < Duration::from_secs(60), "master 0 made no key pair:\n{}", salt.master_log(0));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        let list: Vec<String> = (0..masters).map(|i| format!("\"{}\"", address(i))).collect();
+        for j in 0..minions {
+            let config_dir = dir.join(format!("minion{j}-config"));
+            std::fs::create_dir_all(&config_dir).unwrap();
+            std::fs::write(
+                config_dir.join("minion"),
+                format!(
+                    "id: minion{j}\nmaster: [{}]\nmaster_port: {ret}\npublish_port: {publish}\nmaster_type: failover\nmaster_alive_interval: 2\nretry_dns: 0\nacceptance_wait_time: 1\n\
+                     {}returner_dirs: {returner_dirs}\n{minion}\n",
+                    list.join(", "),
+                    dirs_yaml(&dir.join(format!("minion{j}-root")), "minion.log")
+                ),
+            )
+            .unwrap();
+            salt.minions.push(Some(daemon("salt-minion", &config_dir)));
+        }
+        salt.wait_for_minions(0, minions);
+        salt
+    }
+
+    /// Wait until `minions` minions answer master `master`.
+    pub fn wait_for_minions(&self, master: usize, minions: usize) {
+        let started = Instant::now();
+        loop {
+            let out = self.salt(master, &["*", "test.ping", "-t", "5"]);
+            let answered = serde_json::from_str::<Value>(&out.stdout).ok().and_then(|v| v.as_object().map(|o| o.len())).unwrap_or(0);
+            if answered == minions {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{answered} of {minions} minions answered master {master} within 120 s: {out:?}\nmaster log:\n{}\nminion0 log:\n{}",
+                self.master_log(master),
+                std::fs::read_to_string(self.root.join("minion0-root/minion.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// `salt --out json --static -t 60 ARGS` on master `i`.
+    pub fn salt(&self, i: usize, args: &[&str]) -> SaltOutput {
+        let mut cmd = Command::new(SaltLine::default().venv().join("bin/salt"));
+        cmd.arg("-c").arg(&self.config_dirs[i]).args(["--out", "json", "--static", "-t", "60"]).args(args);
+        run(cmd)
+    }
+
+    /// What `salt-run jobs.lookup_jid JID` on master `i` answers for each
+    /// of `jids`, by jid (one Python process, as [`SaltMaster::lookup_jids`]).
+    pub fn lookup_jids(&self, i: usize, jids: &[String]) -> serde_json::Map<String, Value> {
+        let request = serde_json::json!({ "config": self.config_dirs[i].join("master"), "jids": jids });
+        match python_json(&SaltLine::default().venv(), LOOKUP, &request, &format!("jobs.lookup_jid of {} jobs on master {i}", jids.len())) {
+            Value::Object(found) => found,
+            other => panic!("jobs.lookup_jid answered no object: {other}"),
+        }
+    }
+
+    /// Run `test.echo PREFIX-N` on every minion from master `i`, `count`
+    /// times, one job after another, each waiting for every minion's
+    /// answer (one Python process): each job's jid and answers.
+    pub fn echo_jobs(&self, i: usize, prefix: &str, count: usize) -> Vec<(String, Value)> {
+        const RUN: &str = r#"
+import json, sys
+import salt.client, salt.config
+request = json.load(sys.stdin)
+opts = salt.config.client_config(request["config"])
+client = salt.client.LocalClient(mopts=opts)
+done = []
+for n in range(request["count"]):
+    text = "%s-%d" % (request["prefix"], n)
+    pub = client.run_job("*", "test.echo", [text], timeout=30, listen=True)
+    answers = {}
+    for ret in client.get_iter_returns(pub["jid"], pub["minions"], timeout=30):
+        for minion, value in (ret or {}).items():
+            answers[minion] = value.get("ret")
+    done.append([pub["jid"], answers])
+print(json.dumps(done))
+"#;
+        let request = serde_json::json!({ "config": self.config_dirs[i].join("master"), "prefix": prefix, "count": count });
+        let ran = python_json(&SaltLine::default().venv(), RUN, &request, &format!("{count} jobs on master {i}"));
+        ran.as_array()
+            .unwrap_or_else(|| panic!("no list of jobs: {ran}"))
+            .iter()
+            .map(|j| (j[0].as_str().unwrap_or_default().to_owned(), j[1].clone()))
+            .collect()
+    }
+
+    /// Kill master `i` and every process it forked (SIGKILL: it dies).
+    pub fn kill_master(&mut self, i: usize) {
+        if let Some(child) = self.masters[i].take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            stop_group(child);
+        }
+    }
+
+    /// What master `i` logged.
+    pub fn master_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.root.join(format!("master{i}-root/master.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for SaltMultiMaster {
+    fn drop(&mut self) {
+        for child in self.minions.iter_mut().chain(self.masters.iter_mut()).filter_map(Option::take) {
+            stop_group(child);
+        }
+    }
+}
+
+/// Start Salt daemon `name` (`salt-master`, `salt-minion`) of `line` on
+/// `config`, quiet, in its own process group, so that stopping it stops
+/// every worker it forks.
+fn daemon(line: SaltLine, name: &str, config: &Path) -> Child {
+    Command::new(line.venv().join("bin").join(name))
+        .arg("-c")
+        .arg(config)
+        .args(["-l", "quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"))
 }
 
 /// TERM the process group led by `child`, KILL what is left after 5 s.
