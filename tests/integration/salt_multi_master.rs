@@ -16,6 +16,7 @@ const JOBS: usize = 100;
 
 #[test]
 fn lookup_jid_on_the_second_master_finds_every_job_after_the_first_dies() {
+    let _heavy = returner_host_tests::heavy_test();
     let etcd = EtcdServer::start();
     let dir = temp_dir();
     let hosts: Vec<_> = (0..2)

@@ -44,6 +44,7 @@ fn soak_return(fixtures: &[Value], n: u64) -> Value {
 
 #[test]
 fn soak_every_acknowledged_return_is_in_every_backend_once_through_kills_and_restarts() {
+    let _heavy = returner_host_tests::heavy_test();
     let total = env_or("SOAK_RETURNS", 100_000);
     let limit = Duration::from_secs(60 * env_or("SOAK_MINUTES", 25));
     let started = Instant::now();

@@ -18,6 +18,15 @@ pub mod mariadb;
 pub mod netns;
 pub mod salt;
 
+/// Held by each of the heavy tests (the soak, the cluster and multi-master
+/// tests: many processes, tens of thousands of returns) while it runs, so
+/// that they run one at a time in a test binary and each one's time bounds
+/// hold on a small machine. A test that panicked leaves it usable.
+pub fn heavy_test() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A fixture guest component by crate name, e.g. `fixture-noop`.
 pub fn guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("RETURNER_GUESTS_DIR"));

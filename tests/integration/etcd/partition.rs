@@ -15,6 +15,7 @@ use super::super::{config_daemon, toml_path};
 
 #[test]
 fn every_return_lands_once_while_the_leader_is_cut_off() {
+    let _heavy = returner_host_tests::heavy_test();
     let total = env_or("ETCD_PARTITION_RETURNS", 20_000);
     let cluster = EtcdCluster::start_partitionable(3);
     cluster.move_leader(0);
