@@ -7,8 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${1:-${RETURNER_HOST_SALT_VENV:-$HOME/.cache/returner-host/salt-venv}/bin/python}"
-fixtures="${FIXTURES:-$here/../../../shared/fixtures/salt}"
-[ -f "$fixtures/minion-returns.jsonl" ] || fixtures=/work/shared/fixtures/salt
+fixtures="${FIXTURES:-$here/../../host/src/testkit/salt}"
 out="$here/expected"
 work="$(mktemp -d)"
 server_pid=
