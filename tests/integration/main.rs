@@ -8,6 +8,7 @@ mod batch;
 mod cli;
 mod etcd;
 mod fs_quota;
+mod galera;
 mod hostile;
 mod http;
 mod http_returners;
