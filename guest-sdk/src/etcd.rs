@@ -29,6 +29,17 @@ pub fn put_many(items: &[KeyValue], ttl_seconds: Option<u32>) -> Result<()> {
     Ok(host::put_many(items, ttl_seconds)?)
 }
 
+/// Write each of `batches` as a transaction of its own, all sharing one
+/// lease when a TTL is given. The host sends them together, so etcd commits
+/// them in as few rounds as it can; they may be applied in any order, and on
+/// an error any of them may have been applied: for writes that are harmless
+/// to repeat (a batch of returns, written again on redelivery). Each batch
+/// must fit etcd's limits on one transaction (`--max-txn-ops`, 128 by
+/// default, and `--max-request-bytes`).
+pub fn put_batches(batches: &[Vec<KeyValue>], ttl_seconds: Option<u32>) -> Result<()> {
+    Ok(host::put_batches(batches, ttl_seconds)?)
+}
+
 /// Write `key` only if it does not exist yet; `true` when this call wrote it.
 pub fn put_if_absent(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<bool> {
     Ok(host::put_if_absent(key, value, ttl_seconds)?)

@@ -86,10 +86,10 @@ pub mod wit {
         // returner uses for files, these bindings merely satisfy the world.
         generate_all,
         additional_type_attributes: {
-            "salt:returner/etcd@0.1.3/key-value": [#[derive(PartialEq, Eq)]],
-            "salt:returner/mysql@0.1.3/value": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.3/rows": [#[derive(PartialEq)]],
-            "salt:returner/mysql@0.1.3/exec-result": [#[derive(PartialEq, Eq)]],
+            "salt:returner/etcd@0.1.4/key-value": [#[derive(PartialEq, Eq)]],
+            "salt:returner/mysql@0.1.4/value": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.4/rows": [#[derive(PartialEq)]],
+            "salt:returner/mysql@0.1.4/exec-result": [#[derive(PartialEq, Eq)]],
         },
         pub_export_macro: true,
         default_bindings_module: "returner_sdk::wit",
@@ -106,12 +106,12 @@ pub mod wit {
             inline: "
                 package returner-sdk:batch;
                 world batch-export {
-                    export salt:returner/batch@0.1.3;
+                    export salt:returner/batch@0.1.4;
                 }
             ",
             world: "returner-sdk:batch/batch-export",
             with: {
-                "salt:returner/types@0.1.3": crate::wit::salt::returner::types,
+                "salt:returner/types@0.1.4": crate::wit::salt::returner::types,
             },
             pub_export_macro: true,
             default_bindings_module: "returner_sdk::wit::batch_export",

@@ -32,4 +32,4 @@ pub const BATCH_INTERFACE: &str = "salt:returner/batch";
 pub const BATCH_FUNCTION: &str = "returner-batch";
 
 /// Version of the `salt:returner` WIT package this host implements.
-pub const WIT_VERSION: &str = "0.1.3";
+pub const WIT_VERSION: &str = "0.1.4";

@@ -12,7 +12,7 @@
 // reports as a broken guest.
 
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
-import { log } from 'salt:returner/log@0.1.3';
+import { log } from 'salt:returner/log@0.1.4';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const encoder = new TextEncoder();

@@ -10,7 +10,8 @@
 //!   transaction of the same keys and values), from each client;
 //! - **native batched**: the same, from one task in the batches the spool
 //!   delivers (256 returns, one lease, transactions of whole returns up to
-//!   etcd's 128 operations and 1 MiB), as the returner packs them;
+//!   etcd's 128 operations and 1 MiB, sent 16 at a time), as the returner
+//!   packs and sends them;
 //! - **salt**: Salt 3007's own `etcd_return` (v3 API through etcd3-py, one
 //!   round trip and one lease per key) in Python processes, one per client.
 //!
@@ -27,6 +28,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use returner_host::caps::etcd::BATCHES_IN_FLIGHT;
 use returner_host_tests::etcd::EtcdServer;
 use returner_host_tests::salt::venv_3007;
 use returner_host_tests::{Daemon, HttpConn, guest, salt_fixture_lines, temp_dir, toml_path};
@@ -249,9 +251,16 @@ async fn native_batched_rate(client: &etcd_client::Client, fixtures: &[Value], t
                 _ => txns.push((ops.collect(), bytes)),
             }
         }
-        for (ops, _) in txns {
-            client.txn(Txn::new().and_then(ops)).await.unwrap();
-        }
+        // Sent together, as the returner's `put-batches` sends them.
+        use futures::{StreamExt as _, TryStreamExt as _};
+        futures::stream::iter(txns.into_iter().map(|(ops, _)| {
+            let mut client = client.clone();
+            async move { client.txn(Txn::new().and_then(ops)).await }
+        }))
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .unwrap();
     }
     n as f64 / started.elapsed().as_secs_f64()
 }

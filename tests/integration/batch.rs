@@ -318,7 +318,7 @@ fn a_module_without_the_batch_export_loads_and_answers_unsupported_without_a_cal
     assert!(!noop.supports_batch(), "a module built with export_returner!(T) alone exports no batch");
     for shipped in ["returner-etcd", "returner-mysql", "returner-local-cache"] {
         let module = runtime.load_module_file(&guest(shipped)).unwrap();
-        assert_eq!(module.info().batch.as_deref(), Some("salt:returner/batch@0.1.3"), "{shipped}");
+        assert_eq!(module.info().batch.as_deref(), Some("salt:returner/batch@0.1.4"), "{shipped}");
     }
 
     let dir = temp_dir();

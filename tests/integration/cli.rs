@@ -130,7 +130,7 @@ fn check_validates_config_and_modules() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("returner lc: builtin:local-cache"), "{stdout}");
-    assert!(stdout.contains("salt:returner/returner@0.1.3"), "{stdout}");
+    assert!(stdout.contains("salt:returner/returner@0.1.4"), "{stdout}");
 
     let not_wasm = dir.path().join("not.wasm");
     std::fs::write(&not_wasm, "hello").unwrap();

@@ -13,7 +13,7 @@ fn inspect_describes_the_local_cache_module() {
     let out = Command::new(bin()).arg("inspect").arg(guest("returner-local-cache")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("world:   salt:returner@0.1.3 (exports salt:returner/returner@0.1.3)"), "{stdout}");
+    assert!(stdout.contains("world:   salt:returner@0.1.4 (exports salt:returner/returner@0.1.4)"), "{stdout}");
     for implemented in ["returner", "save_load", "get_load", "get_jid", "get_jids", "get_jids_filter", "prep_jid", "clean_old_jobs", "get_endtime"] {
         assert!(stdout.contains(&format!("  {implemented:<16} implemented")), "{implemented}: {stdout}");
     }

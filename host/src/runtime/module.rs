@@ -51,12 +51,12 @@ pub(super) type BatchResults = (Result<(), GuestError>,);
 pub struct ModuleInfo {
     /// sha256 of the `.wasm` bytes, hex.
     pub sha256: String,
-    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.3`.
+    /// The exported returner interface with its version, e.g. `salt:returner/returner@0.1.4`.
     pub exports: String,
     /// Every interface the component imports, sorted.
     pub imports: Vec<String>,
     /// The exported batch interface with its version, e.g.
-    /// `salt:returner/batch@0.1.3`, when the module takes consecutive
+    /// `salt:returner/batch@0.1.4`, when the module takes consecutive
     /// returns in one call; `None` when it takes one `returner` call each.
     pub batch: Option<String>,
 }
@@ -274,7 +274,7 @@ mod tests {
         let ok = vec!["salt:returner/returner@0.1.7".to_owned()];
         assert_eq!(check_world(&ok).unwrap(), "salt:returner/returner@0.1.7");
         let newer = vec!["salt:returner/returner@0.2.0".to_owned()];
-        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.3"));
+        assert!(check_world(&newer).unwrap_err().to_string().contains("speaks salt:returner@0.1.4"));
         let other = vec!["wasi:http/incoming-handler@0.2.0".to_owned()];
         let msg = check_world(&other).unwrap_err().to_string();
         assert!(msg.contains("not a returner component") && msg.contains("wasi:http"), "{msg}");

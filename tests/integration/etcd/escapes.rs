@@ -27,10 +27,11 @@ const OUTSIDE: &[(&str, &str)] = &[
 /// them, in the order it does.
 const ODD_INSIDE: &[&str] = &["2/x", "%2e%2e/x", "a..b", "...", "x/\u{2028}", "é/ü"];
 
-/// Denials the fixture's `get_jids` must meet: 24 bad keys × 5 single-key
+/// Denials the fixture's `get_jids` must meet: 24 bad keys × 6 single-key
 /// operations, 14 bad prefixes × 2 range operations, one bad key among good
-/// ones in a `put-many`, and 2 leases over the maximum × 3 writes.
-const ESCAPES: usize = 24 * 5 + 14 * 2 + 1 + 2 * 3;
+/// ones in a `put-many` and in a `put-batches`, and 2 leases over the
+/// maximum × 4 writes.
+const ESCAPES: usize = 24 * 6 + 14 * 2 + 2 + 2 * 4;
 
 /// The grant's longest lease; the fixture asks for one second more.
 const MAX_TTL: u64 = 60;
@@ -167,7 +168,7 @@ fn every_escape_from_an_etcd_grant_is_denied_once_and_writes_nothing_outside() {
     let ro = ro.result().as_array().unwrap().clone();
     assert_eq!((ro[0]["op"].as_str(), ro[0]["outcome"].as_str()), (Some("get"), Some("ok")), "{ro:#?}");
     let ro_denials = with_outcome(&ro, "denied");
-    assert_eq!(ro_denials.len(), 5, "{ro:#?}");
+    assert_eq!(ro_denials.len(), 6, "{ro:#?}");
     for a in &ro_denials {
         let why = if a["op"].as_str().unwrap().starts_with("delete") { "delete" } else { "write" };
         assert!(a["message"].as_str().unwrap().contains(&format!("the grant does not include `{why}`")), "{a}");
@@ -177,7 +178,7 @@ fn every_escape_from_an_etcd_grant_is_denied_once_and_writes_nothing_outside() {
     let none = d.call("escaper_nogrant", "get_fun", &json!({ "fun": "every-op" }));
     let none = none.result().as_array().unwrap().clone();
     let none_denials = with_outcome(&none, "denied");
-    assert_eq!(none_denials.len(), 7, "{none:#?}");
+    assert_eq!(none_denials.len(), 8, "{none:#?}");
     assert!(none_denials.iter().all(|a| a["message"].as_str().unwrap().contains("it has no etcd grant")), "{none:#?}");
 
     // The allowed range deletes stay inside: afterwards only what was outside is left.
@@ -197,9 +198,9 @@ fn every_escape_from_an_etcd_grant_is_denied_once_and_writes_nothing_outside() {
     assert_eq!(dropped[0]["fields"]["dropped"], json!(ESCAPES - AUDIT_CAP));
     assert_eq!(audited(&events, "escaper_ro"), denial_targets(&ro_denials));
     assert_eq!(audited(&events, "escaper_nogrant"), denial_targets(&none_denials));
-    assert_eq!(events.len(), AUDIT_CAP + 1 + 5 + 7, "no other audit event: {events:#?}");
+    assert_eq!(events.len(), AUDIT_CAP + 1 + 6 + 8, "no other audit event: {events:#?}");
     let m = d.metrics();
-    for (returner, n) in [("escaper", ESCAPES), ("escaper_ro", 5), ("escaper_nogrant", 7)] {
+    for (returner, n) in [("escaper", ESCAPES), ("escaper_ro", 6), ("escaper_nogrant", 8)] {
         let series = format!(r#"returner_host_denials_total{{returner="{returner}",capability="etcd"}}"#);
         assert_eq!(m.get(&series).copied(), Some(n as f64), "{series}");
     }
@@ -235,11 +236,11 @@ fn a_guest_dumping_its_config_never_sees_the_etcd_password() {
         assert_eq!(value, &expected, "config `{key}`");
     }
     // Denials (audited) with the password profile in use.
-    assert_eq!(with_outcome(d.call("escaper_ro", "get_fun", &json!({ "fun": "writes" })).result().as_array().unwrap(), "denied").len(), 5);
+    assert_eq!(with_outcome(d.call("escaper_ro", "get_fun", &json!({ "fun": "writes" })).result().as_array().unwrap(), "denied").len(), 6);
 
     assert!(!config.to_string().contains(password), "the password reached the guest: {config}");
     let audit = returner_host_tests::settled_audit_log(&audit_log);
-    assert_eq!(audit.lines().count(), 5, "{audit}");
+    assert_eq!(audit.lines().count(), 6, "{audit}");
     assert!(!audit.contains(password), "the password reached the audit log");
     assert!(!d.log_text().contains(password), "the password reached the daemon log");
 }

@@ -10,9 +10,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use super::client::{BackendError, BoxFuture, EtcdClient};
 use super::grant;
-use super::{EtcdCtx, EtcdOp, MAX_LEASES_PER_CALL};
+use super::{BATCHES_IN_FLIGHT, EtcdCtx, EtcdOp, MAX_BATCHES_PER_CALL, MAX_LEASES_PER_CALL, Pairs};
 use crate::bindings::GuestError;
 use crate::bindings::salt::returner::etcd::{self, KeyValue};
 use crate::caps::audit;
@@ -67,22 +69,34 @@ impl EtcdCtx {
     }
 
     fn check_items(&self, items: Vec<KeyValue>, ttl: Option<u32>) -> Checked<Vec<(Vec<u8>, Vec<u8>)>> {
-        let first = items.first().map(|kv| kv.key.as_str()).unwrap_or("");
-        let (root, client) = self.allow("put-many", EtcdOp::Write, first, ttl)?;
-        let mut seen = HashSet::with_capacity(items.len());
-        let mut pairs = Vec::with_capacity(items.len());
-        for kv in items {
-            let full = grant::key(root, &kv.key).map_err(|refusal| self.deny("put-many", &kv.key, &refusal))?;
-            if !seen.insert(kv.key.clone()) {
-                // Guest's fault; etcd would refuse the transaction anyway.
-                return Err(GuestError::Invalid(format!(
-                    "put-many names key `{}` twice; a transaction writes each key once",
-                    grant::shown(&kv.key)
-                )));
+        self.check_batches("put-many", vec![items], ttl).map(|(client, mut batches)| (client, batches.pop().unwrap_or_default()))
+    }
+
+    /// The check of `put-many` (one batch) and `put-batches`: every key
+    /// confined to the root, and no key written twice (within a transaction
+    /// etcd would refuse it; across the transactions of one call their
+    /// order is not kept, so which value stays would be chance).
+    fn check_batches(&self, operation: &str, batches: Vec<Vec<KeyValue>>, ttl: Option<u32>) -> Checked<Vec<Vec<(Vec<u8>, Vec<u8>)>>> {
+        let first = batches.iter().flatten().next().map(|kv| kv.key.as_str()).unwrap_or("");
+        let (root, client) = self.allow(operation, EtcdOp::Write, first, ttl)?;
+        let mut seen = HashSet::with_capacity(batches.iter().map(Vec::len).sum());
+        let mut out = Vec::with_capacity(batches.len());
+        for items in batches {
+            let mut pairs = Vec::with_capacity(items.len());
+            for kv in items {
+                let full = grant::key(root, &kv.key).map_err(|refusal| self.deny(operation, &kv.key, &refusal))?;
+                if !seen.insert(kv.key.clone()) {
+                    // Guest's fault.
+                    return Err(GuestError::Invalid(format!(
+                        "{operation} names key `{}` twice; a call writes each key once",
+                        grant::shown(&kv.key)
+                    )));
+                }
+                pairs.push((full, kv.value));
             }
-            pairs.push((full, kv.value));
+            out.push(pairs);
         }
-        Ok((client, pairs))
+        Ok((client, out))
     }
 
     /// Strip the root and its `/` from a full key read back from etcd.
@@ -142,6 +156,20 @@ impl EtcdCtx {
     }
 }
 
+/// Each of `batches` as a transaction under `lease`, at most
+/// [`BATCHES_IN_FLIGHT`] at once; the first failure ends the call (what is
+/// in flight then is dropped, and may or may not have been applied).
+fn send_batches<'c>(client: &'c dyn EtcdClient, batches: &'c [Arc<Pairs>], lease: Option<i64>) -> BoxFuture<'c, Result<(), BackendError>> {
+    let sends: Vec<BoxFuture<'c, Result<(), BackendError>>> = batches.iter().map(|items| client.put_many(items.clone(), lease)).collect();
+    Box::pin(async move {
+        let mut sent = futures::stream::iter(sends).buffer_unordered(BATCHES_IN_FLIGHT);
+        while let Some(result) = sent.next().await {
+            result?;
+        }
+        Ok(())
+    })
+}
+
 impl etcd::Host for EtcdCtx {
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn get(&mut self, key: String) -> GuestResult<Option<Vec<u8>>> {
@@ -188,6 +216,27 @@ impl etcd::Host for EtcdCtx {
         }
         let items = Arc::new(pairs);
         Ok(self.leased(&*client, ttl_seconds, |lease| client.put_many(items.clone(), lease)).await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, batches = batches.len()))]
+    async fn put_batches(&mut self, batches: Vec<Vec<KeyValue>>, ttl_seconds: Option<u32>) -> GuestResult<()> {
+        if batches.len() > MAX_BATCHES_PER_CALL {
+            // Guest's fault: more transactions than one call sends.
+            return Ok(Err(GuestError::Limit(format!(
+                "put-batches of {} transactions is over the most, {MAX_BATCHES_PER_CALL}: split it",
+                batches.len()
+            ))));
+        }
+        let (client, batches) = match self.check_batches("put-batches", batches, ttl_seconds) {
+            Ok(checked) => checked,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let batches: Vec<Arc<Pairs>> = batches.into_iter().filter(|b| !b.is_empty()).map(Arc::new).collect();
+        if batches.is_empty() {
+            return Ok(Ok(()));
+        }
+        let write = |lease| send_batches(&*client, &batches, lease);
+        Ok(self.leased(&*client, ttl_seconds, write).await)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
@@ -360,6 +409,30 @@ mod tests {
             assert!(message.contains("no etcd grant"), "{message}");
         });
         assert_eq!(*memory.calls.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn put_batches_writes_each_transaction_under_one_lease_and_checks_them_all_first() {
+        let memory = Arc::new(MemoryEtcd::default());
+        let mut writer = ctx(&[EtcdOp::Write], &memory);
+        block(async {
+            let batches: Vec<Vec<KeyValue>> = (0..40).map(|b| (0..3).map(|k| kv(&format!("jobs/{b}/n{k}/return"))).collect()).collect();
+            writer.put_batches(batches, Some(60)).await.unwrap().unwrap();
+            // Anything wrong anywhere in the call: nothing is sent.
+            let bad = vec![vec![kv("late/1")], vec![kv("late/2"), kv("../x")]];
+            assert!(matches!(writer.put_batches(bad, None).await.unwrap(), Err(GuestError::Denied(m)) if m.contains("put-batches")));
+            let twice = vec![vec![kv("late/1")], vec![kv("late/1")]];
+            assert!(matches!(writer.put_batches(twice, None).await.unwrap(), Err(GuestError::Invalid(m)) if m.contains("twice")));
+            let over = vec![vec![kv("late/1")]; MAX_BATCHES_PER_CALL + 1];
+            assert!(matches!(writer.put_batches(over, None).await.unwrap(), Err(GuestError::Limit(m)) if m.contains("1025")));
+            writer.put_batches(vec![vec![], vec![]], None).await.unwrap().unwrap();
+        });
+        let keys = memory.keys.lock().unwrap();
+        assert_eq!(keys.len(), 120, "every key of the 40 transactions, and none of the refused calls");
+        assert!(keys.keys().all(|k| k.starts_with(b"/salt/return/jobs/")));
+        assert_eq!(*memory.leases.lock().unwrap(), [60], "one lease for the call");
+        assert!(memory.key_leases.lock().unwrap().values().all(|&id| id == 1));
+        assert_eq!(*memory.calls.lock().unwrap(), 41, "one lease and one transaction per batch");
     }
 
     #[test]

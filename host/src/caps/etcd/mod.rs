@@ -63,6 +63,16 @@ impl EtcdBackends {
 /// still fill etcd's lease table, one lease per put.
 pub const MAX_LEASES_PER_CALL: usize = 16;
 
+/// Most transactions one `put-batches` call sends. A delivered batch of 256
+/// returns needs 16 to 40 of them; this bounds the keys one call holds in
+/// the host at once.
+pub const MAX_BATCHES_PER_CALL: usize = 1024;
+
+/// Transactions of one `put-batches` call in flight at once: enough for
+/// etcd to commit a batch of returns in a few raft rounds, few enough that
+/// one call does not flood its connection.
+pub const BATCHES_IN_FLIGHT: usize = 16;
+
 /// Per-call etcd state: the returner's grant, the clients serving it, and
 /// the leases the call has granted so far.
 #[derive(Clone)]

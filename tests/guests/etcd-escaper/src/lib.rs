@@ -56,6 +56,7 @@ fn single_key_ops(out: &mut Vec<Value>, key: &str, ttl: Option<u32>) {
     out.push(attempt("get", key, etcd::get(key).map(text)));
     out.push(attempt("put", key, etcd::put(key, b"escaped", ttl).map(|()| Value::Null)));
     out.push(attempt("put-many", key, etcd::put_many(&[kv(key)], ttl).map(|()| Value::Null)));
+    out.push(attempt("put-batches", key, etcd::put_batches(&[vec![kv(key)]], ttl).map(|()| Value::Null)));
     out.push(attempt("put-if-absent", key, etcd::put_if_absent(key, b"escaped", ttl).map(Value::Bool)));
     out.push(attempt("delete", key, etcd::delete(key, false).map(Value::from)));
 }
@@ -124,10 +125,17 @@ impl Returner for EtcdEscaper {
             "../return2/x",
             etcd::put_many(&[kv("ok/before-bad"), kv("../return2/x"), kv("ok/after-bad")], None).map(|()| Value::Null),
         ));
+        // One bad key in the last of several transactions: none is sent.
+        out.push(attempt(
+            "put-batches",
+            "../return2/x",
+            etcd::put_batches(&[vec![kv("ok/batch-1")], vec![kv("ok/batch-2"), kv("../return2/x")]], None).map(|()| Value::Null),
+        ));
         // Leases over the grant's maximum.
         for ttl in [max_ttl + 1, u32::MAX] {
             out.push(attempt("put", "ttl/over", etcd::put("ttl/over", b"escaped", Some(ttl)).map(|()| Value::Null)));
             out.push(attempt("put-many", "ttl/over", etcd::put_many(&[kv("ttl/over")], Some(ttl)).map(|()| Value::Null)));
+            out.push(attempt("put-batches", "ttl/over", etcd::put_batches(&[vec![kv("ttl/over")]], Some(ttl)).map(|()| Value::Null)));
             out.push(attempt(
                 "put-if-absent",
                 "ttl/over",
@@ -157,6 +165,7 @@ impl Returner for EtcdEscaper {
                 out.push(attempt("get", "ro/x", etcd::get("ro/x").map(text)));
                 out.push(attempt("put", "ro/x", etcd::put("ro/x", b"escaped", None).map(|()| Value::Null)));
                 out.push(attempt("put-many", "ro/x", etcd::put_many(&[kv("ro/x"), kv("ro/y")], None).map(|()| Value::Null)));
+                out.push(attempt("put-batches", "ro/x", etcd::put_batches(&[vec![kv("ro/x")], vec![kv("ro/y")]], None).map(|()| Value::Null)));
                 out.push(attempt("put-if-absent", "ro/x", etcd::put_if_absent("ro/x", b"escaped", None).map(Value::Bool)));
                 out.push(attempt("delete", "ro/x", etcd::delete("ro/x", false).map(Value::from)));
                 out.push(attempt("delete-prefix", "ro", etcd::delete("ro", true).map(Value::from)));
