@@ -21,7 +21,8 @@
 //! the JSON is small.
 //!
 //! `cargo bench -p returner-host --bench etcd` (see BENCHMARKS.md);
-//! `-- no-salt` leaves Salt's leg out.
+//! `-- no-salt` leaves Salt's leg out; `-- drain` runs only the drain phase
+//! (delivery alone, from a backlog built while etcd is down).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -59,7 +60,7 @@ const MAX_TXN_BYTES: usize = 1024 * 1024;
 fn main() {
     // `cargo bench --bench etcd -- no-salt` leaves Salt's leg out.
     let with_salt = !std::env::args().any(|a| a == "no-salt");
-    let etcd = EtcdServer::start();
+    let mut etcd = EtcdServer::start();
     let fixtures = salt_storable_fixtures();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -101,7 +102,9 @@ fn main() {
         (HostRates { acked: median(acked), delivered: median(delivered) }, median(native), median(batched))
     };
     let mut lines = Vec::new();
-    for (run, clients) in CONCURRENCY.into_iter().enumerate() {
+    // `-- drain` runs only the drain phases below.
+    let concurrency: &[usize] = if std::env::args().any(|a| a == "drain") { &[] } else { &CONCURRENCY };
+    for (run, &clients) in concurrency.iter().enumerate() {
         let (host, native, batched) = compare(&fixtures, clients, &format!("1{run}"));
         let salt = if with_salt { salt_rate(&etcd, &fixtures, clients, &format!("1{run}99")) } else { f64::NAN };
         println!(
@@ -118,7 +121,8 @@ fn main() {
     // Without the one large return: what the host adds per return when JSON is small.
     let small: Vec<Value> = fixtures.iter().filter(|f| f.to_string().len() < SMALL_BYTES).cloned().collect();
     println!("the {} returns under {SMALL_BYTES} bytes:", small.len());
-    for (run, clients) in CONCURRENCY.into_iter().enumerate() {
+    reclaim(&etcd);
+    for (run, &clients) in concurrency.iter().enumerate() {
         let (host, native, batched) = compare(&small, clients, &format!("2{run}"));
         println!(
             "{clients} client(s):  host {:>6.0} acknowledged/s {:>6.0} delivered/s   native {native:>6.0}/s   native batched {batched:>6.0}/s",
@@ -126,9 +130,69 @@ fn main() {
         );
         lines.push(format!("{clients} client(s), small returns:  host delivered / native batched {:.3}", host.delivered / batched));
     }
+    // Delivery alone: a backlog acknowledged while etcd is down, then the
+    // rate the spool delivers it at once etcd is back, against the native
+    // batched writer on the same returns right after.
+    for (name, set, count) in [("real", &fixtures, 8_000), ("small", &small, 20_000)] {
+        let drained = drain_rate(&daemon, &mut etcd, set, count);
+        let batched = tokio.block_on(native_batched_rate(&native_client, set, &format!("3{}00", count / 1000 % 10), PHASE));
+        println!("drain     host, a backlog of {count} {name} returns: {drained:>6.0} delivered/s   native batched {batched:>6.0}/s");
+        lines.push(format!("drain, {name} returns:  host delivered / native batched {:.3}", drained / batched));
+    }
     println!();
     for line in lines {
         println!("ratios    {line}");
+    }
+}
+
+/// Returns per second the host delivers from a backlog of `count` returns
+/// acknowledged while etcd was down, timed from its first delivery after
+/// etcd restarts until the spool is empty (watched through the spool's
+/// status, which costs etcd nothing).
+fn drain_rate(daemon: &Daemon, etcd: &mut EtcdServer, fixtures: &[Value], count: u64) -> f64 {
+    static FIRST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    daemon.settle("etcd", Duration::from_secs(600));
+    reclaim(etcd);
+    etcd.stop();
+    // One minion, as the native batched writer writes them.
+    let set: Vec<Value> = fixtures
+        .iter()
+        .map(|f| {
+            let mut ret = f.clone();
+            ret["id"] = json!("bench0");
+            ret
+        })
+        .collect();
+    let first = FIRST.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+    daemon.write_returns("etcd", &set, first, count, 8, |_| {});
+    etcd.restart();
+    let (mut started, mut at_start) = (None, 0);
+    loop {
+        let queued = daemon.queue("etcd")["items"].as_u64().unwrap();
+        if started.is_none() && queued < count {
+            started = Some(Instant::now());
+            at_start = count - queued;
+        }
+        if queued == 0 {
+            let took = started.map_or(f64::NAN, |t: Instant| t.elapsed().as_secs_f64());
+            return (count - at_start) as f64 / took;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Delete what the phases wrote and give etcd the space back (compact,
+/// defragment): the whole run writes more than etcd's default 2 GiB quota.
+fn reclaim(etcd: &EtcdServer) {
+    let (deleted, text) = etcd.ctl(&["del", "--prefix", "/"]);
+    assert!(deleted, "etcdctl del: {text}");
+    let status = etcd.ctl_json(&["endpoint", "status"]);
+    let revision = status[0]["Status"]["header"]["revision"].as_u64().unwrap_or_else(|| panic!("no revision in {status}"));
+    for args in [vec!["compact".to_owned(), revision.to_string(), "--physical".to_owned()], vec!["defrag".to_owned()]] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, text) = etcd.ctl(&args);
+        // Nothing written since the last compaction: nothing to compact.
+        assert!(ok || text.contains("required revision has been compacted"), "etcdctl {args:?}: {text}");
     }
 }
 
