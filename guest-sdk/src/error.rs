@@ -43,6 +43,19 @@ impl Error {
         Error::Invalid(format!("{field}: {problem}"))
     }
 
+    /// The kind as the host names it (`denied`, `backend`, `invalid`,
+    /// `not_found`, `unsupported`, `limit`), and the message.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Error::Denied(m) => ("denied", m),
+            Error::Backend(m) => ("backend", m),
+            Error::Invalid(m) => ("invalid", m),
+            Error::NotFound(m) => ("not_found", m),
+            Error::Unsupported(m) => ("unsupported", m),
+            Error::Limit(m) => ("limit", m),
+        }
+    }
+
     /// The same error, of the same kind, with `what: ` before its message:
     /// e.g. which return of a batch it is about (`rets[3]`).
     pub fn context(self, what: impl std::fmt::Display) -> Self {
@@ -125,6 +138,13 @@ mod tests {
     fn context_keeps_the_kind_and_prefixes_the_message() {
         assert_eq!(Error::Backend("down".into()).context("rets[2]"), Error::Backend("rets[2]: down".into()));
         assert_eq!(Error::invalid("jid", "empty").context("rets[0]"), Error::Invalid("rets[0]: jid: empty".into()));
+    }
+
+    #[test]
+    fn parts_name_the_kind_as_the_host_answers_it() {
+        assert_eq!(Error::NotFound("x".into()).parts(), ("not_found", "x"));
+        assert_eq!(Error::Limit("too many".into()).parts(), ("limit", "too many"));
+        assert_eq!(Error::Denied("no".into()).parts(), ("denied", "no"));
     }
 
     #[test]

@@ -6,10 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use returner_host_tests::etcd::EtcdCluster;
-use returner_host_tests::{guest, salt_fixture_lines, temp_dir};
+use returner_host_tests::{salt_fixture_lines, temp_dir};
 use serde_json::json;
-
-use super::super::{config_daemon, toml_path};
 
 /// Clients sending returns at once, and how many each sends.
 const CLIENTS: usize = 2;
@@ -23,28 +21,8 @@ fn every_return_lands_while_the_leader_is_killed() {
     // The host sends to the first endpoint first: make that member the leader, then kill it.
     cluster.move_leader(0);
     let dir = temp_dir();
-    let endpoints = cluster.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     // Small batches, so delivery is still going when the leader dies.
-    let d = config_daemon(
-        dir.path(),
-        "spool = { batch_max_items = 4 }",
-        &format!(
-            r#"
-[profiles.cluster]
-kind = "etcd"
-endpoints = [{endpoints}]
-connect_timeout_ms = 500
-request_timeout_ms = 8000
-
-[returners.etcd]
-module = {module}
-options = {{ ttl = 600 }}
-limits = {{ deadline_ms = 12000 }}
-grants.etcd = {{ profile = "cluster", root = "/salt/return", ops = ["read", "write"], max_ttl_seconds = 600 }}
-"#,
-            module = toml_path(&guest("returner-etcd")),
-        ),
-    );
+    let d = super::cluster_daemon(dir.path(), &cluster, "spool = { batch_max_items = 4 }", Some(600));
 
     let fixtures = salt_fixture_lines("minion-returns.jsonl");
     let landed = Arc::new(AtomicUsize::new(0));

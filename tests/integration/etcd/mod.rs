@@ -62,6 +62,35 @@ mode = "rw"
 
 /// `[profiles.NAME]` for `etcd`, with short timeouts so a stopped etcd
 /// is an error quickly.
+/// A host whose etcd returner writes to every member of `cluster` (the
+/// first endpoint first), with `server` settings and the returns' `ttl`.
+fn cluster_daemon(dir: &std::path::Path, cluster: &returner_host_tests::etcd::EtcdCluster, server: &str, ttl: Option<u32>) -> Daemon {
+    let endpoints = cluster.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
+    let (options, max_ttl) = match ttl {
+        Some(ttl) => (format!("options = {{ ttl = {ttl} }}\n"), format!(", max_ttl_seconds = {ttl}")),
+        None => (String::new(), String::new()),
+    };
+    config_daemon(
+        dir,
+        server,
+        &format!(
+            r#"
+[profiles.cluster]
+kind = "etcd"
+endpoints = [{endpoints}]
+connect_timeout_ms = 500
+request_timeout_ms = 8000
+
+[returners.etcd]
+module = {module}
+{options}limits = {{ deadline_ms = 12000 }}
+grants.etcd = {{ profile = "cluster", root = "/salt/return", ops = ["read", "write"]{max_ttl} }}
+"#,
+            module = toml_path(&guest("returner-etcd")),
+        ),
+    )
+}
+
 pub(crate) fn etcd_profile_toml(name: &str, etcd: &EtcdServer) -> String {
     format!(
         "[profiles.{name}]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nrequest_timeout_ms = 800\nconnect_timeout_ms = 500\n",

@@ -8,10 +8,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use returner_host_tests::etcd::EtcdCluster;
-use returner_host_tests::{guest, salt_fixture_lines, temp_dir};
+use returner_host_tests::{salt_fixture_lines, temp_dir};
 
 use super::super::soak::env_or;
-use super::super::{config_daemon, toml_path};
 
 #[test]
 fn every_return_lands_once_while_the_leader_is_cut_off() {
@@ -20,27 +19,8 @@ fn every_return_lands_once_while_the_leader_is_cut_off() {
     let cluster = EtcdCluster::start_partitionable(3);
     cluster.move_leader(0);
     let dir = temp_dir();
-    let endpoints = cluster.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
-    let d = config_daemon(
-        dir.path(),
-        // Small batches: delivery is still going when the leader is cut off.
-        "[server.spool]\nretry_max_ms = 500\nbatch_max_items = 8",
-        &format!(
-            r#"
-[profiles.cluster]
-kind = "etcd"
-endpoints = [{endpoints}]
-connect_timeout_ms = 500
-request_timeout_ms = 8000
-
-[returners.etcd]
-module = {module}
-limits = {{ deadline_ms = 12000 }}
-grants.etcd = {{ profile = "cluster", root = "/salt/return", ops = ["read", "write"] }}
-"#,
-            module = toml_path(&guest("returner-etcd")),
-        ),
-    );
+    // Small batches: delivery is still going when the leader is cut off.
+    let d = super::cluster_daemon(dir.path(), &cluster, "[server.spool]\nretry_max_ms = 500\nbatch_max_items = 8", None);
     let fixtures = salt_fixture_lines("minion-returns.jsonl");
     d.write_returns("etcd", &fixtures, 0, total, 4, |_| {});
 

@@ -26,14 +26,7 @@ fn attempt(op: &str, key: &str, result: Result<Value>) -> Value {
     match result {
         Ok(value) => json!({ "op": op, "key": key, "outcome": "ok", "value": value }),
         Err(err) => {
-            let (kind, message) = match err {
-                Error::Denied(m) => ("denied", m),
-                Error::Backend(m) => ("backend", m),
-                Error::Invalid(m) => ("invalid", m),
-                Error::NotFound(m) => ("not_found", m),
-                Error::Unsupported(m) => ("unsupported", m),
-                Error::Limit(m) => ("limit", m),
-            };
+            let (kind, message) = err.parts();
             json!({ "op": op, "key": key, "outcome": kind, "message": message })
         }
     }

@@ -34,14 +34,7 @@ fn outcome(result: Result<http::Response>) -> Value {
             "body": String::from_utf8_lossy(&r.body),
         }),
         Err(err) => {
-            let (kind, message) = match err {
-                Error::Denied(m) => ("denied", m),
-                Error::Backend(m) => ("backend", m),
-                Error::Invalid(m) => ("invalid", m),
-                Error::NotFound(m) => ("not_found", m),
-                Error::Unsupported(m) => ("unsupported", m),
-                Error::Limit(m) => ("limit", m),
-            };
+            let (kind, message) = err.parts();
             json!({ "outcome": kind, "message": message })
         }
     }
