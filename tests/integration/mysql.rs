@@ -700,3 +700,46 @@ fn a_transaction_a_call_leaves_never_reaches_the_next_call() {
     assert_eq!(db.sql("SELECT tag FROM salt_events ORDER BY id"), [["after-trapper"], ["after-late"]]);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM jids"), 0);
 }
+
+#[test]
+fn a_batch_too_slow_for_the_statement_time_limit_is_delivered_in_halves() {
+    let dir = temp_dir();
+    let mut server = MariaDb::start();
+    let db = server.database();
+    db.sql(SCHEMA);
+    // Each row costs MariaDB 50 ms: the batch's INSERT of 32 rows runs past
+    // the profile's 1 s limit however often it is tried; one of 8 rows does not.
+    server
+        .root_sql(&db.name, "CREATE TRIGGER slow_rows BEFORE INSERT ON salt_returns FOR EACH ROW SET @slept = SLEEP(0.05)")
+        .unwrap();
+    let profile = db.profile_toml("salt_db", &dir.path().join("mysql.pass")) + "statement_timeout_ms = 1000\n";
+    let d = config_daemon(
+        dir.path(),
+        "[server.spool]\nretry_max_ms = 500",
+        &format!(
+            r#"
+{profile}
+[returners.mysql]
+module = {module}
+limits = {{ deadline_ms = 30000 }}
+[returners.mysql.grants.mysql]
+profile = "salt_db"
+tables = {RETURNER_TABLES}
+"#,
+            module = toml_path(&guest("returner-mysql")),
+        ),
+    );
+    // 40 returns held while the server is down, so they go as one batch.
+    server.stop();
+    let ret = |n: u32| json!({ "ret": { "id": "m1", "jid": format!("202611301700{n:08}"), "fun": "test.ping", "return": true, "success": true } });
+    for n in 0..40 {
+        assert_eq!(d.call("mysql", "returner", &ret(n)).result(), &Value::Null);
+    }
+    server.run();
+    d.settle("mysql", Duration::from_secs(180));
+    assert_eq!(db.sql("SELECT COUNT(*), COUNT(DISTINCT jid, id) FROM salt_returns")[0], ["40", "40"], "every return, once");
+    assert!(d.dead_letters("mysql").is_empty(), "{:#?}", d.dead_letters("mysql"));
+    let log = d.log_text();
+    assert!(log.contains("delivering it in two halves"), "{log}");
+    assert!(log.contains("max_statement_time") || log.contains("time limit"), "the log says why: {log}");
+}

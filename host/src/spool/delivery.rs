@@ -21,6 +21,10 @@ use crate::runtime::Call;
 /// The first wait after a failed delivery; it doubles up to `retry_max`.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 
+/// Failures in a row, each of which may pass later, after which a group of
+/// several items is delivered in halves.
+const HALVE_AFTER: u32 = 3;
+
 
 /// The delivery tasks, to stop them.
 pub struct Delivery {
@@ -152,7 +156,17 @@ impl Worker {
     /// never will, deliver its items one by one so only the culprit goes to
     /// dead letters.
     async fn deliver(&mut self, group: Group) -> Result<(), Stopped> {
-        let mut wait = FIRST_RETRY;
+        self.deliver_from(group, FIRST_RETRY).await
+    }
+
+    /// [`deliver`](Self::deliver), the first retry after `wait`. A group of
+    /// several items that fails [`HALVE_AFTER`] times in a row in a way that
+    /// may pass later is delivered in two halves, in order, each retried
+    /// the same way: a batch too large for the backend's time or size
+    /// limits gets through in parts instead of being retried whole for
+    /// ever; in an outage the halves wait as the whole would have.
+    async fn deliver_from(&mut self, group: Group, mut wait: Duration) -> Result<(), Stopped> {
+        let mut failures = 0;
         loop {
             match self.call(&group).await {
                 Ok(()) => {
@@ -172,6 +186,17 @@ impl Worker {
                     crate::metrics::metrics().spool_retry(&self.q.name);
                     self.pause(wait).await?;
                     wait = (wait * 2).min(self.spool.config().retry_max);
+                    failures += 1;
+                    if failures >= HALVE_AFTER && group.items.len() > 1 {
+                        let mut first = group.items;
+                        let second = first.split_off(first.len() / 2);
+                        tracing::info!(
+                            returner = %self.q.name, items = first.len() + second.len(), failures, error = %e.message,
+                            "a batch keeps failing; delivering it in two halves"
+                        );
+                        Box::pin(self.deliver_from(Group { items: first }, wait)).await?;
+                        return Box::pin(self.deliver_from(Group { items: second }, wait)).await;
+                    }
                 }
                 Err(e) => {
                     let (seq, _, _) = &group.items[0];
