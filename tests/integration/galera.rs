@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use returner_host_tests::galera::GaleraCluster;
-use returner_host_tests::{Daemon, guest, salt_fixture_lines, temp_dir};
+use returner_host_tests::{Daemon, salt_fixture_lines, temp_dir};
 
-use super::mysql::RETURNER_TABLES;
+use super::mysql::mysql_returner_toml;
 use super::soak::env_or;
 use super::{config_daemon, toml_path};
 
@@ -38,16 +38,10 @@ database = "salt"
 connect_timeout_ms = 1000
 statement_timeout_ms = 20000
 
-[returners.mysql]
-module = {module}
-limits = {{ deadline_ms = 30000 }}
-[returners.mysql.grants.mysql]
-profile = "cluster"
-tables = {RETURNER_TABLES}
-"#,
+{returner}"#,
             hosts = hosts.join(", "),
             password_file = toml_path(&password_file),
-            module = toml_path(&guest("returner-mysql")),
+            returner = mysql_returner_toml("cluster", 30_000),
         ),
     )
 }

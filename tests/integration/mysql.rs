@@ -21,6 +21,16 @@ pub(crate) const SCHEMA: &str = include_str!("../../returners/mysql/schema.sql")
 /// Verbs the shipped returner needs, archive tables included.
 pub(crate) const RETURNER_TABLES: &str = r#"{ jids = ["select", "insert", "delete"], salt_returns = ["select", "insert", "delete"], salt_events = ["select", "insert", "delete"], jids_archive = ["create", "insert"], salt_returns_archive = ["create", "insert"], salt_events_archive = ["create", "insert"] }"#;
 
+/// The shipped mysql returner as `[returners.mysql]` on `profile`, with
+/// every table it needs and a call deadline of `deadline_ms`.
+pub(crate) fn mysql_returner_toml(profile: &str, deadline_ms: u64) -> String {
+    format!(
+        "[returners.mysql]\nmodule = {}\nlimits = {{ deadline_ms = {deadline_ms} }}\n\
+         [returners.mysql.grants.mysql]\nprofile = \"{profile}\"\ntables = {RETURNER_TABLES}\n",
+        toml_path(&guest("returner-mysql"))
+    )
+}
+
 pub(crate) fn database() -> TestDb {
     let db = MariaDb::shared().database();
     db.sql(SCHEMA);
@@ -366,11 +376,7 @@ fn a_wrong_password_is_a_clear_backend_error_that_never_shows_a_password() {
     let d = config_daemon(
         dir.path(),
         "",
-        &format!(
-            "{profile}\n[returners.mysql]\nmodule = {}\nlimits = {{ deadline_ms = 10000 }}\n\
-             [returners.mysql.grants.mysql]\nprofile = \"salt_db\"\ntables = {RETURNER_TABLES}\n",
-            toml_path(&guest("returner-mysql"))
-        ),
+        &format!("{profile}\n{}", mysql_returner_toml("salt_db", 10_000)),
     );
     let r = d.call("mysql", "get_minions", &json!({}));
     let (kind, message) = r.error();
@@ -713,22 +719,7 @@ fn a_batch_too_slow_for_the_statement_time_limit_is_delivered_in_halves() {
         .root_sql(&db.name, "CREATE TRIGGER slow_rows BEFORE INSERT ON salt_returns FOR EACH ROW SET @slept = SLEEP(0.05)")
         .unwrap();
     let profile = db.profile_toml("salt_db", &dir.path().join("mysql.pass")) + "statement_timeout_ms = 1000\n";
-    let d = config_daemon(
-        dir.path(),
-        "[server.spool]\nretry_max_ms = 500",
-        &format!(
-            r#"
-{profile}
-[returners.mysql]
-module = {module}
-limits = {{ deadline_ms = 30000 }}
-[returners.mysql.grants.mysql]
-profile = "salt_db"
-tables = {RETURNER_TABLES}
-"#,
-            module = toml_path(&guest("returner-mysql")),
-        ),
-    );
+    let d = config_daemon(dir.path(), "[server.spool]\nretry_max_ms = 500", &format!("{profile}\n{}", mysql_returner_toml("salt_db", 30_000)));
     // 40 returns held while the server is down, so they go as one batch.
     server.stop();
     let ret = |n: u32| json!({ "ret": { "id": "m1", "jid": format!("202611301700{n:08}"), "fun": "test.ping", "return": true, "success": true } });
