@@ -251,22 +251,9 @@ fn drain_phase(server: &mut MariaDb, db: &TestDb, host: &Daemon, returns: &[Valu
     let first = UNIQUE_JIDS.fetch_add(count, Relaxed);
     host.write_returns("mysql", returns, first, count, WRITERS, |_| {});
     server.run();
-    // Watched through the spool's status, which costs the server nothing
-    // (a COUNT(*) of the table would, many times a second).
-    let (mut started, mut at_start) = (None, 0);
-    loop {
-        let queued = host.queue("mysql")["items"].as_u64().unwrap();
-        if started.is_none() && queued < count {
-            started = Some(Instant::now());
-            at_start = count - queued;
-        }
-        if queued == 0 {
-            let took = started.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
-            assert_eq!(rows(db, "salt_returns") - before, count, "every acknowledged return is stored, once");
-            return (count - at_start) as f64 / took;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let rate = host.drain_rate("mysql", count);
+    assert_eq!(rows(db, "salt_returns") - before, count, "every acknowledged return is stored, once");
+    rate
 }
 
 /// Jids the host phases have used, so the next phase's are new.

@@ -384,6 +384,27 @@ impl Daemon {
             .unwrap_or_else(|| panic!("the spool has no queue `{returner}`"))
     }
 
+    /// The rate, in writes per second, at which `returner`'s spool delivers
+    /// a backlog of `count` writes, timed from the first delivery seen
+    /// until its queue is empty. Watched through the spool's status, which
+    /// costs the backend nothing (a count of its rows many times a second
+    /// would not).
+    pub fn drain_rate(&self, returner: &str, count: u64) -> f64 {
+        let (mut started, mut at_start) = (None, 0);
+        loop {
+            let queued = self.queue(returner)["items"].as_u64().unwrap();
+            if started.is_none() && queued < count {
+                started = Some(Instant::now());
+                at_start = count - queued;
+            }
+            if queued == 0 {
+                let took = started.map_or(f64::NAN, |t: Instant| t.elapsed().as_secs_f64());
+                return (count - at_start) as f64 / took;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Wait until the spool has delivered (or moved to dead letters) every
     /// write of `returner`; panics after `within` with the queue's state.
     pub fn settle(&self, returner: &str, within: Duration) {

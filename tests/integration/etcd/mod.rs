@@ -60,8 +60,6 @@ mode = "rw"
     )
 }
 
-/// `[profiles.NAME]` for `etcd`, with short timeouts so a stopped etcd
-/// is an error quickly.
 /// A host whose etcd returner writes to every member of `cluster` (the
 /// first endpoint first), with `server` settings and the returns' `ttl`.
 fn cluster_daemon(dir: &std::path::Path, cluster: &returner_host_tests::etcd::EtcdCluster, server: &str, ttl: Option<u32>) -> Daemon {
@@ -91,6 +89,8 @@ grants.etcd = {{ profile = "cluster", root = "/salt/return", ops = ["read", "wri
     )
 }
 
+/// `[profiles.NAME]` for `etcd`, with short timeouts so a stopped etcd
+/// is an error quickly.
 pub(crate) fn etcd_profile_toml(name: &str, etcd: &EtcdServer) -> String {
     format!(
         "[profiles.{name}]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nrequest_timeout_ms = 800\nconnect_timeout_ms = 500\n",
