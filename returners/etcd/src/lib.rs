@@ -254,14 +254,20 @@ impl Returner for EtcdReturn {
         for event in events {
             latest.insert(event_key(&event.tag), Value::String(json_dumps(&event.data)));
         }
-        let items: Vec<etcd::KeyValue> = latest
-            .into_iter()
-            .map(|(key, data)| kv(key, data.as_str().unwrap_or_default().as_bytes()))
-            .collect();
-        for batch in items.chunks(MAX_TXN_OPS) {
-            etcd::put_many(batch, ttl)?;
+        // Transactions of at most MAX_TXN_OPS keys, each key in one of
+        // them: they go together, as a batch of returns does.
+        let mut txns: Vec<Vec<etcd::KeyValue>> = Vec::new();
+        for (key, data) in latest {
+            let item = kv(key, data.as_str().unwrap_or_default().as_bytes());
+            match txns.last_mut() {
+                Some(txn) if txn.len() < MAX_TXN_OPS => txn.push(item),
+                _ => txns.push(vec![item]),
+            }
         }
-        Ok(())
+        if txns.is_empty() {
+            return Ok(());
+        }
+        etcd::put_batches(&txns, ttl)
     }
 
     fn update_endtime(jid: &str, time: String) -> Result<()> {
