@@ -734,3 +734,49 @@ fn a_batch_too_slow_for_the_statement_time_limit_is_delivered_in_halves() {
     assert!(log.contains("delivering it in two halves"), "{log}");
     assert!(log.contains("max_statement_time") || log.contains("time limit"), "the log says why: {log}");
 }
+
+#[test]
+fn a_write_held_by_the_server_holds_every_write_queued_after_it() {
+    // Delivery starts a group's call while the group ahead of it is still
+    // being stored. A group that fails must still hold back every later
+    // one: none of their rows may reach the server before its own.
+    let dir = temp_dir();
+    let server = MariaDb::start();
+    let db = server.database();
+    db.sql(SCHEMA);
+    db.sql("CREATE TABLE hold (tag varchar(255) PRIMARY KEY)");
+    db.sql("INSERT INTO hold VALUES ('e057')");
+    // A held event fails as a lock wait timeout does (1205): worth a retry.
+    server
+        .root_sql(
+            &db.name,
+            "DELIMITER //\nCREATE TRIGGER hold_events BEFORE INSERT ON salt_events FOR EACH ROW \
+             IF EXISTS (SELECT 1 FROM hold WHERE tag = NEW.tag) THEN \
+             SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 1205, MESSAGE_TEXT = 'held by the test'; END IF//\n",
+        )
+        .unwrap();
+    let profile = db.profile_toml("salt_db", &dir.path().join("mysql.pass"));
+    let spool = "[server.spool]\nbatch_max_items = 5\nretry_max_ms = 200";
+    let d = config_daemon(dir.path(), spool, &format!("{profile}\n{}", mysql_returner_toml("salt_db", 30_000)));
+    let tags: Vec<String> = (0..200).map(|n| format!("e{n:03}")).collect();
+    for tag in &tags {
+        let args = json!({ "events": [{ "tag": tag, "data": { "n": tag } }] });
+        assert_eq!(d.call("mysql", "event_return", &args).result(), &Value::Null);
+    }
+    let stored = || -> Vec<String> { db.sql("SELECT tag FROM salt_events ORDER BY id").into_iter().map(|r| r[0].clone()).collect() };
+    // Delivery reaches the held event and keeps failing on it.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !d.log_text().contains("held by the test") {
+        assert!(Instant::now() < until, "delivery never reached the held event: {}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        let now = stored();
+        assert!(now.len() <= 57 && now[..] == tags[..now.len()], "only events ahead of the held one, in order: {now:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    db.sql("DELETE FROM hold");
+    d.settle("mysql", Duration::from_secs(60));
+    assert_eq!(stored(), tags, "every event once, in the order it was accepted");
+    assert!(d.dead_letters("mysql").is_empty(), "{:#?}", d.dead_letters("mysql"));
+}

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod http;
 pub mod log;
 pub mod mysql;
+pub mod turn;
 pub mod wasi;
 
 use serde::Deserialize;
@@ -125,7 +126,7 @@ pub struct CallCaps {
 impl CallCaps {
     /// State for one call of `returner` with its grants and options, ending
     /// at `deadline`; `resolved` holds what was resolved of its grants when
-    /// it was loaded.
+    /// it was loaded. Its etcd, MySQL and HTTP requests wait for `turn`.
     pub fn new(
         returner: Arc<str>,
         grants: &Grants,
@@ -133,13 +134,14 @@ impl CallCaps {
         backends: &Backends,
         deadline: std::time::Instant,
         resolved: &ResolvedGrants,
+        turn: turn::Turn,
     ) -> Self {
         Self {
             options: config::OptionsCtx::new(options),
             log: log::LogCtx::new(returner.clone()),
-            etcd: etcd::EtcdCtx::new(returner.clone(), resolved.etcd.clone(), &backends.etcd),
-            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.as_ref(), &backends.mysql, deadline),
-            http: http::HttpCtx::new(returner.clone(), resolved.http.clone(), &backends.http, deadline),
+            etcd: etcd::EtcdCtx::new(returner.clone(), resolved.etcd.clone(), &backends.etcd).in_turn(turn.clone()),
+            mysql: mysql::MysqlCtx::new(returner.clone(), grants.mysql.as_ref(), &backends.mysql, deadline).in_turn(turn.clone()),
+            http: http::HttpCtx::new(returner.clone(), resolved.http.clone(), &backends.http, deadline).in_turn(turn),
             network: wasi::NetworkCtx::new(returner.clone()),
             fs: fs::FsCtx::new(returner, resolved.fs_usage.clone()),
         }

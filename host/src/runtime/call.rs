@@ -15,8 +15,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use super::module::{BatchParams, BatchResults};
 use super::{CallState, MemoryLimiter, Module, STDERR_CAPTURE_BYTES};
 use crate::bindings::{BATCH_INTERFACE, Event, JobReturn};
-use crate::caps::fs::FsGrant;
+use crate::caps::fs::{FsGrant, FsMode};
 use crate::caps::http::HttpGranted;
+use crate::caps::turn::Turn;
 use crate::caps::{Backends, CallCaps, ResolvedGrants};
 use crate::config::{Limits, ReturnerConfig};
 use crate::error::{CallError, ErrorKind};
@@ -235,9 +236,23 @@ impl Returner {
         self.module.supports_batch()
     }
 
+    /// Whether everything its calls change goes through a capability that
+    /// waits for the call's [`Turn`] (etcd, MySQL, HTTP): true unless it may
+    /// write to a directory, which it does without waiting. Only then may a
+    /// call start before the one ahead of it has ended.
+    pub fn waits_for_turns(&self) -> bool {
+        self.config.grants.fs.as_ref().is_none_or(|fs| fs.mode != FsMode::Rw)
+    }
+
     /// Run one call in a fresh instance. A guest fault ends this call only.
     pub async fn call(&self, runtime: &super::Runtime, call: &Call) -> Result<Output, CallError> {
-        self.invoke(runtime, Invocation::Salt(call)).await
+        self.call_in_turn(runtime, call, Turn::now()).await
+    }
+
+    /// [`Returner::call`], its requests to the backends waiting for `turn`
+    /// (the call's deadline runs meanwhile).
+    pub async fn call_in_turn(&self, runtime: &super::Runtime, call: &Call, turn: Turn) -> Result<Output, CallError> {
+        self.invoke(runtime, Invocation::Salt(call), turn).await
     }
 
     /// Store `rets` with one call of the module's batch export, in one fresh
@@ -256,6 +271,12 @@ impl Returner {
     /// returns with one [`Call::Returner`] each. An empty `rets` is `Ok`
     /// without a call.
     pub async fn call_batch(&self, runtime: &super::Runtime, rets: &[JobReturn]) -> Result<(), CallError> {
+        self.call_batch_in_turn(runtime, rets, Turn::now()).await
+    }
+
+    /// [`Returner::call_batch`], its requests to the backends waiting for
+    /// `turn` (the call's deadline runs meanwhile).
+    pub async fn call_batch_in_turn(&self, runtime: &super::Runtime, rets: &[JobReturn], turn: Turn) -> Result<(), CallError> {
         if !self.supports_batch() {
             return Err(CallError::new(
                 ErrorKind::Unsupported,
@@ -268,10 +289,10 @@ impl Returner {
         if rets.is_empty() {
             return Ok(());
         }
-        self.invoke(runtime, Invocation::Batch(rets)).await.map(|_| ())
+        self.invoke(runtime, Invocation::Batch(rets), turn).await.map(|_| ())
     }
 
-    async fn invoke(&self, runtime: &super::Runtime, invocation: Invocation<'_>) -> Result<Output, CallError> {
+    async fn invoke(&self, runtime: &super::Runtime, invocation: Invocation<'_>, turn: Turn) -> Result<Output, CallError> {
         let function = invocation.function();
         let span = tracing::info_span!(
             "call",
@@ -284,7 +305,7 @@ impl Returner {
             span.record("returns", rets.len());
         }
         let started = Instant::now();
-        let limited = self.call_limited(runtime, invocation).instrument(span.clone());
+        let limited = self.call_limited(runtime, invocation, turn).instrument(span.clone());
         let (result, audit_dropped) = if self.probe {
             crate::caps::audit::silenced(limited).await
         } else {
@@ -310,7 +331,7 @@ impl Returner {
         result
     }
 
-    async fn call_limited(&self, runtime: &super::Runtime, invocation: Invocation<'_>) -> Result<Output, CallError> {
+    async fn call_limited(&self, runtime: &super::Runtime, invocation: Invocation<'_>, turn: Turn) -> Result<Output, CallError> {
         let started = Instant::now();
         let limits = self.config.limits;
         let function = invocation.function();
@@ -343,21 +364,18 @@ impl Returner {
         metrics.in_flight(&self.name, 1);
         let _in_flight = InFlight(&self.name);
 
-        let mut store = self.new_store(runtime, started + limits.deadline).map_err(|e| {
+        let deadline = started + limits.deadline;
+        let mut store = self.new_store(runtime, deadline, turn.clone()).map_err(|e| {
             CallError::new(ErrorKind::Internal, format!("preparing a call of `{}`: {e:#}", self.name))
         })?;
-        // The timeout comes a little after the deadline, so a guest still
-        // computing then is interrupted by the epoch (its own fault); the
-        // timeout ends a call waiting in a host function.
-        let remaining = limits.deadline.saturating_sub(started.elapsed()) + HOST_WAIT_GRACE;
-        time_slice(&mut store, started + limits.deadline);
+        time_slice(&mut store, deadline, turn.clone());
 
-        let outcome = tokio::time::timeout(remaining, self.run(&mut store, invocation)).await;
+        let outcome = until_deadline(deadline, &turn, self.run(&mut store, invocation)).await;
         match outcome {
-            Err(_) => Err(self.fault(function, self.deadline_error(function))),
-            Ok(Ok(Ok(output))) => self.check_result_size(function, output),
-            Ok(Ok(Err(guest_error))) => Err(guest_failed(&self.name, function, &store, guest_error)),
-            Ok(Err(fault)) => {
+            None => Err(self.fault(function, self.deadline_error(function))),
+            Some(Ok(Ok(output))) => self.check_result_size(function, output),
+            Some(Ok(Err(guest_error))) => Err(guest_failed(&self.name, function, &store, guest_error)),
+            Some(Err(fault)) => {
                 if let Some(full) = fault.downcast_ref::<PoolConcurrencyLimitError>() {
                     return Err(self.pool_full(runtime, function, full));
                 }
@@ -410,7 +428,7 @@ impl Returner {
         Ok(output)
     }
 
-    fn new_store(&self, runtime: &super::Runtime, deadline: Instant) -> anyhow::Result<Store<CallState>> {
+    fn new_store(&self, runtime: &super::Runtime, deadline: Instant, turn: Turn) -> anyhow::Result<Store<CallState>> {
         let mut wasi = WasiCtxBuilder::new();
         crate::caps::wasi::deny_network(&mut wasi);
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
@@ -429,6 +447,7 @@ impl Returner {
                 &self.backends,
                 deadline,
                 &self.resolved,
+                turn,
             ),
             stderr,
         };
@@ -607,13 +626,32 @@ const HOST_WAIT_GRACE: std::time::Duration = std::time::Duration::from_millis(25
 /// (and starve the calls of other returners) until its deadline.
 const SLICE_TICKS: u64 = 2;
 
+/// `run`'s outcome, or `None` once the call's `deadline` (moved on by its
+/// waits for `turn`) has passed. The end comes a little after the deadline,
+/// so a guest still computing then is interrupted by the epoch (its own
+/// fault); this ends a call waiting in a host function.
+async fn until_deadline<T>(deadline: Instant, turn: &Turn, run: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::pin!(run);
+    loop {
+        let end = turn.extended(deadline) + HOST_WAIT_GRACE;
+        tokio::select! {
+            out = &mut run => return Some(out),
+            _ = tokio::time::sleep_until(end.into()) => {
+                if Instant::now() >= turn.extended(deadline) + HOST_WAIT_GRACE {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Run the guest in time slices: at the end of each it yields to the
 /// executor; past `deadline` it traps with `Trap::Interrupt`. (Time spent in
 /// host calls is bounded by the caller's timeout.)
-fn time_slice(store: &mut Store<CallState>, deadline: Instant) {
+fn time_slice(store: &mut Store<CallState>, deadline: Instant, turn: Turn) {
     store.set_epoch_deadline(SLICE_TICKS);
     store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
+        if Instant::now() >= turn.extended(deadline) {
             return Ok(UpdateDeadline::Interrupt);
         }
         Ok(UpdateDeadline::YieldCustom(SLICE_TICKS, Box::pin(tokio::task::yield_now())))

@@ -4,6 +4,12 @@
 //! failure is retried, head of line, with capped exponential backoff; a
 //! write that can never succeed goes to dead letters, found by splitting
 //! its group, and the rest are delivered.
+//!
+//! A group's call starts while the call ahead of it is still storing, so the
+//! guest's own work on it overlaps the backend's work on the one ahead; its
+//! requests wait for its [`Turn`], given only once the call ahead succeeded,
+//! so the backend still sees the queue's order (not for a returner that
+//! writes to a directory, which does not wait for turns).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use super::item::Item;
 use super::store::Op;
 use super::{QueueState, Spool, Trouble};
+use crate::caps::turn::Turn;
 use crate::dispatch::{ReturnerHost, parse_call};
 use crate::error::{CallError, ErrorKind};
 use crate::runtime::Call;
@@ -32,13 +39,18 @@ pub struct Delivery {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// `group`, no longer shared with the call that had it.
+fn unshared(group: Arc<Group>) -> Group {
+    Arc::try_unwrap(group).unwrap_or_else(|shared| (*shared).clone())
+}
+
 impl Delivery {
     pub(super) fn start(spool: Arc<Spool>, host: Arc<ReturnerHost>, queues: Vec<Arc<QueueState>>) -> Self {
         let (stop, _) = watch::channel(false);
         let tasks = queues
             .into_iter()
             .map(|q| {
-                let worker = Worker { spool: spool.clone(), host: host.clone(), q, stop: stop.subscribe(), cursor: 0 };
+                let worker = Worker { spool: spool.clone(), host: host.clone(), q, stop: stop.subscribe(), cursor: 0, flight: None };
                 tokio::spawn(worker.run())
             })
             .collect();
@@ -69,6 +81,7 @@ impl Delivery {
 }
 
 /// A group of consecutive items delivered in one guest call.
+#[derive(Clone)]
 struct Group {
     /// Sequence numbers, sizes and items, in order.
     items: Vec<(u64, u64, Item)>,
@@ -77,17 +90,37 @@ struct Group {
 /// Delivery was asked to stop before a group was delivered.
 struct Stopped;
 
+/// A group's call, started and not landed yet.
+struct Flight {
+    group: Arc<Group>,
+    task: tokio::task::JoinHandle<Result<(), CallError>>,
+}
+
 struct Worker {
     spool: Arc<Spool>,
     host: Arc<ReturnerHost>,
     q: Arc<QueueState>,
     stop: watch::Receiver<bool>,
-    /// The last sequence number handed to the guest (delivered or dead).
+    /// The last sequence number handed to a call (reads go on after it).
     cursor: u64,
+    /// The call started last, while it has not landed.
+    flight: Option<Flight>,
 }
 
 impl Worker {
     async fn run(mut self) {
+        self.drive().await;
+        // Stopping: the call in flight finishes; if it failed, its group
+        // stays in the spool for the next start.
+        if let Some(flight) = self.flight.take()
+            && let Ok(Ok(())) = flight.task.await
+        {
+            self.delivered(&flight.group);
+        }
+    }
+
+    /// Deliver until asked to stop.
+    async fn drive(&mut self) {
         let cfg = self.spool.config().clone();
         loop {
             if *self.stop.borrow() {
@@ -115,6 +148,12 @@ impl Worker {
                 Err(_) => return,
             };
             if items.is_empty() {
+                if self.flight.is_some() {
+                    if self.land().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 self.q.head_ms.store(0, Ordering::Release);
                 crate::metrics::metrics().spool_oldest(&self.q.name, 0.0);
                 self.q.mark_delivered(committed);
@@ -132,7 +171,7 @@ impl Worker {
                     None => {
                         // Not a layout this host knows: it can never be delivered.
                         let e = CallError::new(ErrorKind::Invalid, "the spooled write's layout is unknown to this host");
-                        if self.bury(seq, &e).await.is_err() {
+                        if self.land().await.is_err() || self.bury(seq, &e).await.is_err() {
                             return;
                         }
                     }
@@ -145,18 +184,84 @@ impl Worker {
             }
             let batch_returns = self.host.returner(&self.q.name).is_some_and(|r| r.supports_batch());
             for group in groups(decoded, batch_returns) {
-                if self.deliver(group).await.is_err() {
+                if self.send(group).await.is_err() {
                     return;
                 }
             }
         }
     }
 
+    /// Deliver `group` after the groups handed out before it. Its call
+    /// starts now, beside the call ahead of it, and reaches the backend once
+    /// that one succeeded; if that one failed, it reached nothing, and goes
+    /// again once the one ahead is delivered the usual way. A returner that
+    /// does not wait for turns gets one call at a time.
+    async fn send(&mut self, group: Group) -> Result<(), Stopped> {
+        if let Some((seq, _, _)) = group.items.last() {
+            self.cursor = self.cursor.max(*seq);
+        }
+        if !self.host.returner(&self.q.name).is_some_and(|r| r.waits_for_turns()) {
+            self.land().await?;
+            return self.deliver(group).await;
+        }
+        let Some(ahead) = self.flight.take() else {
+            self.flight = Some(self.start(group, Turn::now()));
+            return Ok(());
+        };
+        let (giver, turn) = Turn::later();
+        let next = self.start(group, turn);
+        match ahead.task.await {
+            Ok(Ok(())) => {
+                giver.give();
+                self.delivered(&ahead.group);
+                self.flight = Some(next);
+                Ok(())
+            }
+            failed => {
+                giver.withhold();
+                let _ = next.task.await;
+                self.redeliver(ahead.group, failed).await?;
+                self.flight = Some(self.start(unshared(next.group), Turn::now()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Start the call of `group`, its requests waiting for `turn`.
+    fn start(&self, group: Group, turn: Turn) -> Flight {
+        let group = Arc::new(group);
+        let (host, name, shared) = (self.host.clone(), self.q.name.clone(), group.clone());
+        let task = tokio::spawn(async move { call(&host, &name, &shared, turn).await });
+        Flight { group, task }
+    }
+
+    /// Land the call in flight, if any: its group is delivered if it
+    /// succeeded, and delivered again the usual way if not.
+    async fn land(&mut self) -> Result<(), Stopped> {
+        let Some(flight) = self.flight.take() else { return Ok(()) };
+        match flight.task.await {
+            Ok(Ok(())) => {
+                self.delivered(&flight.group);
+                Ok(())
+            }
+            failed => self.redeliver(flight.group, failed).await,
+        }
+    }
+
+    /// A started call of `group` failed: go on as after any first failed
+    /// attempt (retried, halved, split or buried as the error says). Its
+    /// deadline did not run while it waited for its turn, so its error
+    /// means what it would have meant had it started later.
+    async fn redeliver(&mut self, group: Arc<Group>, failed: Result<Result<(), CallError>, tokio::task::JoinError>) -> Result<(), Stopped> {
+        let outcome = failed.unwrap_or_else(|e| Err(CallError::new(ErrorKind::Internal, format!("the delivery task ended: {e}"))));
+        self.deliver_from(unshared(group), FIRST_RETRY, Some(outcome)).await
+    }
+
     /// Deliver a group, retrying what may succeed later; on a failure that
     /// never will, deliver its items one by one so only the culprit goes to
     /// dead letters.
     async fn deliver(&mut self, group: Group) -> Result<(), Stopped> {
-        self.deliver_from(group, FIRST_RETRY).await
+        self.deliver_from(group, FIRST_RETRY, None).await
     }
 
     /// [`deliver`](Self::deliver), the first retry after `wait`. A group of
@@ -164,11 +269,16 @@ impl Worker {
     /// may pass later is delivered in two halves, in order, each retried
     /// the same way: a batch too large for the backend's time or size
     /// limits gets through in parts instead of being retried whole for
-    /// ever; in an outage the halves wait as the whole would have.
-    async fn deliver_from(&mut self, group: Group, mut wait: Duration) -> Result<(), Stopped> {
+    /// ever; in an outage the halves wait as the whole would have. `tried`
+    /// is the outcome of an attempt already made, if there was one.
+    async fn deliver_from(&mut self, group: Group, mut wait: Duration, mut tried: Option<Result<(), CallError>>) -> Result<(), Stopped> {
         let mut failures = 0;
         loop {
-            match self.call(&group).await {
+            let outcome = match tried.take() {
+                Some(outcome) => outcome,
+                None => call(&self.host, &self.q.name, &group, Turn::now()).await,
+            };
+            match outcome {
                 Ok(()) => {
                     self.delivered(&group);
                     return Ok(());
@@ -194,8 +304,8 @@ impl Worker {
                             returner = %self.q.name, items = first.len() + second.len(), failures, error = %e.message,
                             "a batch keeps failing; delivering it in two halves"
                         );
-                        Box::pin(self.deliver_from(Group { items: first }, wait)).await?;
-                        return Box::pin(self.deliver_from(Group { items: second }, wait)).await;
+                        Box::pin(self.deliver_from(Group { items: first }, wait, None)).await?;
+                        return Box::pin(self.deliver_from(Group { items: second }, wait, None)).await;
                     }
                 }
                 Err(e) => {
@@ -208,46 +318,6 @@ impl Worker {
         }
     }
 
-    /// One guest call for the group.
-    async fn call(&self, group: &Group) -> Result<(), CallError> {
-        let Some(returner) = self.host.returner(&self.q.name) else {
-            return Err(CallError::new(ErrorKind::Internal, format!("returner `{}` is not loaded", self.q.name)));
-        };
-        let runtime = self.host.runtime();
-        let calls: Vec<Call> = group
-            .items
-            .iter()
-            .map(|(_, _, item)| parse_call(item.function, &item.body))
-            .collect::<Result<_, _>>()
-            .map_err(|e| CallError::new(ErrorKind::Invalid, format!("the spooled write no longer parses: {}", e.message)))?;
-        if calls.len() == 1 {
-            return returner.call(runtime, &calls[0]).await.map(drop);
-        }
-        match &calls[0] {
-            Call::EventReturn { .. } => {
-                let events = calls
-                    .into_iter()
-                    .flat_map(|c| match c {
-                        Call::EventReturn { events } => events,
-                        _ => Vec::new(),
-                    })
-                    .collect();
-                returner.call(runtime, &Call::EventReturn { events }).await.map(drop)
-            }
-            Call::Returner(_) => {
-                let rets: Vec<_> = calls
-                    .into_iter()
-                    .filter_map(|c| match c {
-                        Call::Returner(r) => Some(r),
-                        _ => None,
-                    })
-                    .collect();
-                returner.call_batch(runtime, &rets).await
-            }
-            _ => unreachable!("only returns and events are grouped"),
-        }
-    }
-
     fn delivered(&mut self, group: &Group) {
         let last = group.items.last().map_or(self.cursor, |(seq, _, _)| *seq);
         self.spool.send(Op::Delivered {
@@ -256,7 +326,7 @@ impl Worker {
         });
         crate::metrics::metrics().spool_delivered(&self.q.name, group.items.len() as u64);
         self.recovered();
-        self.cursor = last;
+        self.cursor = self.cursor.max(last);
         self.q.mark_delivered(last);
     }
 
@@ -282,7 +352,7 @@ impl Worker {
         }
         crate::caps::audit::dead_letter(&self.q.name, seq, e.kind.as_str(), &e.message);
         crate::metrics::metrics().spool_dead_letter(&self.q.name);
-        self.cursor = seq;
+        self.cursor = self.cursor.max(seq);
         self.q.mark_delivered(seq);
         Ok(())
     }
@@ -320,6 +390,46 @@ impl Worker {
             _ = tokio::time::sleep(d) => Ok(()),
             _ = self.stop.changed() => Err(Stopped),
         }
+    }
+}
+
+/// One guest call for `group`, of returner `name`, its requests waiting for `turn`.
+async fn call(host: &ReturnerHost, name: &str, group: &Group, turn: Turn) -> Result<(), CallError> {
+    let Some(returner) = host.returner(name) else {
+        return Err(CallError::new(ErrorKind::Internal, format!("returner `{name}` is not loaded")));
+    };
+    let runtime = host.runtime();
+    let calls: Vec<Call> = group
+        .items
+        .iter()
+        .map(|(_, _, item)| parse_call(item.function, &item.body))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CallError::new(ErrorKind::Invalid, format!("the spooled write no longer parses: {}", e.message)))?;
+    if calls.len() == 1 {
+        return returner.call_in_turn(runtime, &calls[0], turn).await.map(drop);
+    }
+    match &calls[0] {
+        Call::EventReturn { .. } => {
+            let events = calls
+                .into_iter()
+                .flat_map(|c| match c {
+                    Call::EventReturn { events } => events,
+                    _ => Vec::new(),
+                })
+                .collect();
+            returner.call_in_turn(runtime, &Call::EventReturn { events }, turn).await.map(drop)
+        }
+        Call::Returner(_) => {
+            let rets: Vec<_> = calls
+                .into_iter()
+                .filter_map(|c| match c {
+                    Call::Returner(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            returner.call_batch_in_turn(runtime, &rets, turn).await
+        }
+        _ => unreachable!("only returns and events are grouped"),
     }
 }
 

@@ -173,6 +173,9 @@ fn send_batches<'c>(client: &'c dyn EtcdClient, batches: &'c [Arc<Pairs>], lease
 impl etcd::Host for EtcdCtx {
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn get(&mut self, key: String) -> GuestResult<Option<Vec<u8>>> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (client, full) = match self.check_key("get", EtcdOp::Read, &key, None) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
@@ -182,6 +185,9 @@ impl etcd::Host for EtcdCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn get_prefix(&mut self, prefix: String, limit: u32) -> GuestResult<Vec<KeyValue>> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (client, (start, end)) = match self.check_range("get-prefix", EtcdOp::Read, &prefix) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
@@ -197,6 +203,9 @@ impl etcd::Host for EtcdCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn put(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> GuestResult<()> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (client, full) = match self.check_key("put", EtcdOp::Write, &key, ttl_seconds) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
@@ -207,6 +216,9 @@ impl etcd::Host for EtcdCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn put_many(&mut self, items: Vec<KeyValue>, ttl_seconds: Option<u32>) -> GuestResult<()> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (client, pairs) = match self.check_items(items, ttl_seconds) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
@@ -220,6 +232,9 @@ impl etcd::Host for EtcdCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, batches = batches.len()))]
     async fn put_batches(&mut self, batches: Vec<Vec<KeyValue>>, ttl_seconds: Option<u32>) -> GuestResult<()> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         if batches.len() > MAX_BATCHES_PER_CALL {
             // Guest's fault: more transactions than one call sends.
             return Ok(Err(GuestError::Limit(format!(
@@ -241,6 +256,9 @@ impl etcd::Host for EtcdCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn put_if_absent(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> GuestResult<bool> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (client, full) = match self.check_key("put-if-absent", EtcdOp::Write, &key, ttl_seconds) {
             Ok(checked) => checked,
             Err(refused) => return Ok(Err(refused)),
@@ -250,6 +268,9 @@ impl etcd::Host for EtcdCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn delete(&mut self, key: String, prefix: bool) -> GuestResult<u64> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let checked = if prefix {
             self.check_range("delete", EtcdOp::Delete, &key).map(|(c, (start, end))| (c, (start, Some(end))))
         } else {

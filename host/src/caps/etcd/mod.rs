@@ -22,6 +22,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::etcd;
 use super::Profile;
+use super::turn::Turn;
 
 pub use client::{BackendError, BoxFuture, EtcdClient, LiveClient, Pairs};
 pub use config::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT_MS, EtcdGrant, EtcdOp, EtcdProfile};
@@ -83,6 +84,8 @@ pub struct EtcdCtx {
     write: Option<Arc<dyn EtcdClient>>,
     /// Lease id by TTL in seconds, granted on the call's first put of that TTL.
     leases: HashMap<u32, i64>,
+    /// When its requests may reach etcd.
+    turn: Turn,
 }
 
 impl fmt::Debug for EtcdCtx {
@@ -95,7 +98,12 @@ impl EtcdCtx {
     /// State for one call of `returner`, holding its grant if it has one.
     pub fn new(returner: Arc<str>, grant: Option<Arc<EtcdGrant>>, backends: &EtcdBackends) -> Self {
         let client = |op| grant.as_ref().and_then(|g| backends.clients.get(g.profile_for(op)).cloned());
-        Self { read: client(EtcdOp::Read), write: client(EtcdOp::Write), returner, grant, leases: HashMap::new() }
+        Self { read: client(EtcdOp::Read), write: client(EtcdOp::Write), returner, grant, leases: HashMap::new(), turn: Turn::now() }
+    }
+
+    /// The same state, its requests waiting for `turn`.
+    pub fn in_turn(self, turn: Turn) -> Self {
+        Self { turn, ..self }
     }
 }
 

@@ -28,6 +28,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::http;
 use super::Profile;
+use super::turn::Turn;
 
 pub use client::{ProfileClient, REDACTED, redact_bytes};
 pub use config::{
@@ -124,6 +125,8 @@ pub struct HttpCtx {
     granted: Option<Arc<HttpGranted>>,
     client: Option<Arc<ProfileClient>>,
     deadline: Instant,
+    /// When its requests may be sent.
+    turn: Turn,
 }
 
 impl fmt::Debug for HttpCtx {
@@ -136,7 +139,12 @@ impl HttpCtx {
     /// State for one call of `returner`, ending at `deadline`.
     pub fn new(returner: Arc<str>, granted: Option<Arc<HttpGranted>>, backends: &HttpBackends, deadline: Instant) -> Self {
         let client = granted.as_ref().and_then(|g| backends.clients.get(&g.grant.profile).cloned());
-        Self { returner, granted, client, deadline }
+        Self { returner, granted, client, deadline, turn: Turn::now() }
+    }
+
+    /// The same state, its requests waiting for `turn`.
+    pub fn in_turn(self, turn: Turn) -> Self {
+        Self { turn, ..self }
     }
 }
 

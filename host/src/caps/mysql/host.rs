@@ -146,7 +146,7 @@ impl MysqlCtx {
             // Host bug: a statement passed the check without a grant.
             return Err(GuestError::Backend("mysql: no grant".into()));
         };
-        let wait = self.deadline.saturating_duration_since(std::time::Instant::now());
+        let wait = self.turn.extended(self.deadline).saturating_duration_since(std::time::Instant::now());
         match tokio::time::timeout(wait, granted.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
@@ -171,12 +171,15 @@ fn target_of(sql: &str) -> String {
 impl Host for MysqlCtx {
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn query(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, GuestError>> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (mut sent, client) = match self.check(Function::Query, vec![sql]).await {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
         let statement = sent.pop().unwrap_or_default();
-        let deadline = self.deadline;
+        let deadline = self.turn.extended(self.deadline);
         let result = match self.session(Function::Query, &client).await {
             Ok(session) => session.query(statement, params, deadline).await,
             Err(e) => Err(e),
@@ -186,12 +189,15 @@ impl Host for MysqlCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner))]
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<ExecResult, GuestError>> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         let (mut sent, client) = match self.check(Function::Execute, vec![sql]).await {
             Ok(ok) => ok,
             Err(e) => return Ok(Err(e)),
         };
         let statement = sent.pop().unwrap_or_default();
-        let deadline = self.deadline;
+        let deadline = self.turn.extended(self.deadline);
         let result = match self.session(Function::Execute, &client).await {
             Ok(session) => session.execute(statement, params, deadline).await,
             Err(e) => Err(e),
@@ -201,6 +207,9 @@ impl Host for MysqlCtx {
 
     #[tracing::instrument(level = "debug", skip_all, fields(returner = %self.returner, statements = statements.len()))]
     async fn transaction(&mut self, statements: Vec<Statement>) -> wasmtime::Result<Result<Vec<ExecResult>, GuestError>> {
+        if let Err(e) = self.turn.wait().await {
+            return Ok(Err(e));
+        }
         if statements.len() > MAX_TRANSACTION_STATEMENTS {
             // No grant is a denial, whatever the size.
             if let Err(e) = self.granted(Function::Transaction, || statements.first().map_or_else(String::new, |s| target_of(&s.sql))) {
@@ -220,7 +229,7 @@ impl Host for MysqlCtx {
         if sent.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        let deadline = self.deadline;
+        let deadline = self.turn.extended(self.deadline);
         let result = match self.session(Function::Transaction, &client).await {
             Ok(session) => session.transaction(sent.into_iter().zip(params).collect(), deadline).await,
             Err(e) => Err(e),

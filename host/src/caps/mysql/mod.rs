@@ -25,6 +25,7 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::salt::returner::mysql;
 use super::Profile;
+use super::turn::Turn;
 
 pub use client::{SqlClient, SqlSession};
 
@@ -376,6 +377,8 @@ pub struct MysqlCtx {
     /// the call ends (this state is dropped with the call's store, however
     /// the call ended: answer, error, trap or deadline).
     held: Option<Held>,
+    /// When its statements may reach the server.
+    turn: Turn,
 }
 
 /// A call's session and the returner's connection slot it occupies. The
@@ -391,7 +394,12 @@ impl MysqlCtx {
     pub fn new(returner: Arc<str>, grant: Option<&MysqlGrant>, backends: &MysqlBackends, deadline: Instant) -> Self {
         let client = grant.and_then(|g| backends.pools.get(&g.profile).cloned());
         let granted = grant.map(|g| backends.granted(&returner, g));
-        Self { returner, granted, client, deadline, held: None }
+        Self { returner, granted, client, deadline, held: None, turn: Turn::now() }
+    }
+
+    /// The same state, its statements waiting for `turn`.
+    pub fn in_turn(self, turn: Turn) -> Self {
+        Self { turn, ..self }
     }
 }
 
