@@ -18,7 +18,9 @@
 //! a statement takes to run.
 //!
 //! `cargo bench -p returner-host --bench mysql` (see BENCHMARKS.md); `-- host`
-//! runs the host's phases alone.
+//! runs the host's phases alone; `-- durable` runs every phase against a
+//! server with MariaDB's own durability (each commit flushed to disk) and
+//! buffer pool instead of the tests' faster settings.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -50,11 +52,16 @@ const INSERT_RETURN: &str =
 
 fn main() {
     println!("returner-host MySQL benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut server = MariaDb::start();
+    let durable = std::env::args().any(|a| a == "durable");
+    let mut server = if durable { MariaDb::start_durable() } else { MariaDb::start() };
     let db = server.database();
     db.sql(SCHEMA);
     let version = server.root_sql("", "SELECT VERSION()").map(|r| r[0][0].clone()).unwrap_or_default();
-    println!("server    MariaDB {version}, fresh, innodb_flush_log_at_trx_commit=2, on loopback TCP");
+    let settings = server
+        .root_sql("", "SELECT @@innodb_flush_log_at_trx_commit, @@innodb_buffer_pool_size DIV 1048576")
+        .map(|r| format!("innodb_flush_log_at_trx_commit={}, innodb_buffer_pool_size={} MiB", r[0][0], r[0][1]))
+        .unwrap_or_default();
+    println!("server    MariaDB {version}, fresh, {settings}, on loopback TCP");
 
     let returns = salt_fixture_lines("minion-returns.jsonl");
     let events: Vec<Value> = salt_fixture_lines("master-job-cache-calls.jsonl")

@@ -23,6 +23,8 @@ pub struct MariaDb {
     pub port: u16,
     /// Its unix socket.
     pub socket: PathBuf,
+    /// Run with the server's own durability and buffer pool (see [`MariaDb::start_durable`]).
+    durable: bool,
 }
 
 /// One test's database on a server, with a user that has every privilege on it only.
@@ -51,9 +53,21 @@ pub(crate) fn binary(name: &str) -> PathBuf {
 impl MariaDb {
     /// Initialise a data dir in a temp dir and start a server on it; stopped on drop.
     pub fn start() -> MariaDb {
+        Self::start_in_temp(false)
+    }
+
+    /// [`start`](Self::start), with the server's own defaults where the
+    /// tests' server trades them for speed: every commit flushed to disk
+    /// (`innodb_flush_log_at_trx_commit=1`) and a 128 MiB buffer pool, as
+    /// a production server runs.
+    pub fn start_durable() -> MariaDb {
+        Self::start_in_temp(true)
+    }
+
+    fn start_in_temp(durable: bool) -> MariaDb {
         let temp = crate::temp_dir();
         let dir = temp.path().to_path_buf();
-        let mut db = Self::init_and_run(&dir);
+        let mut db = Self::init_and_run(&dir, durable);
         db._temp = Some(temp);
         db
     }
@@ -63,7 +77,7 @@ impl MariaDb {
         static SHARED: OnceLock<MariaDb> = OnceLock::new();
         SHARED.get_or_init(|| {
             let dir = crate::temp_dir().keep();
-            let db = Self::init_and_run(&dir);
+            let db = Self::init_and_run(&dir, false);
             let server = db.child.as_ref().map(Child::id).unwrap_or_default();
             // A static is never dropped: stop the server and remove its data
             // when this test binary exits.
@@ -85,7 +99,7 @@ impl MariaDb {
         })
     }
 
-    fn init_and_run(dir: &Path) -> MariaDb {
+    fn init_and_run(dir: &Path, durable: bool) -> MariaDb {
         let data = dir.join("data");
         // The bootstrap now and then fails when several servers are set up at
         // once on a loaded machine; it is run on a fresh data dir up to three
@@ -113,7 +127,7 @@ impl MariaDb {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut db = MariaDb { child: None, dir: dir.to_path_buf(), _temp: None, port: free_port(), socket: dir.join("mysqld.sock") };
+        let mut db = MariaDb { child: None, dir: dir.to_path_buf(), _temp: None, port: free_port(), socket: dir.join("mysqld.sock"), durable };
         db.run();
         db
     }
@@ -122,6 +136,8 @@ impl MariaDb {
     pub fn run(&mut self) {
         let data = self.dir.join("data");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("mariadbd.log")).unwrap();
+        let speed: &[&str] =
+            if self.durable { &[] } else { &["--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=2"] };
         let child = Command::new(binary("mariadbd"))
             .arg("--no-defaults")
             .arg("--user=root")
@@ -129,8 +145,8 @@ impl MariaDb {
             .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--port={}", self.port))
             .arg(format!("--pid-file={}", self.dir.join("mariadbd.pid").display()))
-            .args(["--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M"])
-            .args(["--max-connections=500", "--innodb-flush-log-at-trx-commit=2"])
+            .args(["--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin", "--max-connections=500"])
+            .args(speed)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -215,7 +231,7 @@ impl TestDb {
 
     /// Run `sql` as root in this database.
     pub fn try_sql(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
-        let db = MariaDb { child: None, dir: PathBuf::new(), _temp: None, port: self.port, socket: self.socket.clone() };
+        let db = MariaDb { child: None, dir: PathBuf::new(), _temp: None, port: self.port, socket: self.socket.clone(), durable: false };
         db.root_sql(&self.name, sql)
     }
 
