@@ -167,28 +167,38 @@ impl Worker {
             for (seq, bytes) in items {
                 let size = bytes.len() as u64;
                 match Item::decode(&bytes) {
-                    Some(item) => decoded.push((seq, size, item)),
+                    Some(item) => {
+                        if decoded.is_empty() {
+                            self.q.head_ms.store(item.accepted_ms, Ordering::Release);
+                            let age = super::item::now_ms().saturating_sub(item.accepted_ms) as f64 / 1000.0;
+                            crate::metrics::metrics().spool_oldest(&self.q.name, age);
+                        }
+                        decoded.push((seq, size, item));
+                    }
                     None => {
-                        // Not a layout this host knows: it can never be delivered.
+                        // Not a layout this host knows: it can never be
+                        // delivered. Buried in its place in the queue.
                         let e = CallError::new(ErrorKind::Invalid, "the spooled write's layout is unknown to this host");
-                        if self.land().await.is_err() || self.bury(seq, &e).await.is_err() {
+                        let ahead = std::mem::take(&mut decoded);
+                        if self.send_all(ahead).await.is_err() || self.land().await.is_err() || self.bury(seq, &e).await.is_err() {
                             return;
                         }
                     }
                 }
             }
-            if let Some((_, _, head)) = decoded.first() {
-                self.q.head_ms.store(head.accepted_ms, Ordering::Release);
-                let age = super::item::now_ms().saturating_sub(head.accepted_ms) as f64 / 1000.0;
-                crate::metrics::metrics().spool_oldest(&self.q.name, age);
-            }
-            let batch_returns = self.host.returner(&self.q.name).is_some_and(|r| r.supports_batch());
-            for group in groups(decoded, batch_returns) {
-                if self.send(group).await.is_err() {
-                    return;
-                }
+            if self.send_all(decoded).await.is_err() {
+                return;
             }
         }
+    }
+
+    /// Deliver `items`, in the groups [`groups`] makes of them.
+    async fn send_all(&mut self, items: Vec<(u64, u64, Item)>) -> Result<(), Stopped> {
+        let batch_returns = self.host.returner(&self.q.name).is_some_and(|r| r.supports_batch());
+        for group in groups(items, batch_returns) {
+            self.send(group).await?;
+        }
+        Ok(())
     }
 
     /// Deliver `group` after the groups handed out before it. Its call
