@@ -5,6 +5,8 @@
 //! never restarted.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use returner_host_tests::etcd::EtcdCluster;
@@ -22,24 +24,30 @@ fn every_return_lands_once_while_the_leader_is_cut_off() {
     // Small batches: delivery is still going when the leader is cut off.
     let d = super::cluster_daemon(dir.path(), &cluster, "[server.spool]\nretry_max_ms = 500\nbatch_max_items = 8", None);
     let fixtures = salt_fixture_lines("minion-returns.jsonl");
-    d.write_returns("etcd", &fixtures, 0, total, 4, |_| {});
-
-    // Everything is acknowledged; the spool delivers it. A third of the way
-    // through, the leader is cut off; two thirds, it joins again.
+    // The returns are written while the spool delivers them. A third of
+    // the way through delivery the leader is cut off; two thirds, it joins
+    // again. Delivery must get through the middle third while it is cut off.
+    let acked = AtomicU64::new(0);
     let backlog = |d: &returner_host_tests::Daemon| d.queue("etcd")["items"].as_u64().unwrap_or(0);
-    let wait_backlog = |n: u64, what: &str| {
+    let delivered = || acked.load(Relaxed).saturating_sub(backlog(&d));
+    let wait_delivered = |n: u64, what: &str| {
         let started = Instant::now();
-        while backlog(&d) > n {
-            assert!(started.elapsed() < Duration::from_secs(300), "{what}: backlog {} after 300 s:\n{}", backlog(&d), d.log_text());
+        while delivered() < n {
+            assert!(started.elapsed() < Duration::from_secs(300), "{what}: {} delivered after 300 s:\n{}", delivered(), d.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    wait_backlog(2 * total / 3, "before the cut");
-    cluster.cut(0);
-    let at_cut = backlog(&d);
-    assert!(at_cut > total / 3, "the leader is cut off mid-stream: {at_cut} returns still to deliver");
-    wait_backlog(total / 3, "with the leader cut off");
-    cluster.heal(0);
+    let mut at_cut = 0;
+    std::thread::scope(|s| {
+        s.spawn(|| d.write_returns("etcd", &fixtures, 0, total, 4, |_| {
+            acked.fetch_add(1, Relaxed);
+        }));
+        wait_delivered(total / 3, "before the cut");
+        cluster.cut(0);
+        at_cut = total - delivered();
+        wait_delivered(2 * total / 3, "with the leader cut off");
+        cluster.heal(0);
+    });
     d.settle("etcd", Duration::from_secs(600));
     assert!(d.dead_letters("etcd").is_empty(), "{:#?}", d.dead_letters("etcd"));
 
@@ -56,7 +64,7 @@ fn every_return_lands_once_while_the_leader_is_cut_off() {
     let expected_keys: usize = (0..total as usize).map(|n| per_fixture[n % per_fixture.len()]).sum();
     assert_eq!(keys.len(), expected_keys, "one key per field of each return");
     let log = d.log_text();
-    eprintln!("backlog when the leader was cut off: {at_cut} of {total}");
+    eprintln!("returns still to deliver when the leader was cut off: {at_cut} of {total}");
     let mut running = d;
     assert!(running.is_running(), "the host was never restarted:\n{log}");
 }
