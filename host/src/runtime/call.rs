@@ -250,7 +250,7 @@ impl Returner {
     }
 
     /// [`Returner::call`], its requests to the backends waiting for `turn`
-    /// (the call's deadline runs meanwhile).
+    /// (its deadline does not run while they wait).
     pub async fn call_in_turn(&self, runtime: &super::Runtime, call: &Call, turn: Turn) -> Result<Output, CallError> {
         self.invoke(runtime, Invocation::Salt(call), turn).await
     }
@@ -275,7 +275,7 @@ impl Returner {
     }
 
     /// [`Returner::call_batch`], its requests to the backends waiting for
-    /// `turn` (the call's deadline runs meanwhile).
+    /// `turn` (its deadline does not run while they wait).
     pub async fn call_batch_in_turn(&self, runtime: &super::Runtime, rets: &[JobReturn], turn: Turn) -> Result<(), CallError> {
         if !self.supports_batch() {
             return Err(CallError::new(
@@ -634,13 +634,12 @@ async fn until_deadline<T>(deadline: Instant, turn: &Turn, run: impl std::future
     tokio::pin!(run);
     loop {
         let end = turn.extended(deadline) + HOST_WAIT_GRACE;
+        if Instant::now() >= end {
+            return None;
+        }
         tokio::select! {
             out = &mut run => return Some(out),
-            _ = tokio::time::sleep_until(end.into()) => {
-                if Instant::now() >= turn.extended(deadline) + HOST_WAIT_GRACE {
-                    return None;
-                }
-            }
+            _ = tokio::time::sleep_until(end.into()) => {}
         }
     }
 }

@@ -249,21 +249,10 @@ impl Returner for EtcdReturn {
 
     fn event_return(events: Vec<Event>) -> Result<()> {
         let ttl = ttl()?;
-        // One transaction writes a key once: the last event of a tag wins.
-        let mut latest = Map::new();
-        for event in events {
-            latest.insert(event_key(&event.tag), Value::String(json_dumps(&event.data)));
-        }
-        // Transactions of at most MAX_TXN_OPS keys, each key in one of
-        // them: they go together, as a batch of returns does.
-        let mut txns: Vec<Vec<etcd::KeyValue>> = Vec::new();
-        for (key, data) in latest {
-            let item = kv(key, data.as_str().unwrap_or_default().as_bytes());
-            match txns.last_mut() {
-                Some(txn) if txn.len() < MAX_TXN_OPS => txn.push(item),
-                _ => txns.push(vec![item]),
-            }
-        }
+        // Packed as a batch of returns is, each event its own item: a tag
+        // several events have is written once, with the last one's data,
+        // and the transactions go together.
+        let txns = pack(events.iter().map(|event| vec![kv(event_key(&event.tag), json_dumps(&event.data))]).collect());
         if txns.is_empty() {
             return Ok(());
         }

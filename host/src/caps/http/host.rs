@@ -115,7 +115,7 @@ impl HttpCtx {
     /// Wait for a request slot and a turn under the rate, until the deadline.
     async fn admit(&self, granted: &HttpGranted) -> Result<tokio::sync::OwnedSemaphorePermit, GuestError> {
         let grant = &granted.grant;
-        let Some(turn) = granted.next_turn(self.turn.extended(self.deadline)) else {
+        let Some(turn) = granted.next_turn(self.deadline()) else {
             metrics().limited(&self.returner, "http_rate");
             return Err(GuestError::Limit(format!(
                 "over the grant's max_requests_per_second ({}) until the call's deadline",
@@ -123,7 +123,7 @@ impl HttpCtx {
             )));
         };
         tokio::time::sleep_until(turn.into()).await;
-        match tokio::time::timeout_at(self.turn.extended(self.deadline).into(), granted.in_flight.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(self.deadline().into(), granted.in_flight.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
                 metrics().limited(&self.returner, "http_in_flight");
@@ -158,7 +158,7 @@ impl http::Host for HttpCtx {
         let headers = request.headers.into_iter().map(|h| (h.name, h.value)).collect();
         let sent = checked
             .client
-            .send(Request { method: m, path: &checked.path, query: checked.query.as_deref(), headers, body: request.body }, self.turn.extended(self.deadline))
+            .send(Request { method: m, path: &checked.path, query: checked.query.as_deref(), headers, body: request.body }, self.deadline())
             .await;
         let (url, response) = match sent {
             Ok(sent) => sent,

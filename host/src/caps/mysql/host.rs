@@ -146,7 +146,7 @@ impl MysqlCtx {
             // Host bug: a statement passed the check without a grant.
             return Err(GuestError::Backend("mysql: no grant".into()));
         };
-        let wait = self.turn.extended(self.deadline).saturating_duration_since(std::time::Instant::now());
+        let wait = self.deadline().saturating_duration_since(std::time::Instant::now());
         match tokio::time::timeout(wait, granted.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
@@ -179,7 +179,7 @@ impl Host for MysqlCtx {
             Err(e) => return Ok(Err(e)),
         };
         let statement = sent.pop().unwrap_or_default();
-        let deadline = self.turn.extended(self.deadline);
+        let deadline = self.deadline();
         let result = match self.session(Function::Query, &client).await {
             Ok(session) => session.query(statement, params, deadline).await,
             Err(e) => Err(e),
@@ -197,7 +197,7 @@ impl Host for MysqlCtx {
             Err(e) => return Ok(Err(e)),
         };
         let statement = sent.pop().unwrap_or_default();
-        let deadline = self.turn.extended(self.deadline);
+        let deadline = self.deadline();
         let result = match self.session(Function::Execute, &client).await {
             Ok(session) => session.execute(statement, params, deadline).await,
             Err(e) => Err(e),
@@ -229,7 +229,7 @@ impl Host for MysqlCtx {
         if sent.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        let deadline = self.turn.extended(self.deadline);
+        let deadline = self.deadline();
         let result = match self.session(Function::Transaction, &client).await {
             Ok(session) => session.transaction(sent.into_iter().zip(params).collect(), deadline).await,
             Err(e) => Err(e),

@@ -401,6 +401,11 @@ impl MysqlCtx {
     pub fn in_turn(self, turn: Turn) -> Self {
         Self { turn, ..self }
     }
+
+    /// When the call ends: its deadline, moved on by its wait for its turn.
+    fn deadline(&self) -> Instant {
+        self.turn.extended(self.deadline)
+    }
 }
 
 struct HasMysql;
