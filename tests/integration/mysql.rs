@@ -37,6 +37,15 @@ pub(crate) fn database() -> TestDb {
     db
 }
 
+/// A server of its own, for a test that stops it, adds triggers or reads
+/// its global counters, and a database on it with the returner's schema.
+fn own_database() -> (MariaDb, TestDb) {
+    let server = MariaDb::start();
+    let db = server.database();
+    db.sql(SCHEMA);
+    (server, db)
+}
+
 /// A daemon serving the shipped returner as `mysql` (and as `mysql_archive`
 /// with `archive_jobs`), the hostile `escaper` with a narrow grant, and
 /// `nogrant` with none.
@@ -391,9 +400,7 @@ fn a_wrong_password_is_a_clear_backend_error_that_never_shows_a_password() {
 #[test]
 fn mariadb_stopped_mid_stream_holds_returns_and_delivers_them_when_back() {
     let dir = temp_dir();
-    let mut server = MariaDb::start();
-    let db = server.database();
-    db.sql(SCHEMA);
+    let (mut server, db) = own_database();
     let d = daemon(dir.path(), &db);
     let ret = |n: u32| json!({ "ret": { "id": "m1", "jid": format!("202611230843{n:08}"), "fun": "test.ping", "return": true, "success": true } });
     assert_eq!(d.write("mysql", "returner", &ret(1)).result(), &Value::Null);
@@ -609,9 +616,7 @@ fn marked_steps(marker: &str, n: usize) -> Value {
 #[test]
 fn a_call_runs_its_statements_on_one_connection_and_prepares_each_once() {
     // A server of its own: its global counters see this test only.
-    let server = MariaDb::start();
-    let db = server.database();
-    db.sql(SCHEMA);
+    let (server, db) = own_database();
     let dir = temp_dir();
     let d = daemon(dir.path(), &db);
     assert_eq!(d.call("escaper", "get_jid", &json!({ "jid": "SELECT COUNT(*) FROM jids" })).result(), &json!({ "rows": [[0]] }));
@@ -710,9 +715,7 @@ fn a_transaction_a_call_leaves_never_reaches_the_next_call() {
 #[test]
 fn a_batch_too_slow_for_the_statement_time_limit_is_delivered_in_halves() {
     let dir = temp_dir();
-    let mut server = MariaDb::start();
-    let db = server.database();
-    db.sql(SCHEMA);
+    let (mut server, db) = own_database();
     // Each row costs MariaDB 50 ms: the batch's INSERT of 32 rows runs past
     // the profile's 1 s limit however often it is tried; one of 8 rows does not.
     server
@@ -741,9 +744,7 @@ fn a_write_held_by_the_server_holds_every_write_queued_after_it() {
     // being stored. A group that fails must still hold back every later
     // one: none of their rows may reach the server before its own.
     let dir = temp_dir();
-    let server = MariaDb::start();
-    let db = server.database();
-    db.sql(SCHEMA);
+    let (server, db) = own_database();
     db.sql("CREATE TABLE hold (tag varchar(255) PRIMARY KEY)");
     db.sql("INSERT INTO hold VALUES ('e057')");
     // A held event fails as a lock wait timeout does (1205): worth a retry.
